@@ -1,0 +1,60 @@
+"""Shared test fixtures: personas, API clients, and the split between SQLite and PostgreSQL runs.
+
+The bulk of the suite runs on SQLite. Tests marked `postgres` need the real PostgreSQL server and
+run in a second pass with DATABASE_URL set (scripts/test does both passes).
+"""
+
+from __future__ import annotations
+
+import pytest
+from django.db import connection
+from rest_framework.test import APIClient
+
+from gaiaorch.auth import ensure_service_account
+
+
+def pytest_collection_modifyitems(config, items):
+    on_postgres = connection.vendor == "postgresql"
+    keep, drop = [], []
+    for item in items:
+        wants_postgres = item.get_closest_marker("postgres") is not None
+        (keep if wants_postgres == on_postgres else drop).append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
+
+
+def client_for_token(token: str) -> APIClient:
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {token}")
+    return client
+
+
+@pytest.fixture
+def operator(django_user_model):
+    """Olivia, the on-call operator: a staff user who may act on anything."""
+    return django_user_model.objects.create_user("olivia", password="not-a-real-password", is_staff=True)
+
+
+@pytest.fixture
+def operator_client(operator) -> APIClient:
+    client = APIClient()
+    client.force_authenticate(operator)
+    return client
+
+
+@pytest.fixture
+def study_client(db) -> APIClient:
+    """The gaia-study service account, authenticated by its real token."""
+    return client_for_token(ensure_service_account("gaia-study"))
+
+
+@pytest.fixture
+def core_client(db) -> APIClient:
+    """The gaia-core service account, authenticated by its real token."""
+    return client_for_token(ensure_service_account("gaia-core"))
+
+
+@pytest.fixture
+def anonymous_client() -> APIClient:
+    return APIClient()

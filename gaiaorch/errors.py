@@ -1,0 +1,88 @@
+"""Domain errors and the one JSON error shape: {"error": code, "detail": sentence, ...context}."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db import DatabaseError
+from rest_framework import exceptions, status
+from rest_framework.response import Response
+
+
+class DomainError(Exception):
+    """A refusal that callers can act on; the HTTP status says which kind."""
+
+    status_code = status.HTTP_400_BAD_REQUEST
+    code = "invalid_request"
+
+    def __init__(self, detail: str, code: str | None = None, **context: Any):
+        super().__init__(detail)
+        self.detail = detail
+        self.code = code or self.code
+        self.context = context
+
+    def body(self) -> dict[str, Any]:
+        return {"error": self.code, "detail": self.detail, **self.context}
+
+
+class InvalidRequest(DomainError):
+    pass
+
+
+class NotFound(DomainError):
+    status_code = status.HTTP_404_NOT_FOUND
+    code = "not_found"
+
+
+class Forbidden(DomainError):
+    status_code = status.HTTP_403_FORBIDDEN
+    code = "forbidden"
+
+
+class Conflict(DomainError):
+    status_code = status.HTTP_409_CONFLICT
+    code = "conflict"
+
+
+class Unavailable(DomainError):
+    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+    code = "unavailable"
+
+
+DRF_CODES = {
+    exceptions.ParseError: "malformed_request",
+    exceptions.NotAuthenticated: "not_authenticated",
+    exceptions.AuthenticationFailed: "authentication_failed",
+    exceptions.PermissionDenied: "forbidden",
+    exceptions.NotFound: "not_found",
+    exceptions.MethodNotAllowed: "method_not_allowed",
+    exceptions.UnsupportedMediaType: "unsupported_media_type",
+    exceptions.Throttled: "throttled",
+    exceptions.NotAcceptable: "not_acceptable",
+}
+
+
+def error_response(code: str, detail: str, http_status: int, **context: Any) -> Response:
+    return Response({"error": code, "detail": detail, **context}, status=http_status)
+
+
+def _drf_error(exc: exceptions.APIException) -> Response:
+    if isinstance(exc, exceptions.ValidationError):
+        fields = exc.detail if isinstance(exc.detail, dict) else {"non_field_errors": exc.detail}
+        return error_response("invalid_request", "The request has invalid fields.", 400, fields=fields)
+    code = next((c for cls, c in DRF_CODES.items() if isinstance(exc, cls)), "error")
+    response = error_response(code, str(exc.detail), exc.status_code)
+    if getattr(exc, "auth_header", None):
+        response["WWW-Authenticate"] = exc.auth_header
+    return response
+
+
+def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+    """DRF hook: every failure leaves as the same JSON shape with the right status."""
+    if isinstance(exc, DomainError):
+        return Response(exc.body(), status=exc.status_code)
+    if isinstance(exc, exceptions.APIException):
+        return _drf_error(exc)
+    if isinstance(exc, DatabaseError):
+        return error_response("database_unavailable", f"The database refused the request: {exc}", 503)
+    return None

@@ -1,0 +1,28 @@
+from rest_framework import mixins, serializers, viewsets
+
+from notifications.api.serializers import EventSerializer
+from notifications.models import Event
+
+
+class EventFilter(serializers.Serializer):
+    after = serializers.IntegerField(required=False, min_value=0)
+    type = serializers.CharField(required=False, max_length=64)
+    severity = serializers.ChoiceField(required=False, choices=Event._meta.get_field("severity").choices)
+    subject_kind = serializers.CharField(required=False, max_length=32)
+    subject_id = serializers.CharField(required=False, max_length=64)
+
+
+class EventViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+    """The event log, read-only. `?after=<id>` returns events after that id in ascending order."""
+
+    serializer_class = EventSerializer
+
+    def get_queryset(self):
+        params = EventFilter(data=self.request.query_params)
+        params.is_valid(raise_exception=True)
+        wanted = dict(params.validated_data)
+        after = wanted.pop("after", None)
+        queryset = Event.objects.filter(**wanted)
+        if after is not None:
+            return queryset.filter(id__gt=after).order_by("id")
+        return queryset.order_by("-id")
