@@ -213,3 +213,11 @@ GAIAORCH = CONFIG.yaml_data
 GPU_BACKEND = CONFIG.get("GAIAORCH_GPU_BACKEND", "gpu.backend", "none", choice_parser("nvml", "fake", "none"))
 GPU_COUNT = CONFIG.get("GAIAORCH_GPU_COUNT", "gpu.count", 1, int_parser(0, 64))
 FAKE_GPU_FILE = CONFIG.get("GAIAORCH_FAKE_GPU_FILE", "gpu.fake_file", str(VAR_DIR / "fake-gpu.json"))
+
+# GPU leases: a lease without ttl_seconds gets this TTL (None: lives until released).
+LEASE_DEFAULT_TTL_SECONDS = CONFIG.get(
+    "GAIAORCH_LEASE_DEFAULT_TTL", "leases.default_ttl_seconds", None, int_parser(1, 7 * 24 * 3600)
+)
+LEASE_REAPER_INTERVAL_SECONDS = CONFIG.get(
+    "GAIAORCH_LEASE_REAPER_INTERVAL", "leases.reaper_interval_seconds", 1, int_parser(1, 60)
+)
