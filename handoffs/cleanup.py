@@ -17,6 +17,7 @@ from django.utils import timezone
 
 from gaiaorch import telemetry
 from gaiaorch.telemetry import GpuSample
+from handoffs import ownership
 from handoffs.models import GpuBaseline
 from handoffs.strategies import PhaseFailed
 
@@ -41,9 +42,15 @@ class Threshold:
 
 
 def baseline_mib(gpu: int, configured: int | None) -> int | None:
+    """The configured baseline, else the lowest idle use measured here or by the lease app."""
     if configured is not None:
         return configured
-    return GpuBaseline.objects.filter(gpu_index=gpu).values_list("used_mib", flat=True).first()
+    measured = [
+        GpuBaseline.objects.filter(gpu_index=gpu).values_list("used_mib", flat=True).first(),
+        ownership.idle_baseline_seen_by_leases(gpu),
+    ]
+    known = [value for value in measured if value is not None]
+    return min(known) if known else None
 
 
 def threshold_for(

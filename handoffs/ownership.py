@@ -1,12 +1,16 @@
-"""Every call handoffs make into the lease service, in one place.
+"""Every call handoffs make into the lease app, in one place.
 
-The lease service owns GPUs and leases; a handoff only asks who holds a GPU and moves the lease.
+The lease service owns GPUs and leases; a handoff asks who holds a GPU, moves the lease, and
+reads the idle baseline the lease app measured while answering /gpu/status.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from uuid import UUID
+
+from leases import services as leases
+from leases.models import Gpu
 
 
 @dataclass(frozen=True)
@@ -16,12 +20,6 @@ class Holding:
     fencing_token: int
 
 
-def _leases():
-    from leases import services
-
-    return services
-
-
 def _holding(lease) -> Holding | None:
     if lease is None:
         return None
@@ -29,12 +27,16 @@ def _holding(lease) -> Holding | None:
 
 
 def holder(gpu: int) -> Holding | None:
-    return _holding(_leases().current_holder(gpu))
+    return _holding(leases.current_holder(gpu))
 
 
 def transfer(*, gpu: int, to: str, expected_holder: str, reason: str, actor: str) -> Holding:
     """Move the GPU's lease atomically; Conflict (naming the holder) if someone else holds it."""
-    lease = _leases().transfer(
+    lease = leases.transfer(
         gpu=gpu, to_requester=to, reason=reason, actor=actor, expected_holder=expected_holder
     )
     return _holding(lease)
+
+
+def idle_baseline_seen_by_leases(gpu: int) -> int | None:
+    return Gpu.objects.filter(index=gpu).values_list("baseline_mib", flat=True).first()

@@ -1,0 +1,203 @@
+"""Fake gaia-core, gaia-prime and gaia-study: real HTTP servers on 127.0.0.1 speaking the contract.
+
+Each route answers like the real service (ARCHITECTURE.md §5 "What gaiaorch calls") unless a test
+scripts it otherwise: `fake.respond(path, status=500)`, `fake.respond(path, delay=2)`,
+`fake.respond(path, hang=True)` (holds the request until the fake stops). `fake.on(path, hook)`
+runs a hook on each call, e.g. to drop VRAM in the fake telemetry file like a real release would.
+Every call is recorded with its JSON body; `fake.busy_seconds` sums the time spent answering.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+from gaiaorch.telemetry import write_fake
+
+CONTRACT: dict[str, dict[str, dict[str, Any]]] = {
+    "gaia-core": {
+        "/gpu/release": {"ok": True, "message": "released", "state": "released"},
+        "/gpu/reclaim": {"ok": True, "message": "reclaimed", "state": "active"},
+        "/health": {"status": "healthy"},
+    },
+    "gaia-prime": {
+        "/sleep": {},
+        "/wake_up": {},
+        "/health": {},
+    },
+    "gaia-study": {
+        "/study/gpu-ready": {"ok": True, "message": "training may start", "gpu_available": True},
+        "/study/gpu-release": {"ok": True, "message": "released", "gpu_available": False},
+        "/health": {"status": "healthy"},
+    },
+}
+
+
+@dataclass
+class Script:
+    status: int = 200
+    delay: float = 0.0
+    hang: bool = False
+    body: dict[str, Any] | None = None
+
+
+@dataclass
+class Call:
+    method: str
+    path: str
+    body: dict[str, Any]
+
+
+@dataclass
+class FakeService:
+    name: str
+    routes: dict[str, dict[str, Any]]
+    scripts: dict[str, Script] = field(default_factory=dict)
+    hooks: dict[str, list[Callable[[], None]]] = field(default_factory=dict)
+    calls: list[Call] = field(default_factory=list)
+    busy_seconds: float = 0.0
+    stopping: threading.Event = field(default_factory=threading.Event)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    server: ThreadingHTTPServer | None = None
+
+    @property
+    def url(self) -> str:
+        host, port = self.server.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def respond(self, path: str, **script: Any) -> None:
+        self.scripts[path] = Script(**script)
+
+    def on(self, path: str, hook: Callable[[], None]) -> None:
+        self.hooks.setdefault(path, []).append(hook)
+
+    def called(self, path: str) -> list[Call]:
+        return [call for call in self.calls if call.path == path]
+
+    def start(self) -> FakeService:
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
+        self.server.daemon_threads = True
+        threading.Thread(target=self.server.serve_forever, name=self.name, daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+    def answer(self, method: str, raw_path: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        started = time.monotonic()
+        path = raw_path.split("?", 1)[0]
+        with self.lock:
+            self.calls.append(Call(method, raw_path, body))
+        script = self.scripts.get(path, Script())
+        if script.hang:
+            self.stopping.wait()
+            return 503, {"detail": "fake stopped while hanging"}
+        if script.delay:
+            time.sleep(script.delay)
+        if path not in self.routes:
+            return 404, {"detail": f"{self.name} has no {path}"}
+        if 200 <= script.status < 300:
+            for hook in self.hooks.get(path, []):
+                hook()
+        answer = script.body if script.body is not None else self.routes[path]
+        with self.lock:
+            self.busy_seconds += time.monotonic() - started
+        return script.status, answer
+
+
+def _handler(fake: FakeService) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        def _serve(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            raw = self.rfile.read(length) if length else b""
+            try:
+                body = json.loads(raw) if raw else {}
+            except ValueError:
+                body = {"unparsed": raw.decode(errors="replace")}
+            status, answer = fake.answer(self.command, self.path, body)
+            payload = json.dumps(answer).encode()
+            try:
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+            except OSError:
+                pass  # the client gave up (its timeout); nothing to answer
+
+        do_GET = do_POST = _serve
+
+        def log_message(self, *args) -> None:
+            pass
+
+    return Handler
+
+
+class FakeGpu:
+    """The fake telemetry file, with the used figure a test (or a fake's hook) moves."""
+
+    def __init__(self, path: Path, total_mib: int = 24576, used_mib: int = 512):
+        self.path = path
+        self.total_mib = total_mib
+        self.set(used_mib)
+
+    def set(self, used_mib: int) -> None:
+        self.used_mib = used_mib
+        write_fake(self.path, [{"index": 0, "total_mib": self.total_mib, "used_mib": used_mib}])
+
+    def setter(self, used_mib: int) -> Callable[[], None]:
+        return lambda: self.set(used_mib)
+
+
+def stack_config(core: str, prime: str, study: str, **handoffs: Any) -> dict[str, Any]:
+    """The GAIA stack of config/orchestrator.yaml, pointed at the fakes' URLs."""
+    return {
+        "gpu": {"poll_ms": 20, "residual_mib": 512, "baseline_mib": 500},
+        "stacks": {"live": {"gpu_requester": "gaia-core"}},
+        "services": {
+            "gaia-prime": {
+                "stack": "live",
+                "health_url": f"{prime}/health",
+                "gpu": True,
+                "vram_mib": 10240,
+                "release": {"http": {"method": "POST", "url": f"{prime}/sleep?level=1"}},
+                "reclaim": {"http": {"method": "POST", "url": f"{prime}/wake_up"}},
+            },
+            "gaia-core": {
+                "stack": "live",
+                "health_url": f"{core}/health",
+                "gpu": True,
+                "depends_on": ["gaia-prime", "gaia-mcp"],
+                "release": {"http": {"method": "POST", "url": f"{core}/gpu/release"}},
+                "reclaim": {"http": {"method": "POST", "url": f"{core}/gpu/reclaim"}},
+            },
+            "gaia-mcp": {"stack": "live"},
+            "gaia-study": {
+                "stack": "live",
+                "health_url": f"{study}/health",
+                "gpu": True,
+                "vram_mib": 16384,
+                "ready": {"http": {"method": "POST", "url": f"{study}/study/gpu-ready"}},
+                "release": {"http": {"method": "POST", "url": f"{study}/study/gpu-release"}},
+            },
+        },
+        "handoffs": {
+            "prime_to_study": {"source": "gaia-core", "destination": "gaia-study"},
+            "study_to_prime": {"source": "gaia-study", "destination": "gaia-core"},
+            "phase_timeout_seconds": 3,
+            "http_timeout_seconds": 1,
+            "stale_after_seconds": 3,
+            "signal_retry_max_seconds": 1,
+            "on_recipient_unacknowledged": "rollback",
+            "accept_container_stopped_as_proof": False,
+            **handoffs,
+        },
+    }
