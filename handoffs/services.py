@@ -11,6 +11,7 @@ import logging
 from typing import Any
 from uuid import UUID
 
+from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
@@ -31,7 +32,7 @@ TASK = "handoffs.tasks.run_handoff"
 def get(handoff_id: UUID | str) -> Handoff:
     try:
         return Handoff.objects.get(pk=handoff_id)
-    except (Handoff.DoesNotExist, ValueError):
+    except (Handoff.DoesNotExist, ValueError, ValidationError):
         raise NotFound(f"No handoff has id {handoff_id}.", handoff_id=str(handoff_id)) from None
 
 

@@ -64,3 +64,12 @@ def run_handoff():
         return Handoff.objects.get(pk=handoff.pk)
 
     return start_and_run
+
+
+@pytest.fixture
+def client_for(db):
+    """An API client authenticated as the named service account."""
+    from conftest import client_for_token
+    from gaiaorch.auth import ensure_service_account
+
+    return lambda name: client_for_token(ensure_service_account(name))
