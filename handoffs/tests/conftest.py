@@ -73,3 +73,11 @@ def client_for(db):
     from gaiaorch.auth import ensure_service_account
 
     return lambda name: client_for_token(ensure_service_account(name))
+
+
+@pytest.fixture
+def synchronous_worker(monkeypatch):
+    """django-q2 runs enqueued tasks inline, in this process, as its sync mode does."""
+    from django_q.conf import Conf
+
+    monkeypatch.setattr(Conf, "SYNC", True)

@@ -35,7 +35,9 @@ def test_it_shows_the_seed_status_shape_with_the_phase_list(gaia, hold_gpu, stud
     assert {"name", "started_at", "finished_at", "outcome", "detail"} <= set(status["phases"][0])
 
 
-def test_it_refuses_a_second_handoff_on_the_same_gpu_naming_the_first(gaia, hold_gpu, core_client, study_client):
+def test_it_refuses_a_second_handoff_on_the_same_gpu_naming_the_first(
+    gaia, hold_gpu, core_client, study_client
+):
     hold_gpu("gaia-core")
     first = study_client.post("/handoff/prime-to-study").json()["handoff_id"]
     response = core_client.post("/handoff/study-to-prime")

@@ -8,7 +8,9 @@ pytestmark = pytest.mark.django_db
 
 
 def ended_with(handoff, *names):
-    return [record.name for record in handoff.phases.order_by("started_at", "id")][-len(names) :] == list(names)
+    return [record.name for record in handoff.phases.order_by("started_at", "id")][-len(names) :] == list(
+        names
+    )
 
 
 def test_it_rolls_back_when_core_hangs_on_release(gaia, hold_gpu, run_handoff):

@@ -58,7 +58,12 @@ def test_it_writes_an_event_for_every_phase(gaia, hold_gpu, run_handoff):
     handoff = run_handoff()
     events = Event.objects.filter(subject_kind="handoff", subject_id=str(handoff.id)).order_by("id")
     changed = [event.data["phase"] for event in events if event.type == "handoff.phase_changed"]
-    assert changed == ["releasing_gpu", "waiting_cuda_cleanup", "transferring_ownership", "signaling_recipient"]
+    assert changed == [
+        "releasing_gpu",
+        "waiting_cuda_cleanup",
+        "transferring_ownership",
+        "signaling_recipient",
+    ]
     types = [event.type for event in events]
     assert types[0] == "handoff.started"
     assert types[-1] == "handoff.completed"
