@@ -7,6 +7,7 @@ the other side answered.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from typing import Any
@@ -30,10 +31,22 @@ class PhaseFailed(Exception):
         return {"detail": self.detail, **self.context}
 
 
+_clients: dict[int, httpx.Client] = {}
+
+
+def _client() -> httpx.Client:
+    # One pooled client per process (django-q2 forks workers; a client must not cross a fork).
+    # Building a client loads the CA bundle, which costs more than a whole loopback call.
+    pid = os.getpid()
+    if pid not in _clients:
+        _clients[pid] = httpx.Client()
+    return _clients[pid]
+
+
 def http_call(service: str, call: HttpCall, timeout: float, payload: dict[str, Any] | None = None) -> dict:
     """Make one call; the parsed JSON answer (or {}) on 2xx, PhaseFailed otherwise."""
     try:
-        response = httpx.request(call.method, call.url, json=payload, timeout=timeout)
+        response = _client().request(call.method, call.url, json=payload, timeout=timeout)
     except httpx.TimeoutException:
         raise PhaseFailed(
             f"{service} did not answer {call.method} {call.url} within {timeout:g} s",
