@@ -25,9 +25,9 @@ from django.utils import timezone
 
 from gaiaorch import jobs
 from gaiaorch.errors import DomainError
-from handoffs import cleanup, config, ownership, strategies
+from handoffs import cleanup, config, measure, ownership, strategies
+from handoffs.errors import PhaseFailed
 from handoffs.models import FORWARD, TERMINAL, Handoff, HandoffPhase, Phase
-from handoffs.strategies import PhaseFailed
 from notifications.models import Severity
 from notifications.services import record_event
 
@@ -245,7 +245,7 @@ class Runner:
         kind = self.settings.types[handoff.type]
         before = handoff.phases.filter(name=Phase.RELEASING_GPU, outcome=Outcome.SUCCEEDED).last()
         vram_before = (before.figures if before else {}).get("vram_before_mib")
-        sample = cleanup.telemetry.sample()
+        sample = measure.telemetry.sample()
         container_proof = self.settings.accept_container_stopped_as_proof and self.settings.stops_container(
             kind
         )
@@ -257,7 +257,7 @@ class Runner:
             residual_mib=self.settings.residual_mib,
             need_mib=self.settings.vram_needed_mib(handoff.destination),
         )
-        figures = cleanup.wait_for_cleanup(
+        figures = measure.wait_for_cleanup(
             handoff.gpu_index,
             threshold,
             deadline=self.deadline,
@@ -442,7 +442,7 @@ PHASE_BODIES = {
 
 def _used_or_none(gpu: int) -> int | None:
     try:
-        return cleanup.measure(gpu).used_mib
+        return measure.measure(gpu).used_mib
     except PhaseFailed:
         return None
 

@@ -15,20 +15,9 @@ from typing import Any
 import httpx
 
 from handoffs.config import HttpCall, Service, Strategy
+from handoffs.errors import PhaseFailed
 
 BODY_LIMIT = 2000
-
-
-class PhaseFailed(Exception):
-    """A phase could not finish; `context` lands in the handoff's error and the event."""
-
-    def __init__(self, detail: str, **context: Any):
-        super().__init__(detail)
-        self.detail = detail
-        self.context = context
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"detail": self.detail, **self.context}
 
 
 _clients: dict[int, httpx.Client] = {}
