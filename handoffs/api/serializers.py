@@ -15,10 +15,55 @@ class StartSerializer(StartSeedSerializer):
     gpu = serializers.IntegerField(required=False, min_value=0, default=0)
 
 
+class PhaseRecordSerializer(serializers.Serializer):
+    name = serializers.CharField()
+    started_at = serializers.DateTimeField()
+    finished_at = serializers.DateTimeField(allow_null=True)
+    outcome = serializers.CharField()
+    detail = serializers.CharField()
+    figures = serializers.DictField()
+
+
+class StartedSerializer(serializers.Serializer):
+    """The 202 answer to a start: where to follow the handoff."""
+
+    success = serializers.BooleanField()
+    handoff_id = serializers.UUIDField()
+    handoff_type = serializers.CharField()
+    status_url = serializers.CharField()
+    phase = serializers.CharField()
+    source = serializers.CharField()
+    destination = serializers.CharField()
+    message = serializers.CharField()
+
+
+class StatusSerializer(serializers.Serializer):
+    """The seed's status shape plus the phase timeline (services.status)."""
+
+    handoff_id = serializers.UUIDField()
+    handoff_type = serializers.CharField()
+    phase = serializers.CharField()
+    progress_pct = serializers.IntegerField()
+    started_at = serializers.DateTimeField()
+    completed_at = serializers.DateTimeField(allow_null=True)
+    source = serializers.CharField()
+    destination = serializers.CharField()
+    gpu = serializers.IntegerField()
+    reason = serializers.CharField()
+    requested_by = serializers.CharField()
+    cancel_requested = serializers.BooleanField()
+    error = serializers.CharField(allow_null=True)
+    error_context = serializers.DictField(allow_null=True)
+    warnings = serializers.ListField(child=serializers.DictField())
+    lease_id = serializers.UUIDField(allow_null=True)
+    fencing_token = serializers.IntegerField(allow_null=True)
+    phases = PhaseRecordSerializer(many=True)
+
+
 class HandoffSerializer(serializers.ModelSerializer):
     handoff_id = serializers.UUIDField(source="id", read_only=True)
     progress_pct = serializers.IntegerField(read_only=True)
-    phases = serializers.SerializerMethodField()
+    phases = PhaseRecordSerializer(many=True, read_only=True)
     status_url = serializers.SerializerMethodField()
 
     class Meta:
@@ -46,9 +91,6 @@ class HandoffSerializer(serializers.ModelSerializer):
             "phases",
         ]
         read_only_fields = fields
-
-    def get_phases(self, handoff: Handoff) -> list[dict]:
-        return [record.as_dict() for record in handoff.phases.all()]
 
     def get_status_url(self, handoff: Handoff) -> str:
         return f"/handoff/{handoff.id}/status"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action, api_view
 from rest_framework.request import Request
@@ -10,7 +11,13 @@ from rest_framework.response import Response
 from gaiaorch.auth import actor_name
 from gaiaorch.errors import Forbidden
 from handoffs import config, services
-from handoffs.api.serializers import HandoffSerializer, StartSeedSerializer, StartSerializer
+from handoffs.api.serializers import (
+    HandoffSerializer,
+    StartedSerializer,
+    StartSeedSerializer,
+    StartSerializer,
+    StatusSerializer,
+)
 from handoffs.models import Handoff
 
 
@@ -51,16 +58,28 @@ def start_from_request(request: Request, handoff_type: str, serializer_class=Sta
     return _started(handoff)
 
 
+REFUSALS = {
+    409: OpenApiResponse(
+        description="handoff_active (names the running handoff) or not_holder (names the holder)"
+    ),
+    503: OpenApiResponse(description="telemetry_unavailable: freed VRAM cannot be verified"),
+}
+START_SCHEMA = extend_schema(request=StartSeedSerializer, responses={202: StartedSerializer, **REFUSALS})
+
+
+@START_SCHEMA
 @api_view(["POST"])
 def prime_to_study(request: Request) -> Response:
     return start_from_request(request, "prime_to_study")
 
 
+@START_SCHEMA
 @api_view(["POST"])
 def study_to_prime(request: Request) -> Response:
     return start_from_request(request, "study_to_prime")
 
 
+@extend_schema(responses={200: StatusSerializer})
 @api_view(["GET"])
 def handoff_status(request: Request, handoff_id) -> Response:
     return Response(services.status(services.get(handoff_id)))
@@ -72,9 +91,11 @@ class HandoffViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.
     serializer_class = HandoffSerializer
     queryset = Handoff.objects.prefetch_related("phases").order_by("-created_at")
 
+    @extend_schema(request=StartSerializer, responses={202: StartedSerializer, **REFUSALS})
     def create(self, request: Request) -> Response:
         return start_from_request(request, "", StartSerializer)
 
+    @extend_schema(request=None, responses={202: StatusSerializer, 409: OpenApiResponse(description="ended")})
     @action(detail=True, methods=["post"])
     def cancel(self, request: Request, pk=None) -> Response:
         handoff = services.get(pk)
