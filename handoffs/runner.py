@@ -211,6 +211,9 @@ class Runner:
             raise CancelRequested
         time.sleep(max(0.0, min(seconds, self.deadline - time.monotonic())))
 
+    def waiting(self, cancellable: bool = True) -> strategies.Waiting:
+        return strategies.Waiting(lambda seconds: self.pause(seconds, cancellable), self.deadline)
+
     def call_timeout(self) -> float:
         return max(0.1, min(self.settings.http_timeout_seconds, self.deadline - time.monotonic()))
 
@@ -227,14 +230,16 @@ class Runner:
         kind = self.settings.types[handoff.type]
         figures: dict[str, Any] = {"vram_before_mib": _used_or_none(handoff.gpu_index)}
         if kind.release == config.STACK_STRATEGY:
-            strategies.container_action("stop", self._stack_gpu_services(handoff.source))
-            return {**figures, "container": "stop"}, {}
+            stopped = strategies.container_action(
+                "stop", self._stack_gpu_services(handoff.source), self.waiting()
+            )
+            return {**figures, "container": stopped}, {}
         payload = {"reason": handoff.reason or f"handoff {handoff.type}", "handoff_id": str(handoff.id)}
         called = False
         for service in self.settings.gpu_chain(handoff.source):
             if service.release:
                 figures[service.name] = strategies.run_strategy(
-                    service, service.release, self.call_timeout(), payload
+                    service, service.release, self.call_timeout(), payload, self.waiting()
                 )
                 called = True
         if not called:
@@ -293,9 +298,11 @@ class Runner:
         kind = self.settings.types[handoff.type]
         payload = self._lease_payload(handoff, handoff.destination_lease_id, handoff.fencing_token)
         if kind.signal == config.STACK_STRATEGY:
-            strategies.container_action("start", self._stack_gpu_services(handoff.destination))
-            self._wait_chain_healthy(handoff.destination)
-            return {"container": "start", "healthy": True}, {}
+            started = strategies.start_stack(self.settings.service(handoff.destination).stack, self.waiting())
+            return {
+                "container": started,
+                **self._wait_chain_healthy(handoff.destination, cancellable=True),
+            }, {}
         figures: dict[str, Any] = {}
         for service in reversed(self.settings.gpu_chain(handoff.destination)):
             strategy = service.ready or service.reclaim
@@ -311,7 +318,9 @@ class Runner:
             try:
                 return {
                     "attempts": attempts,
-                    **strategies.run_strategy(service, strategy, self.call_timeout(), payload),
+                    **strategies.run_strategy(
+                        service, strategy, self.call_timeout(), payload, self.waiting()
+                    ),
                 }
             except PhaseFailed as failure:
                 if time.monotonic() + backoff >= self.deadline:
@@ -364,11 +373,16 @@ class Runner:
         self.finish_handoff(handoff, ends_as or Phase.FAILED, error=error)
 
     def _release_destination(self, handoff: Handoff) -> dict:
+        if self.settings.types[handoff.type].signal == config.STACK_STRATEGY:
+            services = self._stack_gpu_services(handoff.destination)
+            return strategies.container_action("stop", services, self.waiting(cancellable=False))
         payload = {"reason": f"rollback of handoff {handoff.id}", "handoff_id": str(handoff.id)}
         return {
-            service.name: strategies.run_strategy(service, service.release, self.call_timeout(), payload)
+            service.name: strategies.run_strategy(
+                service, service.release, self.call_timeout(), payload, self.waiting(cancellable=False)
+            )
             for service in self.settings.gpu_chain(handoff.destination)
-            if service.release and not service.release.container
+            if service.release
         }
 
     def _return_lease(self, handoff: Handoff) -> dict:
@@ -389,8 +403,8 @@ class Runner:
     def _reclaim_source(self, handoff: Handoff) -> dict:
         kind = self.settings.types[handoff.type]
         if kind.release == config.STACK_STRATEGY:
-            strategies.container_action("start", self._stack_gpu_services(handoff.source))
-            return {"container": "start"}
+            services = self._stack_gpu_services(handoff.source)
+            return strategies.container_action("start", services, self.waiting(cancellable=False))
         lease = self._source_lease
         payload = self._lease_payload(
             handoff, lease.lease_id if lease else None, lease.fencing_token if lease else None
@@ -400,16 +414,14 @@ class Runner:
             strategy = service.reclaim or service.ready
             if strategy:
                 figures[service.name] = strategies.run_strategy(
-                    service, strategy, self.call_timeout(), payload
+                    service, strategy, self.call_timeout(), payload, self.waiting(cancellable=False)
                 )
         return figures
 
-    def _wait_chain_healthy(self, name: str) -> dict:
-        def pause(seconds: float) -> None:
-            self.pause(seconds, cancellable=False)
-
+    def _wait_chain_healthy(self, name: str, cancellable: bool = False) -> dict:
+        waiting = self.waiting(cancellable)
         for service in self.settings.gpu_chain(name):
-            strategies.wait_healthy(service, self.call_timeout(), self.deadline, pause)
+            strategies.wait_healthy(service, self.call_timeout(), waiting.deadline, waiting.pause)
         return {"healthy": True}
 
     # ---- helpers

@@ -10,10 +10,12 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
 
+from gaiaorch.errors import DomainError
 from handoffs.config import HttpCall, Service, Strategy
 from handoffs.errors import PhaseFailed
 
@@ -87,8 +89,16 @@ def wait_healthy(service: Service, timeout: float, deadline: float, pause: Calla
         pause(0.5)
 
 
+@dataclass(frozen=True)
+class Waiting:
+    """How the caller waits: its pause (heartbeat, cancel check) and its phase deadline."""
+
+    pause: Callable[[float], None]
+    deadline: float
+
+
 def run_strategy(
-    service: Service, strategy: Strategy, timeout: float, payload: dict[str, Any] | None = None
+    service: Service, strategy: Strategy, timeout: float, payload: dict[str, Any] | None, waiting: Waiting
 ) -> dict[str, Any]:
     """Run one service's strategy: its HTTP call, then its container action. Returns figures."""
     figures: dict[str, Any] = {}
@@ -97,21 +107,81 @@ def run_strategy(
         figures["answer"] = http_call(service.name, strategy.http, timeout, payload)
         figures["call_seconds"] = round(time.monotonic() - started, 3)
     if strategy.container:
-        container_action(strategy.container, [service.name])
-        figures["container"] = strategy.container
+        figures["container"] = container_action(strategy.container, [service.name], waiting)
     return figures
 
 
-def container_action(action: str, services: list[str]) -> None:
-    """Stop or start containers of named services through the containers app."""
+# --- containers -------------------------------------------------------------------------------
+# Container stop/start go through the containers app as operations (one at a time, run by a
+# worker); a handoff requests one and follows it, beating its own heartbeat while it waits.
+# A *service* stop is used, never a stack stop: a stack stop gives the stack's lease back, and the
+# lease must stay with the source until the handoff moves it.
+
+ACTOR = "handoffs"
+OPERATION_POLL_SECONDS = 0.25
+
+
+def _containers():
     try:
-        from containers import services as containers
+        from containers import services
     except ImportError:
-        containers = None
-    operation = getattr(containers, f"{action}_services", None)
-    if operation is None:
+        return None
+    return services
+
+
+def _request(what: str, make: Callable[[Any], Any]) -> Any:
+    containers = _containers()
+    if containers is None or not hasattr(containers, "request_service_operation"):
         raise PhaseFailed(
-            f"container {action} is not available: the containers service offers no {action}_services()",
-            services=services,
+            f"cannot {what}: the containers app offers no operations here", code="containers_missing"
         )
-    operation(services, actor="handoffs")
+    try:
+        return make(containers)
+    except DomainError as refusal:
+        raise PhaseFailed(
+            f"containers refused to {what}: {refusal.detail}", code=refusal.code, **refusal.context
+        ) from None
+
+
+def container_action(action: str, services: list[str], waiting: Waiting) -> dict[str, Any]:
+    """Stop or start services (with what depends on them / what they need) and wait for the end."""
+    what = f"{action} {', '.join(services)}"
+    operation = _request(
+        what,
+        lambda containers: containers.request_service_operation(f"service_{action}", services, actor=ACTOR),
+    )
+    return follow_operation(operation.id, waiting)
+
+
+def start_stack(stack: str, waiting: Waiting) -> dict[str, Any]:
+    """Start a whole stack with the GPU (the candidate stack's GPU start takes over its lease)."""
+    operation = _request(
+        f"start the {stack} stack",
+        lambda containers: containers.request_stack_operation(
+            f"{stack}_start", actor=ACTOR, gpu_enabled=True
+        ),
+    )
+    return follow_operation(operation.id, waiting)
+
+
+def follow_operation(operation_id: int, waiting: Waiting) -> dict[str, Any]:
+    started = time.monotonic()
+    while True:
+        operation = _containers().operation(operation_id)
+        figures = {"operation_id": operation.id, "kind": operation.kind, "services": operation.services}
+        if operation.status == "succeeded":
+            return {**figures, "seconds": round(time.monotonic() - started, 3)}
+        if operation.status == "failed":
+            raise PhaseFailed(
+                f"container operation #{operation.id} ({operation.kind}) failed: {operation.error}",
+                error=operation.error,
+                **figures,
+            )
+        if time.monotonic() >= waiting.deadline:
+            raise PhaseFailed(
+                f"container operation #{operation.id} ({operation.kind}) is still {operation.status} "
+                "at the phase deadline",
+                status=operation.status,
+                **figures,
+            )
+        waiting.pause(OPERATION_POLL_SECONDS)

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 from gaiaorch.telemetry import write_fake
@@ -161,7 +162,10 @@ def stack_config(core: str, prime: str, study: str, **handoffs: Any) -> dict[str
     """The GAIA stack of config/orchestrator.yaml, pointed at the fakes' URLs."""
     return {
         "gpu": {"poll_ms": 20, "residual_mib": 512, "baseline_mib": 500},
-        "stacks": {"live": {"gpu_requester": "gaia-core"}},
+        "stacks": {
+            "live": {"gpu_requester": "gaia-core"},
+            "candidate": {"gpu_requester": "gaia-core-candidate"},
+        },
         "services": {
             "gaia-prime": {
                 "stack": "live",
@@ -188,10 +192,29 @@ def stack_config(core: str, prime: str, study: str, **handoffs: Any) -> dict[str
                 "ready": {"http": {"method": "POST", "url": f"{study}/study/gpu-ready"}},
                 "release": {"http": {"method": "POST", "url": f"{study}/study/gpu-release"}},
             },
+            "gaia-core-candidate": {
+                "stack": "candidate",
+                "health_url": f"{core}/health",
+                "gpu": True,
+                "vram_mib": [10240, 6144],
+            },
+            "gaia-web-candidate": {"stack": "candidate", "depends_on": ["gaia-core-candidate"]},
         },
         "handoffs": {
             "prime_to_study": {"source": "gaia-core", "destination": "gaia-study"},
             "study_to_prime": {"source": "gaia-study", "destination": "gaia-core"},
+            "live_to_candidate": {
+                "source": "gaia-core",
+                "destination": "gaia-core-candidate",
+                "release": "containers",
+                "signal": "containers",
+            },
+            "candidate_to_live": {
+                "source": "gaia-core-candidate",
+                "destination": "gaia-core",
+                "release": "containers",
+                "signal": "containers",
+            },
             "phase_timeout_seconds": 3,
             "http_timeout_seconds": 1,
             "stale_after_seconds": 3,
@@ -201,3 +224,43 @@ def stack_config(core: str, prime: str, study: str, **handoffs: Any) -> dict[str
             **handoffs,
         },
     }
+
+
+class FakeContainers:
+    """Stands in for the containers app's service layer: operations requested, then followed.
+
+    `fail` maps an operation kind to its error; `on` maps a kind to a hook run when it succeeds
+    (e.g. a stop freeing VRAM). Operations finish on their first poll.
+    """
+
+    def __init__(self):
+        self.requested: list[tuple[str, list[str], dict]] = []
+        self.fail: dict[str, str] = {}
+        self.hooks: dict[str, Callable[[], None]] = {}
+        self.operations: dict[int, SimpleNamespace] = {}
+
+    def _new(self, kind: str, services: list[str], params: dict) -> SimpleNamespace:
+        self.requested.append((kind, services, params))
+        error = self.fail.get(kind, "")
+        operation = SimpleNamespace(
+            id=len(self.operations) + 1, kind=kind, services=services, status="running", error=error
+        )
+        self.operations[operation.id] = operation
+        return operation
+
+    def request_service_operation(self, kind: str, names: list[str], *, actor: str):
+        return self._new(kind, names, {"actor": actor})
+
+    def request_stack_operation(self, kind: str, *, actor: str, gpu_enabled: bool = False):
+        return self._new(kind, [kind.split("_")[0]], {"actor": actor, "gpu_enabled": gpu_enabled})
+
+    def operation(self, operation_id: int):
+        operation = self.operations[operation_id]
+        if operation.status == "running":
+            operation.status = "failed" if operation.error else "succeeded"
+            if not operation.error and operation.kind in self.hooks:
+                self.hooks[operation.kind]()
+        return operation
+
+    def kinds(self) -> list[str]:
+        return [kind for kind, _, _ in self.requested]

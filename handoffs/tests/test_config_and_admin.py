@@ -67,7 +67,7 @@ def test_it_accepts_a_stopped_container_as_proof_when_configured(
     settings.GAIAORCH["services"]["gaia-prime"]["release"] = {"container": "stop"}
     stopped = []
     monkeypatch.setattr(
-        "handoffs.strategies.container_action", lambda action, names: stopped.append((action, names))
+        "handoffs.strategies.container_action", lambda action, names, waiting: stopped.append((action, names))
     )
     settings.GPU_BACKEND = "none"
     handoff = services.start(type="prime_to_study", actor="olivia")
