@@ -154,11 +154,13 @@ def container_action(action: str, services: list[str], waiting: Waiting) -> dict
 
 
 def start_stack(stack: str, waiting: Waiting) -> dict[str, Any]:
-    """Start a whole stack with the GPU (the candidate stack's GPU start takes over its lease)."""
+    """Start a whole stack. Only the candidate start takes `gpu_enabled` (the wire contract's
+    POST /containers/candidate/start); it re-acquires the lease the handoff just moved to it."""
+    gpu_enabled = stack == "candidate"
     operation = _request(
         f"start the {stack} stack",
         lambda containers: containers.request_stack_operation(
-            f"{stack}_start", actor=ACTOR, gpu_enabled=True
+            f"{stack}_start", actor=ACTOR, gpu_enabled=gpu_enabled
         ),
     )
     return follow_operation(operation.id, waiting)

@@ -39,6 +39,7 @@ def test_it_gives_the_gpu_back_to_the_live_stack(gaia, gpu, hold_gpu, containers
     handoff = run_handoff("candidate_to_live")
     assert handoff.phase == Phase.COMPLETED
     assert containers.kinds() == ["service_stop", "live_start"]
+    assert containers.requested[1][2]["gpu_enabled"] is False
     assert containers.requested[0][1] == ["gaia-core-candidate"]
     assert ownership.holder(0).requester == "gaia-core"
 
