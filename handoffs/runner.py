@@ -17,6 +17,7 @@ import json
 import logging
 import time
 from collections.abc import Callable
+from http import HTTPStatus
 from typing import Any
 from uuid import UUID
 
@@ -238,9 +239,7 @@ class Runner:
         called = False
         for service in self.settings.gpu_chain(handoff.source):
             if service.release:
-                figures[service.name] = strategies.run_strategy(
-                    service, service.release, self.call_timeout(), payload, self.waiting()
-                )
+                figures[service.name] = self._with_retries(service, service.release, payload, _busy)
                 called = True
         if not called:
             raise PhaseFailed(f"{handoff.source} has no release strategy configured", service=handoff.source)
@@ -312,25 +311,36 @@ class Runner:
 
     def _until_acknowledged(self, service: config.Service, strategy: config.Strategy, payload: dict) -> dict:
         """Retry with backoff until the recipient answers 2xx or the phase deadline passes."""
+        try:
+            return self._with_retries(service, strategy, payload, retry_if=lambda failure: True)
+        except PhaseFailed as failure:
+            raise Unacknowledged(
+                f"{service.name} never acknowledged the GPU after {failure.context['attempts']} attempts: "
+                f"{failure.detail}",
+                code="recipient_unacknowledged",
+                attempts=failure.context["attempts"],
+                last_answer={key: value for key, value in failure.context.items() if key != "attempts"},
+            ) from None
+
+    def _with_retries(
+        self,
+        service: config.Service,
+        strategy: config.Strategy,
+        payload: dict,
+        retry_if: Callable[[PhaseFailed], bool],
+    ) -> dict:
+        """Run a strategy, again with backoff while `retry_if` says the failure is passing."""
         backoff, attempts = SIGNAL_FIRST_BACKOFF_SECONDS, 0
         while True:
             attempts += 1
             try:
-                return {
-                    "attempts": attempts,
-                    **strategies.run_strategy(
-                        service, strategy, self.call_timeout(), payload, self.waiting()
-                    ),
-                }
+                answer = strategies.run_strategy(
+                    service, strategy, self.call_timeout(), payload, self.waiting()
+                )
+                return {"attempts": attempts, **answer}
             except PhaseFailed as failure:
-                if time.monotonic() + backoff >= self.deadline:
-                    raise Unacknowledged(
-                        f"{service.name} never acknowledged the GPU after {attempts} attempts: "
-                        f"{failure.detail}",
-                        code="recipient_unacknowledged",
-                        attempts=attempts,
-                        last_answer=failure.context,
-                    ) from None
+                if not retry_if(failure) or time.monotonic() + backoff >= self.deadline:
+                    raise PhaseFailed(failure.detail, **failure.context, attempts=attempts) from None
             self.pause(backoff)
             backoff = min(backoff * 2, self.settings.signal_retry_max_seconds)
 
@@ -450,6 +460,11 @@ PHASE_BODIES = {
     Phase.TRANSFERRING_OWNERSHIP: Runner.transfer_ownership,
     Phase.SIGNALING_RECIPIENT: Runner.signal_recipient,
 }
+
+
+def _busy(failure: PhaseFailed) -> bool:
+    """409 is how a GAIA service says "busy, ask again" (gaia-core mid-generation)."""
+    return failure.context.get("status") == HTTPStatus.CONFLICT
 
 
 def _used_or_none(gpu: int) -> int | None:

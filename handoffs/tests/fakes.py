@@ -2,8 +2,9 @@
 
 Each route answers like the real service (ARCHITECTURE.md §5 "What gaiaorch calls") unless a test
 scripts it otherwise: `fake.respond(path, status=500)`, `fake.respond(path, delay=2)`,
-`fake.respond(path, hang=True)` (holds the request until the fake stops). `fake.on(path, hook)`
-runs a hook on each call, e.g. to drop VRAM in the fake telemetry file like a real release would.
+`fake.respond(path, hang=True)` (holds the request until the fake stops), `times=N` for only the
+next N calls. `fake.on(path, hook)` runs a hook on each successful call, e.g. to drop VRAM in the
+fake telemetry file like a real release would.
 Every call is recorded with its JSON body; `fake.busy_seconds` sums the time spent answering.
 """
 
@@ -46,6 +47,7 @@ class Script:
     delay: float = 0.0
     hang: bool = False
     body: dict[str, Any] | None = None
+    times: int | None = None  # answer like this this many times, then like the contract again
 
 
 @dataclass
@@ -92,12 +94,21 @@ class FakeService:
         self.server.shutdown()
         self.server.server_close()
 
+    def _script(self, path: str) -> Script:
+        with self.lock:
+            script = self.scripts.get(path, Script())
+            if script.times is not None:
+                script.times -= 1
+                if script.times <= 0:
+                    self.scripts.pop(path)
+        return script
+
     def answer(self, method: str, raw_path: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         started = time.monotonic()
         path = raw_path.split("?", 1)[0]
         with self.lock:
             self.calls.append(Call(method, raw_path, body))
-        script = self.scripts.get(path, Script())
+        script = self._script(path)
         if script.hang:
             self.stopping.wait()
             return 503, {"detail": "fake stopped while hanging"}

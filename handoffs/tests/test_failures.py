@@ -112,3 +112,22 @@ def test_it_fails_the_rollback_when_core_stays_unhealthy(gaia, hold_gpu, run_han
     gaia["gaia-core"].respond("/health", status=503)
     handoff = run_handoff()
     assert handoff.error["rollback"]["problems"][0]["step"] == "health"
+
+
+def test_it_asks_a_busy_core_again_until_it_releases(gaia, hold_gpu, run_handoff):
+    hold_gpu("gaia-core")
+    busy = {"ok": False, "message": "generating", "state": "busy"}
+    gaia["gaia-core"].respond("/gpu/release", status=409, body=busy, times=2)
+    handoff = run_handoff()
+    assert handoff.phase == Phase.COMPLETED
+    assert len(gaia["gaia-core"].called("/gpu/release")) == 3
+    assert handoff.phases.get(name="releasing_gpu").figures["gaia-core"]["attempts"] == 3
+
+
+def test_it_gives_up_on_a_core_busy_past_the_deadline(gaia, hold_gpu, run_handoff):
+    hold_gpu("gaia-core")
+    gaia["gaia-core"].respond("/gpu/release", status=409, body={"ok": False, "state": "busy"})
+    handoff = run_handoff()
+    assert handoff.phase == Phase.FAILED
+    assert handoff.error["status"] == 409
+    assert handoff.error["attempts"] > 2
