@@ -232,6 +232,12 @@ def sample_baselines() -> dict[int, int]:
     return cleanup.record_baselines(idle)
 
 
+def active_status(gpu: int = 0) -> dict[str, Any] | None:
+    """The running handoff on a GPU in the status shape, or None (for the seed's GET /status)."""
+    handoff = Handoff.objects.active().filter(gpu_index=gpu).first()
+    return status(handoff) if handoff else None
+
+
 def status(handoff: Handoff) -> dict[str, Any]:
     """The seed's status shape plus the phase timeline."""
     error = handoff.error or None

@@ -226,7 +226,7 @@ def stack_config(core: str, prime: str, study: str, **handoffs: Any) -> dict[str
                 "release": "containers",
                 "signal": "containers",
             },
-            "phase_timeout_seconds": 3,
+            "phase_timeout_seconds": 2,
             "http_timeout_seconds": 1,
             "stale_after_seconds": 3,
             "signal_retry_max_seconds": 1,

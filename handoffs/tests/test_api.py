@@ -100,3 +100,14 @@ def test_it_rejects_an_unknown_type(operator_client, gaia):
     response = operator_client.post("/api/handoffs/", {"type": "prime_to_mars"}, format="json")
     assert response.status_code == 400
     assert "type" in response.json()["fields"]
+
+
+def test_it_reports_the_running_handoff_for_the_seed_status_page(gaia, hold_gpu, study_client):
+    from handoffs import services
+
+    hold_gpu("gaia-core")
+    assert services.active_status() is None
+    handoff_id = study_client.post("/handoff/prime-to-study").json()["handoff_id"]
+    assert services.active_status()["handoff_id"] == handoff_id
+    tasks.run_handoff(handoff_id)
+    assert services.active_status() is None
