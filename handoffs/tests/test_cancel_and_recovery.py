@@ -1,31 +1,32 @@
-import threading
 from datetime import timedelta
 
 import pytest
 from django.utils import timezone
 
 from gaiaorch import jobs
-from handoffs import ownership, services, tasks
+from handoffs import measure, ownership, services, tasks
 from handoffs.models import GpuBaseline, Handoff, HandoffPhase, Phase
 from handoffs.tests.conftest import IDLE_MIB
 from notifications.models import Event
 
 
-@pytest.mark.django_db(transaction=True)
-def test_it_rolls_back_to_cancelled_when_cancelled_during_cleanup(gaia, hold_gpu):
+@pytest.mark.django_db
+def test_it_rolls_back_to_cancelled_when_cancelled_during_cleanup(gaia, hold_gpu, monkeypatch):
     core_lease = hold_gpu("gaia-core")
     gaia["gaia-prime"].hooks.clear()  # VRAM stays up, so the runner sits in waiting_cuda_cleanup
     handoff = services.start(type="prime_to_study", actor="olivia")
+    samples = []
 
-    def cancel_once_waiting():
-        while not Handoff.objects.filter(pk=handoff.pk, phase=Phase.WAITING_CUDA_CLEANUP).exists():
-            threading.Event().wait(0.02)
-        services.cancel(handoff.id, actor="olivia")
+    def measure_then_cancel(gpu):
+        # Olivia cancels between two samples of the cleanup loop, as the API would.
+        samples.append(gpu)
+        if len(samples) == 2:
+            services.cancel(handoff.id, actor="olivia")
+        return real_measure(gpu)
 
-    canceller = threading.Thread(target=cancel_once_waiting)
-    canceller.start()
+    real_measure = measure.measure
+    monkeypatch.setattr(measure, "measure", measure_then_cancel)
     tasks.run_handoff(str(handoff.id))
-    canceller.join()
     handoff.refresh_from_db()
     assert handoff.phase == Phase.CANCELLED
     assert handoff.error["code"] == "cancelled"
