@@ -70,13 +70,13 @@ class ReasonedAction:
                 },
             )
         done, refused = 0, []
+        skipped = queryset.exclude(status__in=self.statuses).count()
         for lease in queryset.filter(status__in=self.statuses):
             try:
                 self.service(lease.id, actor=actor_name(request.user), reason=reason)
                 done += 1
             except DomainError as exc:
                 refused.append(exc.detail)
-        skipped = queryset.exclude(status__in=self.statuses).count()
         modeladmin.message_user(request, f"{self.done.capitalize()} {done} lease(s); skipped {skipped}.")
         for detail in refused:
             modeladmin.message_user(request, detail, messages.WARNING)

@@ -53,7 +53,8 @@ def test_it_cancels_only_waiters_from_the_admin(console):
     selected = [str(held.id), str(waiting.id)]
     body = {"action": "cancel_leases", "_selected_action": selected, "apply": "1", "reason": "not today"}
     done = console.post("/admin/leases/lease/", body, follow=True)
-    assert "Cancelled 1 lease(s); skipped 1" in done.content.decode()
+    page = done.content.decode()
+    assert "Cancelled 1 lease(s); skipped 1" in page
     assert Lease.objects.get(pk=waiting.pk).status == LeaseStatus.CANCELLED
     assert Lease.objects.get(pk=held.pk).status == LeaseStatus.ACTIVE
 
