@@ -465,6 +465,41 @@ async def wait(
         await asyncio.sleep(min(poll_seconds, remaining))
 
 
+GAVE_UP = "gave up waiting"
+
+
+def withdraw(lease_id: Any, *, actor: str) -> AcquireResult:
+    """Take a waiter that gave up out of the queue (or report it, if granted at the last moment)."""
+    try:
+        lease = cancel(lease_id, actor=actor, reason=GAVE_UP)
+    except Conflict:
+        return check(lease_id)
+    return AcquireResult(lease, granted=False, queue_position=None, waiting_for="")
+
+
+async def wait_out(
+    entry: AcquireResult, *, timeout_seconds: float, keep_queued: bool, actor: str
+) -> tuple[AcquireResult, bool]:
+    """Wait on a queue entry; returns (where it stands, whether it was withdrawn).
+
+    The no-ghost rule: an entry the caller's own call just created (`entry.created`) is withdrawn
+    when the wait ends without a grant (timeout, or the caller hanging up) unless `keep_queued`.
+    An entry that existed before stays queued.
+    """
+    owned = entry.created and not keep_queued
+    try:
+        result = entry
+        if entry.lease.status == LeaseStatus.WAITING:
+            result = await wait(entry.lease.id, timeout_seconds=timeout_seconds)
+    except asyncio.CancelledError:
+        if owned:
+            await asyncio.shield(sync_to_async(withdraw)(entry.lease.id, actor=actor))
+        raise
+    if owned and result.lease.status == LeaseStatus.WAITING:
+        return await sync_to_async(withdraw)(entry.lease.id, actor=actor), True
+    return result, False
+
+
 def transfer(
     *, gpu: int, to_requester: str, reason: str, actor: str, expected_holder: str | None = None
 ) -> Lease:

@@ -12,7 +12,6 @@ and the 202 answer gives its position.
 
 from __future__ import annotations
 
-import asyncio
 import json
 from typing import Any
 
@@ -28,8 +27,6 @@ from leases import services
 from leases.api.serializers import WaitAcquireSerializer, WaitForLeaseSerializer
 from leases.api.views import acquire_body, ensure_acts_for, lease_for
 from leases.models import LeaseStatus
-
-GAVE_UP = "gave up waiting"
 
 
 def _error(code: str, detail: str, http_status: int, **context: Any) -> JsonResponse:
@@ -66,14 +63,6 @@ def _enter(user, params: dict[str, Any]) -> services.AcquireResult:
     return services.acquire(**acquire, memory_mib=params["memory_mib"], actor=actor_name(user))
 
 
-def _withdraw(result: services.AcquireResult, actor: str) -> services.AcquireResult:
-    try:
-        lease = services.cancel(result.lease.id, actor=actor, reason=GAVE_UP)
-    except DomainError:
-        return services.check(result.lease.id)  # granted or ended at the last moment: report that
-    return services.AcquireResult(lease, granted=False, queue_position=None, waiting_for="")
-
-
 def _answer(result: services.AcquireResult, timed_out_after: float, withdrawn: bool) -> JsonResponse:
     if result.lease.status in (LeaseStatus.ACTIVE, LeaseStatus.WAITING) or withdrawn:
         body, code = acquire_body(result)
@@ -102,19 +91,12 @@ async def wait(request: HttpRequest) -> JsonResponse:
     try:
         params = _params(_body(request))
         entry = await sync_to_async(_enter)(user, params)
-        created_here = entry.created and not params.get("keep_queued", False)
-        try:
-            result = entry
-            if entry.lease.status == LeaseStatus.WAITING:
-                result = await services.wait(entry.lease.id, timeout_seconds=params["timeout_seconds"])
-        except asyncio.CancelledError:
-            # The client hung up: leave no ghost behind.
-            if created_here:
-                await asyncio.shield(sync_to_async(_withdraw)(entry, actor_name(user)))
-            raise
-        withdrawn = created_here and result.lease.status == LeaseStatus.WAITING
-        if withdrawn:
-            result = await sync_to_async(_withdraw)(result, actor_name(user))
+        result, withdrawn = await services.wait_out(
+            entry,
+            timeout_seconds=params["timeout_seconds"],
+            keep_queued=params.get("keep_queued", False),
+            actor=actor_name(user),
+        )
         return _answer(result, params["timeout_seconds"], withdrawn)
     except DomainError as exc:
         return JsonResponse(exc.body(), status=exc.status_code)
