@@ -93,9 +93,10 @@ def release(request):
     params = validated(LeaseIdSerializer, data)
     lease = lease_for(request.user, params["lease_id"])
     released = services.release(lease.id, actor=actor_name(request.user), reason=params["reason"])
-    holder = services.current_holder(released.gpu.index)
     body = lease_body(released, f"{released.requester} {released.status} GPU {released.gpu.index}")
-    body["next_holder"] = holder.requester if holder else None
+    body["next_holder"] = (
+        Lease.objects.active().filter(gpu=released.gpu).values_list("requester", flat=True).first()
+    )
     return Response(body)
 
 
