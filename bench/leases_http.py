@@ -8,7 +8,9 @@ waiting or active.
 
     .venv/bin/python bench/leases_http.py [--seconds 5] [--clients 1 16] [--postgres URL]
 
-Prints a Markdown table (ops/s = cycles per second; p50/p99 of a whole cycle in ms).
+Prints a Markdown table (ops/s = cycles per second; p50/p99 of a whole cycle in ms). A third
+reference row times two GET /health requests of gaiaorch per cycle: the framework's own cost
+(Django + DRF under daphne) without any lease work.
 """
 
 from __future__ import annotations
@@ -108,7 +110,21 @@ def cycle(client: httpx.Client, name: str, outcome: Outcome) -> None:
     outcome.tokens.append(body["fencing_token"])
 
 
-def drive(base: str, tokens: dict[str, str], clients: int, seconds: float) -> tuple[Outcome, float]:
+def health_cycle(client: httpx.Client, name: str, outcome: Outcome) -> None:
+    """Two framework round trips without a database write: what Django itself costs."""
+    started = time.perf_counter()
+    for _ in range(2):
+        response = client.get("/health")
+        if response.status_code != 200:
+            outcome.errors.append(f"health {response.status_code}")
+            return
+    outcome.latencies.append(time.perf_counter() - started)
+    outcome.tokens.append(len(outcome.tokens) + 1)
+
+
+def drive(
+    base: str, tokens: dict[str, str], clients: int, seconds: float, one=cycle
+) -> tuple[Outcome, float]:
     outcome = Outcome()
     stop = time.monotonic() + seconds
 
@@ -116,9 +132,9 @@ def drive(base: str, tokens: dict[str, str], clients: int, seconds: float) -> tu
         name = requester(number)
         headers = {"Authorization": f"Token {tokens.get(name, 'floor')}"}
         with httpx.Client(base_url=base, headers=headers, timeout=60) as client:
-            cycle(client, name, Outcome())  # warm-up: connection and first-request costs
+            one(client, name, Outcome())  # warm-up: connection and first-request costs
             while time.monotonic() < stop:
-                cycle(client, name, outcome)
+                one(client, name, outcome)
 
     threads = [threading.Thread(target=run, args=(n,)) for n in range(clients)]
     began = time.monotonic()
@@ -137,7 +153,7 @@ def percentile(values: list[float], fraction: float) -> float:
 def measure(label: str, app: str, env: dict[str, str], tokens: dict[str, str], clients: int, seconds: float):
     server, base = start_daphne(app, env)
     try:
-        outcome, elapsed = drive(base, tokens, clients, seconds)
+        outcome, elapsed = drive(base, tokens, clients, seconds, health_cycle if "health" in label else cycle)
     finally:
         server.terminate()
         server.wait(timeout=10)
@@ -153,7 +169,7 @@ def measure(label: str, app: str, env: dict[str, str], tokens: dict[str, str], c
         "errors": len(outcome.errors),
         "duplicate_tokens": lost,
     }
-    if app != "bench.floor_app:application":
+    if app != "bench.floor_app:application" and "health" not in label:
         left = helper(env, "leftovers")
         row["left_live"] = left["live"]
         row["released_rows"] = left["released"]
@@ -175,6 +191,9 @@ def main() -> None:
         for clients in args.clients:
             sqlite_env = server_env(Path(tmp) / f"sqlite-{clients}", None, clients)
             targets = [("floor (bare ASGI)", "bench.floor_app:application", sqlite_env, {})]
+            targets.append(
+                ("Django GET /health x2 (no lease work)", "gaiaorch.asgi:application", sqlite_env, {})
+            )
             targets.append(("gaiaorch SQLite", "gaiaorch.asgi:application", sqlite_env, None))
             if args.postgres:
                 pg_env = server_env(Path(tmp) / f"pg-{clients}", args.postgres, clients)

@@ -30,7 +30,7 @@ from notifications.models import Severity
 from notifications.services import record_event
 
 REAPER = "lease-reaper"
-WAIT_POLL_SECONDS = 0.1
+WAIT_POLL_SECONDS = 0.5  # grants in another process are seen this late at most
 
 EVENT_TITLES = {
     "requested": "{requester} asked for GPU {gpu}",
@@ -216,8 +216,8 @@ def _event(lease: Lease, what: str, actor: str, message: str = "", **data: Any) 
         },
         subject=("lease", lease.id),
     )
-    index = lease.gpu.index
-    transaction.on_commit(lambda: wakeups.notify(index))
+    key = str(lease.id)
+    transaction.on_commit(lambda: wakeups.notify(key))
 
 
 def _expiry(lease: Lease, now: datetime) -> datetime | None:
@@ -490,15 +490,17 @@ async def wait(
 ) -> AcquireResult:
     """Wait until the lease is no longer waiting or the timeout passes, holding no thread.
 
-    Polls the database (other processes may grant it) and wakes early when a change of the
-    GPU commits in this process."""
+    Polls the database (another process may grant it) and wakes early when a change of this
+    lease commits in this process."""
     deadline = time.monotonic() + timeout_seconds
-    while True:
-        result = await sync_to_async(check)(lease_id, renew=True)
-        remaining = deadline - time.monotonic()
-        if result.lease.status != LeaseStatus.WAITING or remaining <= 0:
-            return result
-        await wakeups.sleep(result.lease.gpu.index, min(poll_seconds, remaining))
+    with wakeups.listen(str(lease_id)) as signal:
+        while True:
+            signal.clear()
+            result = await sync_to_async(check)(lease_id, renew=True)
+            remaining = deadline - time.monotonic()
+            if result.lease.status != LeaseStatus.WAITING or remaining <= 0:
+                return result
+            await signal.wait(min(poll_seconds, remaining))
 
 
 GAVE_UP = "gave up waiting"

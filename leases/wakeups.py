@@ -1,7 +1,8 @@
-"""Wake waiters of this process as soon as a GPU's leases change.
+"""Wake a waiter of this process as soon as its lease changes.
 
 /gpu/wait polls the database, which works across processes; a commit in the same process also
-sets the waiters' events so a grant is seen at once instead of at the next poll.
+sets the signal of that lease's waiter, so a grant is seen at once instead of at the next poll.
+Only the waiter of the changed lease wakes: no thundering herd when many wait for one GPU.
 """
 
 from __future__ import annotations
@@ -9,28 +10,47 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
 
-_lock = threading.Lock()  # commits arrive on worker threads, waiters live on the event loop
-_waiters: dict[int, set[tuple[asyncio.AbstractEventLoop, asyncio.Event]]] = defaultdict(set)
+
+@dataclass(eq=False)
+class Signal:
+    loop: asyncio.AbstractEventLoop
+    event: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def clear(self) -> None:
+        self.event.clear()
+
+    async def wait(self, seconds: float) -> None:
+        """Until notified (since the last clear) or `seconds` pass."""
+        with suppress(TimeoutError):
+            await asyncio.wait_for(self.event.wait(), seconds)
 
 
-def notify(gpu: int) -> None:
+_lock = threading.Lock()  # commits arrive on worker threads, signals live on event loops
+_signals: dict[str, set[Signal]] = defaultdict(set)
+
+
+def notify(key: str) -> None:
     with _lock:
-        waiting = list(_waiters.get(gpu, ()))
-    for loop, event in waiting:
-        if not loop.is_closed():
-            loop.call_soon_threadsafe(event.set)
+        signals = list(_signals.get(key, ()))
+    for signal in signals:
+        if not signal.loop.is_closed():
+            signal.loop.call_soon_threadsafe(signal.event.set)
 
 
-async def sleep(gpu: int, seconds: float) -> None:
-    """Sleep up to `seconds`, or until a change of `gpu` commits in this process."""
-    entry = (asyncio.get_running_loop(), asyncio.Event())
+@contextmanager
+def listen(key: str) -> Iterator[Signal]:
+    """Register before reading the state, so a change committed in between is never missed."""
+    signal = Signal(asyncio.get_running_loop())
     with _lock:
-        _waiters[gpu].add(entry)
+        _signals[key].add(signal)
     try:
-        await asyncio.wait_for(entry[1].wait(), seconds)
-    except TimeoutError:
-        pass
+        yield signal
     finally:
         with _lock:
-            _waiters[gpu].discard(entry)
+            _signals[key].discard(signal)
+            if not _signals[key]:
+                del _signals[key]
