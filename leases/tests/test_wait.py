@@ -113,3 +113,19 @@ async def test_it_answers_409_when_the_lease_is_revoked_during_the_wait():
     response = await wait(study, lease_id=str(entry.lease.id), timeout_seconds=5)
     await revoker
     assert response.status_code == 409 and response.json()["status"] == "revoked"
+
+
+async def test_it_wakes_the_waiter_on_commit_without_waiting_for_the_next_poll():
+    holder = await hold("gaia-core")
+    entry = await sync_to_async(services.acquire)(requester="gaia-study", reason="x", actor="gaia-study")
+
+    async def release_soon():
+        await asyncio.sleep(0.2)
+        await sync_to_async(services.release)(holder.id, actor="gaia-core")
+
+    releaser = asyncio.create_task(release_soon())
+    started = asyncio.get_running_loop().time()
+    result = await services.wait(entry.lease.id, timeout_seconds=20, poll_seconds=20)
+    await releaser
+    assert result.granted
+    assert asyncio.get_running_loop().time() - started < 10
