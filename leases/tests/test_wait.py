@@ -129,3 +129,17 @@ async def test_it_wakes_the_waiter_on_commit_without_waiting_for_the_next_poll()
     await releaser
     assert result.granted
     assert asyncio.get_running_loop().time() - started < 10
+
+
+async def test_it_withdraws_its_own_entry_when_the_caller_hangs_up():
+    await hold("gaia-core")
+    entry = await sync_to_async(services.acquire)(requester="gaia-study", reason="x", actor="gaia-study")
+    waiting = asyncio.create_task(
+        services.wait_out(entry, timeout_seconds=30, keep_queued=False, actor="gaia-study")
+    )
+    await asyncio.sleep(0.2)
+    waiting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    lease = await Lease.objects.aget(pk=entry.lease.pk)
+    assert lease.status == LeaseStatus.CANCELLED and lease.end_reason == services.GAVE_UP
