@@ -17,9 +17,9 @@ from typing import Any
 
 from asgiref.sync import sync_to_async
 from django.core.exceptions import RequestDataTooBig
+from django.db import DatabaseError
 from django.http import HttpRequest, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
-from rest_framework import serializers
 
 from gaiaorch.auth import actor_name, user_for_token_header
 from gaiaorch.errors import DomainError, InvalidRequest, body_too_large
@@ -83,12 +83,12 @@ def _answer(result: services.AcquireResult, timed_out_after: float, withdrawn: b
 async def wait(request: HttpRequest) -> JsonResponse:
     if request.method != "POST":
         return _error("method_not_allowed", f'Method "{request.method}" not allowed.', 405)
-    user = await sync_to_async(user_for_token_header)(request.headers.get("Authorization", ""))
-    if user is None:
-        response = _error("not_authenticated", "A valid service token is required.", 401)
-        response["WWW-Authenticate"] = "Token"
-        return response
     try:
+        user = await sync_to_async(user_for_token_header)(request.headers.get("Authorization", ""))
+        if user is None:
+            response = _error("not_authenticated", "A valid service token is required.", 401)
+            response["WWW-Authenticate"] = "Token"
+            return response
         params = _params(_body(request))
         entry = await sync_to_async(_enter)(user, params)
         result, withdrawn = await services.wait_out(
@@ -100,5 +100,5 @@ async def wait(request: HttpRequest) -> JsonResponse:
         return _answer(result, params["timeout_seconds"], withdrawn)
     except DomainError as exc:
         return JsonResponse(exc.body(), status=exc.status_code)
-    except serializers.ValidationError as exc:
-        return _error("invalid_request", "The request has invalid fields.", 400, fields=exc.detail)
+    except DatabaseError as exc:
+        return _error("database_unavailable", f"The database refused the request: {exc}", 503)
