@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action, api_view
 from rest_framework.response import Response
@@ -76,6 +78,7 @@ def lease_body(lease: Lease, message: str) -> dict[str, Any]:
     return {"success": True, "message": message, **LeaseSerializer(lease).data}
 
 
+@extend_schema(request=AcquireSerializer, responses={200: OpenApiTypes.OBJECT, 202: OpenApiTypes.OBJECT})
 @api_view(["POST"])
 def acquire(request):
     """Ask for a GPU. Never blocks: `timeout_seconds` is accepted for compatibility; use /gpu/wait."""
@@ -86,6 +89,11 @@ def acquire(request):
     return Response(body, status=code)
 
 
+@extend_schema(
+    request=LeaseIdSerializer,
+    parameters=[OpenApiParameter("lease_id", OpenApiTypes.UUID, required=False)],
+    responses=LeaseSerializer,
+)
 @api_view(["POST"])
 def release(request):
     """Release by lease id, given in the JSON body or as ?lease_id=. Without an id: 400."""
@@ -100,6 +108,7 @@ def release(request):
     return Response(body)
 
 
+@extend_schema(request=LeaseIdSerializer, responses=LeaseSerializer)
 @api_view(["POST"])
 def heartbeat(request):
     params = validated(LeaseIdSerializer, request.data)
@@ -108,6 +117,9 @@ def heartbeat(request):
     return Response(lease_body(renewed, "Lease renewed"))
 
 
+@extend_schema(
+    parameters=[OpenApiParameter("gpu", OpenApiTypes.INT, required=False)], responses=OpenApiTypes.OBJECT
+)
 @api_view(["GET"])
 def gpu_status(request):
     """Every GPU (seed fields describe GPU 0); `?gpu=N` for one."""
