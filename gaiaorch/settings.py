@@ -66,6 +66,7 @@ INSTALLED_APPS = [
     "rest_framework",
     "rest_framework.authtoken",
     "drf_spectacular",
+    "drf_spectacular_sidecar",
     "channels",
     "django_q",
     "gaiaorch",
@@ -77,6 +78,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -161,6 +163,10 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATIC_ROOT = VAR_DIR / "static"
+STATIC_ROOT.mkdir(exist_ok=True)
+# daphne serves no files itself: WhiteNoise serves the admin's and the API docs' assets straight
+# from the installed apps, so no collectstatic step is needed.
+WHITENOISE_USE_FINDERS = True
 
 # Request bodies: the API takes small JSON documents; anything bigger is refused with 400.
 DATA_UPLOAD_MAX_MEMORY_SIZE = CONFIG.get(
@@ -190,6 +196,10 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "GPU and container coordinator for the GAIA stack.",
     "VERSION": "0.1.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    # The docs page loads its JavaScript from this server, not from a CDN (boxes may be offline).
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
 }
 
 LOGGING = {
