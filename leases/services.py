@@ -468,13 +468,13 @@ def check(lease_id: Any, *, renew: bool = False) -> AcquireResult:
     index = _lease_gpu_index(lease_id)
     state = settle(index)
     lease = state.find(lease_id)
-    if lease is None:
-        return AcquireResult(Lease.objects.select_related("gpu").get(pk=lease_id), False, None, "")
-    if renew and lease.status == LeaseStatus.WAITING and _renewal_due(lease):
+    if lease is not None and renew and lease.status == LeaseStatus.WAITING and _renewal_due(lease):
         with _deciding(index, lease.requester) as state:
-            lease = state.find(lease_id) or lease
-            if lease.is_live:
+            lease = state.find(lease_id)
+            if lease is not None:
                 _renew(lease)
+    if lease is None:  # ended: report how
+        return AcquireResult(Lease.objects.select_related("gpu").get(pk=lease_id), False, None, "")
     return _result(lease, state)
 
 
@@ -571,9 +571,9 @@ def current_holder(gpu: int) -> Lease | None:
 
 
 def get_lease(lease_id: Any) -> Lease:
-    return settle(_lease_gpu_index(lease_id)).find(lease_id) or Lease.objects.select_related("gpu").get(
-        pk=lease_id
-    )
+    """The lease as it stands now (after lazy expiry of its GPU)."""
+    state = settle(_lease_gpu_index(lease_id))
+    return state.find(lease_id) or Lease.objects.select_related("gpu").get(pk=lease_id)
 
 
 # ---------------------------------------------------------------- status
