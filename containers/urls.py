@@ -1,1 +1,13 @@
-urlpatterns: list = []
+from django.urls import path
+
+from containers import views
+
+urlpatterns = [
+    path("containers/status", views.container_status, name="containers-status"),
+    path("containers/live/stop", views.live_stop, name="containers-live-stop"),
+    path("containers/live/start", views.live_start, name="containers-live-start"),
+    path("containers/candidate/start", views.candidate_start, name="containers-candidate-start"),
+    path("containers/candidate/stop", views.candidate_stop, name="containers-candidate-stop"),
+    path("containers/swap", views.swap, name="containers-swap"),
+    path("containers/operations/<int:operation_id>", views.operation_status, name="containers-operation"),
+]

@@ -213,3 +213,9 @@ GAIAORCH = CONFIG.yaml_data
 GPU_BACKEND = CONFIG.get("GAIAORCH_GPU_BACKEND", "gpu.backend", "none", choice_parser("nvml", "fake", "none"))
 GPU_COUNT = CONFIG.get("GAIAORCH_GPU_COUNT", "gpu.count", 1, int_parser(0, 64))
 FAKE_GPU_FILE = CONFIG.get("GAIAORCH_FAKE_GPU_FILE", "gpu.fake_file", str(VAR_DIR / "fake-gpu.json"))
+
+# The Docker Engine the containers app drives (unix:///…, tcp://127.0.0.1:2375, …).
+DOCKER_URL = CONFIG.get("GAIAORCH_DOCKER_URL", "docker.url", "unix:///var/run/docker.sock")
+DOCKER_TIMEOUT_SECONDS = CONFIG.get(
+    "GAIAORCH_DOCKER_TIMEOUT", "docker.timeout_seconds", 10, int_parser(1, 600)
+)

@@ -1,0 +1,69 @@
+"""Seed-compatible container endpoints: thin, each parses, calls one service, serializes."""
+
+from rest_framework import status as http
+from rest_framework.decorators import api_view
+from rest_framework.response import Response
+
+from containers import services
+from containers.models import Operation, OperationKind
+from containers.serializers import CandidateStartSerializer, SwapSerializer
+from gaiaorch.auth import actor_name
+
+
+def accepted(operation: Operation) -> Response:
+    body = {**services.operation_summary(operation), "services": operation.services}
+    return Response(body, status=http.HTTP_202_ACCEPTED, headers={"Location": services.status_url(operation)})
+
+
+def _body(request) -> dict:
+    return request.data if isinstance(request.data, dict) else {}
+
+
+@api_view(["GET"])
+def container_status(request):
+    """Observed state of every configured service, from the database (no Docker round trip)."""
+    return Response(services.status())
+
+
+@api_view(["POST"])
+def live_stop(request):
+    return accepted(services.request_stack_operation(OperationKind.LIVE_STOP, actor=actor_name(request.user)))
+
+
+@api_view(["POST"])
+def live_start(request):
+    return accepted(
+        services.request_stack_operation(OperationKind.LIVE_START, actor=actor_name(request.user))
+    )
+
+
+@api_view(["POST"])
+def candidate_start(request):
+    params = CandidateStartSerializer(data=_body(request))
+    params.is_valid(raise_exception=True)
+    operation = services.request_stack_operation(
+        OperationKind.CANDIDATE_START, actor=actor_name(request.user), **params.validated_data
+    )
+    return accepted(operation)
+
+
+@api_view(["POST"])
+def candidate_stop(request):
+    return accepted(
+        services.request_stack_operation(OperationKind.CANDIDATE_STOP, actor=actor_name(request.user))
+    )
+
+
+@api_view(["POST"])
+def swap(request):
+    params = SwapSerializer(data=_body(request))
+    params.is_valid(raise_exception=True)
+    operation = services.request_swap(
+        params.validated_data["service"], params.validated_data["target"], actor=actor_name(request.user)
+    )
+    return accepted(operation)
+
+
+@api_view(["GET"])
+def operation_status(request, operation_id: int):
+    return Response(services.operation_detail(services.operation(operation_id)))
