@@ -66,6 +66,7 @@ INSTALLED_APPS = [
     "rest_framework",
     "rest_framework.authtoken",
     "drf_spectacular",
+    "drf_spectacular_sidecar",
     "channels",
     "django_q",
     "gaiaorch",
@@ -77,6 +78,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -161,6 +163,10 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATIC_ROOT = VAR_DIR / "static"
+STATIC_ROOT.mkdir(exist_ok=True)
+# daphne serves no files itself: WhiteNoise serves the admin's and the API docs' assets straight
+# from the installed apps, so no collectstatic step is needed.
+WHITENOISE_USE_FINDERS = True
 
 # Request bodies: the API takes small JSON documents; anything bigger is refused with 400.
 DATA_UPLOAD_MAX_MEMORY_SIZE = CONFIG.get(
@@ -190,6 +196,10 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "GPU and container coordinator for the GAIA stack.",
     "VERSION": "0.1.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    # The docs page loads its JavaScript from this server, not from a CDN (boxes may be offline).
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
 }
 
 LOGGING = {
@@ -213,6 +223,14 @@ GAIAORCH = CONFIG.yaml_data
 GPU_BACKEND = CONFIG.get("GAIAORCH_GPU_BACKEND", "gpu.backend", "none", choice_parser("nvml", "fake", "none"))
 GPU_COUNT = CONFIG.get("GAIAORCH_GPU_COUNT", "gpu.count", 1, int_parser(0, 64))
 FAKE_GPU_FILE = CONFIG.get("GAIAORCH_FAKE_GPU_FILE", "gpu.fake_file", str(VAR_DIR / "fake-gpu.json"))
+
+# GPU leases: a lease without ttl_seconds gets this TTL (None: lives until released).
+LEASE_DEFAULT_TTL_SECONDS = CONFIG.get(
+    "GAIAORCH_LEASE_DEFAULT_TTL", "leases.default_ttl_seconds", None, int_parser(1, 7 * 24 * 3600)
+)
+LEASE_REAPER_INTERVAL_SECONDS = CONFIG.get(
+    "GAIAORCH_LEASE_REAPER_INTERVAL", "leases.reaper_interval_seconds", 1, int_parser(1, 60)
+)
 
 # The Docker Engine the containers app drives (unix:///…, tcp://127.0.0.1:2375, …).
 DOCKER_URL = CONFIG.get("GAIAORCH_DOCKER_URL", "docker.url", "unix:///var/run/docker.sock")
