@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from gaiaorch.errors import Conflict
+from leases import services as leases
 
 
 @dataclass(frozen=True)
@@ -20,8 +21,6 @@ class Holder:
 
 
 def current_holder(gpu: int) -> Holder | None:
-    from leases import services as leases
-
     lease = leases.current_holder(gpu)
     if lease is None:
         return None
@@ -30,8 +29,6 @@ def current_holder(gpu: int) -> Holder | None:
 
 def acquire(*, requester: str, gpu: int, reason: str, memory_mib: int | None, actor: str) -> Holder:
     """Take the GPU for `requester` now, or refuse with 409 naming who holds it."""
-    from leases import services as leases
-
     holder = current_holder(gpu)
     if holder and holder.requester != requester:
         raise Conflict(
@@ -56,8 +53,6 @@ def acquire(*, requester: str, gpu: int, reason: str, memory_mib: int | None, ac
 
 def release_if_held(*, requester: str, gpu: int, reason: str, actor: str) -> Holder | None:
     """Release the GPU when `requester` holds it; returns the released lease, if any."""
-    from leases import services as leases
-
     holder = current_holder(gpu)
     if holder is None or holder.requester != requester:
         return None
@@ -66,6 +61,4 @@ def release_if_held(*, requester: str, gpu: int, reason: str, actor: str) -> Hol
 
 
 def release(lease_id: str, *, reason: str, actor: str) -> None:
-    from leases import services as leases
-
     leases.release(lease_id, actor=actor, reason=reason)

@@ -1,0 +1,62 @@
+"""Stack operations against the real Docker Engine (busybox services built locally)."""
+
+from __future__ import annotations
+
+import pytest
+
+from containers import reality
+from containers.models import Container, Operation
+
+pytestmark = [pytest.mark.slow, pytest.mark.docker]
+
+LIVE_START_ORDER = ["t-mcp", "t-core", "t-web", "t-stubborn"]
+
+
+def steps_of(operation_id: int, prefix: str) -> list[str]:
+    operation = Operation.objects.get(pk=operation_id)
+    return [step.service for step in operation.steps.all() if step.name.startswith(prefix)]
+
+
+def test_it_starts_the_live_stack_dependencies_first_and_waits_for_health(
+    docker_stack, operator_client, inspect
+):
+    response = operator_client.post("/containers/live/start")
+
+    assert response.status_code == 202, response.json()
+    operation_id = response.json()["operation_id"]
+    detail = operator_client.get(f"/containers/operations/{operation_id}").json()
+    assert detail["status"] == "succeeded", detail
+    assert steps_of(operation_id, "start ") == LIVE_START_ORDER
+    started = {name: inspect(docker_stack, name)["State"]["StartedAt"] for name in LIVE_START_ORDER}
+    assert started["t-mcp"] < started["t-core"] < started["t-web"]
+    health_steps = [s for s in detail["steps"] if s["name"].startswith("wait healthy t-core")]
+    assert "answered 200" in health_steps[0]["detail"]
+    states = {row.service: row.state for row in Container.objects.filter(stack="live")}
+    assert states == dict.fromkeys(LIVE_START_ORDER, "running")
+
+
+def test_it_stops_dependents_first_and_kills_a_service_that_ignores_sigterm(
+    docker_stack, operator_client, inspect
+):
+    assert operator_client.post("/containers/live/start").status_code == 202
+
+    response = operator_client.post("/containers/live/stop")
+
+    operation_id = response.json()["operation_id"]
+    detail = operator_client.get(f"/containers/operations/{operation_id}").json()
+    assert detail["status"] == "succeeded", detail
+    assert steps_of(operation_id, "stop ") == ["t-stubborn", "t-web", "t-core", "t-mcp"]
+    finished = {name: inspect(docker_stack, name)["State"]["FinishedAt"] for name in LIVE_START_ORDER}
+    assert finished["t-web"] < finished["t-core"] < finished["t-mcp"]
+    stubborn = next(step for step in detail["steps"] if step["name"] == "stop t-stubborn")
+    assert stubborn["figures"]["killed"] is True
+    assert stubborn["figures"]["exit_code"] == 137
+    assert stubborn["figures"]["seconds"] >= 2
+    assert "killed after the 2 s graceful timeout" in stubborn["detail"]
+    web = next(step for step in detail["steps"] if step["name"] == "stop t-web")
+    assert web["figures"]["exit_code"] == 0 and web["figures"]["killed"] is False
+    reality.reconcile()
+    status = operator_client.get("/containers/status").json()
+    assert {entry["service"]: entry["state"] for entry in status["services"] if entry["stack"] == "live"} == (
+        dict.fromkeys(LIVE_START_ORDER, "exited")
+    )
