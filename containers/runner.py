@@ -9,12 +9,13 @@ makes resuming an operation after its worker died safe.
 from __future__ import annotations
 
 import contextlib
+import logging
 import threading
 import time
 from typing import Any
 
 import httpx
-from django.db import close_old_connections
+from django.db import DatabaseError, close_old_connections
 
 from containers import config as containers_config
 from containers import engine as docker_engine
@@ -24,6 +25,8 @@ from containers.engine import DockerRefused, DockerUnavailable, Engine
 from containers.models import Operation, OperationKind, SwapTarget
 from gaiaorch import jobs
 from gaiaorch.errors import DomainError
+
+logger = logging.getLogger(__name__)
 
 HEALTH_POLL_SECONDS = 0.25
 HEALTH_REQUEST_TIMEOUT = 2.0
@@ -51,9 +54,12 @@ class Heartbeat:
     def _run(self) -> None:
         try:
             while not self.stop.wait(services.HEARTBEAT_SECONDS):
-                if not jobs.beat(Operation, self.operation_id):
-                    self.lost.set()
-                    return
+                try:
+                    if not jobs.beat(Operation, self.operation_id):
+                        self.lost.set()
+                        return
+                except DatabaseError:  # a busy database: try again on the next beat
+                    logger.warning("heartbeat of operation %s failed", self.operation_id, exc_info=True)
         finally:
             close_old_connections()
 
