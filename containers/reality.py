@@ -34,6 +34,7 @@ def require_docker() -> None:
     except DockerUnavailable as exc:
         services.docker_reachable(reachable=False, error=exc.detail)
         raise
+    services.docker_reachable(reachable=True)
 
 
 def reconcile() -> None:

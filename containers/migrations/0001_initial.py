@@ -6,99 +6,230 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
-    dependencies = [
-    ]
+    dependencies = []
 
     operations = [
         migrations.CreateModel(
-            name='Container',
+            name="Container",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('service', models.CharField(max_length=100, unique=True)),
-                ('stack', models.CharField(db_index=True, max_length=16)),
-                ('role', models.CharField(blank=True, max_length=100)),
-                ('container_id', models.CharField(blank=True, max_length=64)),
-                ('name', models.CharField(blank=True, max_length=200)),
-                ('image', models.CharField(blank=True, max_length=300)),
-                ('state', models.CharField(choices=[('running', 'Running'), ('exited', 'Exited'), ('created', 'Created'), ('restarting', 'Restarting'), ('paused', 'Paused'), ('dead', 'Dead'), ('removing', 'Removing'), ('absent', 'Absent'), ('unknown', 'Unknown')], default='unknown', max_length=16)),
-                ('health', models.CharField(blank=True, help_text='Docker health: healthy/unhealthy/starting', max_length=16)),
-                ('started_at', models.DateTimeField(blank=True, null=True)),
-                ('device_requests', models.JSONField(blank=True, default=list)),
-                ('last_seen_at', models.DateTimeField(blank=True, help_text='Last time Docker was asked', null=True)),
-                ('changed_at', models.DateTimeField(default=django.utils.timezone.now)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("service", models.CharField(max_length=100, unique=True)),
+                ("stack", models.CharField(db_index=True, max_length=16)),
+                ("role", models.CharField(blank=True, max_length=100)),
+                ("container_id", models.CharField(blank=True, max_length=64)),
+                ("name", models.CharField(blank=True, max_length=200)),
+                ("image", models.CharField(blank=True, max_length=300)),
+                (
+                    "state",
+                    models.CharField(
+                        choices=[
+                            ("running", "Running"),
+                            ("exited", "Exited"),
+                            ("created", "Created"),
+                            ("restarting", "Restarting"),
+                            ("paused", "Paused"),
+                            ("dead", "Dead"),
+                            ("removing", "Removing"),
+                            ("absent", "Absent"),
+                            ("unknown", "Unknown"),
+                        ],
+                        default="unknown",
+                        max_length=16,
+                    ),
+                ),
+                (
+                    "health",
+                    models.CharField(
+                        blank=True, help_text="Docker health: healthy/unhealthy/starting", max_length=16
+                    ),
+                ),
+                ("started_at", models.DateTimeField(blank=True, null=True)),
+                ("device_requests", models.JSONField(blank=True, default=list)),
+                (
+                    "last_seen_at",
+                    models.DateTimeField(blank=True, help_text="Last time Docker was asked", null=True),
+                ),
+                ("changed_at", models.DateTimeField(default=django.utils.timezone.now)),
             ],
             options={
-                'ordering': ['stack', 'service'],
+                "ordering": ["stack", "service"],
             },
         ),
         migrations.CreateModel(
-            name='DockerStatus',
+            name="DockerStatus",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('available', models.BooleanField(default=False)),
-                ('error', models.TextField(blank=True)),
-                ('checked_at', models.DateTimeField(blank=True, null=True)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("available", models.BooleanField(default=False)),
+                ("error", models.TextField(blank=True)),
+                ("checked_at", models.DateTimeField(blank=True, null=True)),
             ],
             options={
-                'verbose_name_plural': 'Docker status',
+                "verbose_name_plural": "Docker status",
             },
         ),
         migrations.CreateModel(
-            name='Operation',
+            name="Operation",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('claimed_by', models.CharField(blank=True, default='', max_length=100)),
-                ('heartbeat_at', models.DateTimeField(blank=True, null=True)),
-                ('kind', models.CharField(choices=[('live_stop', 'Live Stop'), ('live_start', 'Live Start'), ('candidate_start', 'Candidate Start'), ('candidate_stop', 'Candidate Stop'), ('swap', 'Swap'), ('service_start', 'Service Start'), ('service_stop', 'Service Stop'), ('service_restart', 'Service Restart')], max_length=32)),
-                ('status', models.CharField(choices=[('pending', 'Pending'), ('running', 'Running'), ('succeeded', 'Succeeded'), ('failed', 'Failed')], default='pending', max_length=16)),
-                ('scope', models.CharField(default='stacks', editable=False, max_length=16)),
-                ('services', models.JSONField(default=list, help_text='Configured services this operation touches, in order')),
-                ('params', models.JSONField(blank=True, default=dict)),
-                ('requested_by', models.CharField(max_length=150)),
-                ('error', models.TextField(blank=True)),
-                ('lease_id', models.CharField(blank=True, help_text='GPU lease acquired for this operation', max_length=64)),
-                ('attempts', models.PositiveSmallIntegerField(default=0)),
-                ('created_at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('enqueued_at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('started_at', models.DateTimeField(blank=True, null=True)),
-                ('finished_at', models.DateTimeField(blank=True, null=True)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("claimed_by", models.CharField(blank=True, default="", max_length=100)),
+                ("heartbeat_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "kind",
+                    models.CharField(
+                        choices=[
+                            ("live_stop", "Live Stop"),
+                            ("live_start", "Live Start"),
+                            ("candidate_start", "Candidate Start"),
+                            ("candidate_stop", "Candidate Stop"),
+                            ("swap", "Swap"),
+                            ("service_start", "Service Start"),
+                            ("service_stop", "Service Stop"),
+                            ("service_restart", "Service Restart"),
+                        ],
+                        max_length=32,
+                    ),
+                ),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("pending", "Pending"),
+                            ("running", "Running"),
+                            ("succeeded", "Succeeded"),
+                            ("failed", "Failed"),
+                        ],
+                        default="pending",
+                        max_length=16,
+                    ),
+                ),
+                ("scope", models.CharField(default="stacks", editable=False, max_length=16)),
+                (
+                    "services",
+                    models.JSONField(
+                        default=list, help_text="Configured services this operation touches, in order"
+                    ),
+                ),
+                ("params", models.JSONField(blank=True, default=dict)),
+                ("requested_by", models.CharField(max_length=150)),
+                ("error", models.TextField(blank=True)),
+                (
+                    "lease_id",
+                    models.CharField(
+                        blank=True, help_text="GPU lease acquired for this operation", max_length=64
+                    ),
+                ),
+                ("attempts", models.PositiveSmallIntegerField(default=0)),
+                ("created_at", models.DateTimeField(default=django.utils.timezone.now)),
+                ("enqueued_at", models.DateTimeField(default=django.utils.timezone.now)),
+                ("started_at", models.DateTimeField(blank=True, null=True)),
+                ("finished_at", models.DateTimeField(blank=True, null=True)),
             ],
             options={
-                'ordering': ['-id'],
-                'constraints': [models.UniqueConstraint(condition=models.Q(('status__in', ['pending', 'running'])), fields=('scope',), name='one_active_container_operation'), models.CheckConstraint(condition=models.Q(models.Q(('finished_at__isnull', False), ('status__in', ['succeeded', 'failed'])), models.Q(('finished_at__isnull', True), ('status__in', ['pending', 'running'])), _connector='OR'), name='operation_finished_iff_terminal')],
+                "ordering": ["-id"],
+                "constraints": [
+                    models.UniqueConstraint(
+                        condition=models.Q(("status__in", ["pending", "running"])),
+                        fields=("scope",),
+                        name="one_active_container_operation",
+                    ),
+                    models.CheckConstraint(
+                        condition=models.Q(
+                            models.Q(("finished_at__isnull", False), ("status__in", ["succeeded", "failed"])),
+                            models.Q(("finished_at__isnull", True), ("status__in", ["pending", "running"])),
+                            _connector="OR",
+                        ),
+                        name="operation_finished_iff_terminal",
+                    ),
+                ],
             },
         ),
         migrations.CreateModel(
-            name='OperationStep',
+            name="OperationStep",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.CharField(max_length=64)),
-                ('started_at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('finished_at', models.DateTimeField(blank=True, null=True)),
-                ('outcome', models.CharField(choices=[('running', 'Running'), ('succeeded', 'Succeeded'), ('failed', 'Failed'), ('skipped', 'Skipped')], default='running', max_length=16)),
-                ('detail', models.TextField(blank=True)),
-                ('figures', models.JSONField(blank=True, default=dict)),
-                ('service', models.CharField(blank=True, max_length=100)),
-                ('operation', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='steps', to='containers.operation')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("name", models.CharField(max_length=64)),
+                ("started_at", models.DateTimeField(default=django.utils.timezone.now)),
+                ("finished_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "outcome",
+                    models.CharField(
+                        choices=[
+                            ("running", "Running"),
+                            ("succeeded", "Succeeded"),
+                            ("failed", "Failed"),
+                            ("skipped", "Skipped"),
+                        ],
+                        default="running",
+                        max_length=16,
+                    ),
+                ),
+                ("detail", models.TextField(blank=True)),
+                ("figures", models.JSONField(blank=True, default=dict)),
+                ("service", models.CharField(blank=True, max_length=100)),
+                (
+                    "operation",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="steps",
+                        to="containers.operation",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['started_at', 'id'],
-                'abstract': False,
+                "ordering": ["started_at", "id"],
+                "abstract": False,
             },
         ),
         migrations.CreateModel(
-            name='Swap',
+            name="Swap",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('service', models.CharField(help_text='The live service', max_length=100, unique=True)),
-                ('candidate', models.CharField(max_length=100)),
-                ('target', models.CharField(choices=[('live', 'Live'), ('candidate', 'Candidate')], default='live', max_length=16)),
-                ('changed_at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('changed_by', models.CharField(max_length=150)),
-                ('operation', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, to='containers.operation')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("service", models.CharField(help_text="The live service", max_length=100, unique=True)),
+                ("candidate", models.CharField(max_length=100)),
+                (
+                    "target",
+                    models.CharField(
+                        choices=[("live", "Live"), ("candidate", "Candidate")], default="live", max_length=16
+                    ),
+                ),
+                ("changed_at", models.DateTimeField(default=django.utils.timezone.now)),
+                ("changed_by", models.CharField(max_length=150)),
+                (
+                    "operation",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        to="containers.operation",
+                    ),
+                ),
             ],
         ),
     ]

@@ -153,7 +153,9 @@ def docker_client():
         client = docker.DockerClient(base_url="unix:///var/run/docker.sock", version="1.41", timeout=30)
         client.ping()
     except Exception as exc:
-        pytest.fail(f"These tests need a Docker Engine on /var/run/docker.sock ({exc}); start it: scripts/provision")
+        pytest.fail(
+            f"These tests need a Docker Engine on /var/run/docker.sock ({exc}); start it: scripts/provision"
+        )
     yield client
     _sweep(client, RUN_ID)
     client.close()
@@ -167,19 +169,25 @@ def busybox_image(docker_client) -> str:
     context = io.BytesIO()
     with tarfile.open(fileobj=context, mode="w") as tar:
         tar.add(BUSYBOX, arcname="busybox")
-        dockerfile = b'FROM scratch\nCOPY busybox /bin/busybox\nRUN ["/bin/busybox", "--install", "-s", "/bin"]\n'
+        dockerfile = (
+            b'FROM scratch\nCOPY busybox /bin/busybox\nRUN ["/bin/busybox", "--install", "-s", "/bin"]\n'
+        )
         info = tarfile.TarInfo("Dockerfile")
         info.size = len(dockerfile)
         tar.addfile(info, io.BytesIO(dockerfile))
     context.seek(0)
     tag = "gaiaorch-test-busybox:latest"
-    docker_client.images.build(fileobj=context, custom_context=True, tag=tag, labels={RUN_LABEL: "image"}, rm=True)
+    docker_client.images.build(
+        fileobj=context, custom_context=True, tag=tag, labels={RUN_LABEL: "image"}, rm=True
+    )
     return tag
 
 
 @pytest.fixture
 def test_network(docker_client):
-    network = docker_client.networks.create(f"{PREFIX}-{uuid.uuid4().hex[:4]}-net", labels={RUN_LABEL: RUN_ID})
+    network = docker_client.networks.create(
+        f"{PREFIX}-{uuid.uuid4().hex[:4]}-net", labels={RUN_LABEL: RUN_ID}
+    )
     yield network.name
     for container in docker_client.containers.list(all=True, filters={"network": network.name}):
         container.remove(force=True)

@@ -32,7 +32,9 @@ def follower():
 def wait_for_state(client, service: str, state: str, within: float) -> float:
     began = time.monotonic()
     while time.monotonic() - began < within:
-        entry = next(e for e in client.get("/containers/status").json()["services"] if e["service"] == service)
+        entry = next(
+            e for e in client.get("/containers/status").json()["services"] if e["service"] == service
+        )
         if entry["state"] == state:
             return time.monotonic() - began
         time.sleep(0.05)
