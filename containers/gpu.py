@@ -43,9 +43,10 @@ def acquire(*, requester: str, gpu: int, reason: str, memory_mib: int | None, ac
     result = leases.acquire(requester=requester, reason=reason, gpu=gpu, memory_mib=memory_mib, actor=actor)
     if not result.granted:
         raise Conflict(
-            f"GPU {gpu} is not free for {requester}: waiting for {result.waiting_for}.",
+            f"GPU {gpu} is not free for {requester}: {result.waiting_for}.",
             code="gpu_held",
-            holder=str(result.waiting_for or ""),
+            holder=holder.requester if holder else None,
+            waiting_for=result.waiting_for,
             gpu=gpu,
         )
     return Holder(str(result.lease.id), result.lease.requester, getattr(result.lease, "fencing_token", None))

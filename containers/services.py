@@ -228,7 +228,10 @@ def request_swap(service_name: str, target: str, *, actor: str) -> Operation:
     config = containers_config.current()
     live, candidate = swap_pair(config, service_name)
     if target not in SwapTarget.values:
-        raise InvalidRequest(f"target must be one of {SwapTarget.values}, got {target!r}.", field="target")
+        raise InvalidRequest(
+            f"target must be one of {SwapTarget.values}, got {target!r}.",
+            fields={"target": ["unknown target"]},
+        )
     if not config.network:
         raise InvalidRequest("Swaps need docker.network (the network callers share) in the configuration.")
     params = {"live": live.name, "candidate": candidate.name, "target": target}
@@ -241,14 +244,16 @@ def swap_pair(config: ContainersConfig, name: str) -> tuple[Service, Service]:
     twin = config.twin(service) if service else None
     if service is None or twin is None:
         known = sorted(s.name for s in config.stack_services("live") if config.twin(s))
-        raise InvalidRequest(f"{name!r} is not a swappable service; known: {known}.", field="service")
+        raise InvalidRequest(
+            f"{name!r} is not a swappable service; known: {known}.", fields={"service": [f"one of {known}"]}
+        )
     return (service, twin) if service.stack == "live" else (twin, service)
 
 
 def _configured(config: ContainersConfig, name: str) -> Service:
     service = config.service(name)
     if service is None:
-        raise InvalidRequest(f"{name!r} is not a configured service.", field="service")
+        raise InvalidRequest(f"{name!r} is not a configured service.", fields={"service": ["not configured"]})
     return service
 
 
@@ -307,22 +312,24 @@ def status_url(operation: Operation) -> str:
 def _take_gpu(config: ContainersConfig, plan: list[Service], actor: str) -> dict[str, Any]:
     """Validate VRAM for the GPU services about to start, then take the candidate's lease."""
     stack = config.stacks["candidate"]
-    need = check_vram(config, plan, stack.gpu)
+    need, released = check_vram(config, plan, stack.gpu)
     holder = gpu.acquire(
         requester=stack.gpu_requester,
         gpu=stack.gpu,
         reason="candidate stack start with GPU",
-        memory_mib=need or None,
+        # What must be free now: the services this start recreates give theirs back first.
+        memory_mib=(need - released) or None,
         actor=actor,
     )
     return {"gpu": stack.gpu, "lease_id": holder.lease_id, "vram_need_mib": need}
 
 
-def check_vram(config: ContainersConfig, plan: list[Service], gpu_index: int) -> int:
+def check_vram(config: ContainersConfig, plan: list[Service], gpu_index: int) -> tuple[int, int]:
     """Refuse (409) when the declared VRAM of the GPU services to start exceeds measured free memory.
 
     Services already running keep their memory and need nothing more; the ones that will be
     recreated (running without the GPU request) give theirs back first, so they count as free.
+    Returns (need, released) in MiB.
     """
     rows = {row.service: row for row in Container.objects.filter(service__in=[s.name for s in plan])}
     gpu_services = [s for s in plan if s.gpu and s.vram_mib]
@@ -330,7 +337,7 @@ def check_vram(config: ContainersConfig, plan: list[Service], gpu_index: int) ->
     released = sum(s.vram_need_mib for s in starting if _is_running(rows.get(s.name)))
     need = sum(s.vram_need_mib for s in starting)
     if not need:
-        return 0
+        return 0, 0
     sample = telemetry.sample()
     measured = sample.gpu(gpu_index) if sample.available else None
     if measured is None:
@@ -353,7 +360,7 @@ def check_vram(config: ContainersConfig, plan: list[Service], gpu_index: int) ->
             holder=holder.requester if holder else None,
             using=_gpu_users(config, gpu_index),
         )
-    return need
+    return need, released
 
 
 def _is_running(row: Container | None) -> bool:

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import docker
 import pytest
+from django.db import connection
 
 from containers import runner, services
 
@@ -93,7 +94,7 @@ def stack_config(image: str, network: str = "") -> dict:
     }
     return {
         "orchestrator": {"own_container": f"{PREFIX}-orchestrator"},
-        "docker": {"network": network, "reconcile_interval_seconds": 1},
+        "docker": {"reconcile_interval_seconds": 1, **({"network": network} if network else {})},
         "stacks": {"live": {"gpu_requester": "t-core"}, "candidate": {"gpu_requester": "t-core-candidate"}},
         "services": services_,
     }
@@ -126,8 +127,14 @@ def run_in_thread(monkeypatch):
     """Operations run in a background thread, like a worker process beside the web process."""
     threads: list[threading.Thread] = []
 
+    def work(operation_id: int) -> None:
+        try:
+            runner.run(operation_id)
+        finally:
+            connection.close()  # as the worker process does when a task ends
+
     def enqueue(operation_id: int) -> None:
-        thread = threading.Thread(target=runner.run, args=(operation_id,), daemon=True)
+        thread = threading.Thread(target=work, args=(operation_id,), daemon=True)
         threads.append(thread)
         thread.start()
 

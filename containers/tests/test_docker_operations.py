@@ -6,6 +6,7 @@ import pytest
 
 from containers import reality
 from containers.models import Container, Operation
+from leases import services as leases
 
 pytestmark = [pytest.mark.slow, pytest.mark.docker]
 
@@ -39,6 +40,7 @@ def test_it_stops_dependents_first_and_kills_a_service_that_ignores_sigterm(
     docker_stack, operator_client, inspect
 ):
     assert operator_client.post("/containers/live/start").status_code == 202
+    leases.acquire(requester="t-core", reason="prime inference", actor="gaia-core")
 
     response = operator_client.post("/containers/live/stop")
 
@@ -55,6 +57,8 @@ def test_it_stops_dependents_first_and_kills_a_service_that_ignores_sigterm(
     assert "killed after the 2 s graceful timeout" in stubborn["detail"]
     web = next(step for step in detail["steps"] if step["name"] == "stop t-web")
     assert web["figures"]["exit_code"] == 0 and web["figures"]["killed"] is False
+    assert leases.current_holder(0) is None  # the live stack's GPU lease went with it
+    assert "released lease" in detail["steps"][-1]["detail"]
     reality.reconcile()
     status = operator_client.get("/containers/status").json()
     assert {entry["service"]: entry["state"] for entry in status["services"] if entry["stack"] == "live"} == (
