@@ -227,6 +227,17 @@ def _service(name: str, raw: Any) -> Service:
     )
 
 
+def _check_aliases(services: Mapping[str, Service]) -> None:
+    owners: dict[str, str] = {}
+    for service in services.values():
+        other = owners.setdefault(service.network_alias, service.name)
+        if other != service.name:
+            raise _fail(
+                f"services.{service.name}.network_alias",
+                f"{service.network_alias!r} is already the network name of {other}",
+            )
+
+
 def _check_dependencies(services: Mapping[str, Service]) -> None:
     for service in services.values():
         for dependency in service.depends_on:
@@ -278,6 +289,7 @@ def load(data: Mapping[str, Any]) -> ContainersConfig:
         for name, raw in _mapping("services", data.get("services")).items()
     }
     _check_dependencies(services)
+    _check_aliases(services)
     docker = _mapping("docker", data.get("docker"))
     own = _text(
         "orchestrator.own_container", _mapping("orchestrator", data.get("orchestrator")).get("own_container")

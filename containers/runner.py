@@ -257,28 +257,24 @@ class Run:
 
     def route(self, service: Service) -> None:
         """Give the live network name to whichever container the recorded swap says."""
-        if not self.config.network:
-            return
         live = service if service.stack == "live" else self.config.twin(service)
-        if live is None:
-            return
+        if not self.config.network or live is None or self.config.twin(live) is None:
+            return  # nothing to swap: no shared network, or no live/candidate pair
         attrs = self.engine.find(self.config, service)
         if attrs is None:
             return
         to_candidate = services.swap_target(live.name) == SwapTarget.CANDIDATE
         holds_name = (service.stack == "candidate") == to_candidate
-        with self.step(f"route {service.name}", service.name) as outcome:
-            outcome["detail"] = self.set_live_name(attrs, live.network_alias, holds_name)
-
-    def set_live_name(self, attrs: dict[str, Any], alias: str, holds_name: bool) -> str:
-        network = self.config.network
+        network, alias = self.config.network, live.network_alias
         current = docker_engine.own_aliases(attrs, network)
-        connected = network in (attrs["NetworkSettings"]["Networks"] or {})
         wanted = sorted({*current, alias}) if holds_name else [a for a in current if a != alias]
-        if connected and sorted(current) == sorted(wanted):
-            return f"{'answers' if holds_name else 'does not answer'} to {alias} already"
-        self.engine.set_aliases(attrs, network, wanted)
-        return f"now {'answers' if holds_name else 'no longer answers'} to {alias} on {network}"
+        if network in (attrs["NetworkSettings"]["Networks"] or {}) and sorted(current) == wanted:
+            return
+        with self.step(f"route {service.name}", service.name) as outcome:
+            self.engine.set_aliases(attrs, network, wanted)
+            outcome["detail"] = (
+                f"now {'answers' if holds_name else 'no longer answers'} to {alias} on {network}"
+            )
 
 
 def health(service: Service, attrs: dict[str, Any] | None) -> tuple[bool, str]:

@@ -48,7 +48,7 @@ def http_service(name: str, stack: str, role: str, image: str, **extra) -> dict:
         "stack": stack,
         "role": role,
         "container_name": f"{PREFIX}-{name}",
-        "network_alias": role,
+        "network_alias": role if stack == "live" else f"{role}-candidate",
         "port": port,
         "health_url": f"http://127.0.0.1:{port}/health",
         "stop_timeout_seconds": 5,

@@ -93,6 +93,11 @@ def test_it_refuses_bad_service_fields(field, value, expected):
     assert broken(mutate).startswith(expected)
 
 
+def test_it_refuses_two_services_with_one_network_name():
+    message = broken(lambda d: d["services"]["t-core-candidate"].update(network_alias="core"))
+    assert message == "services.t-core-candidate.network_alias: 'core' is already the network name of t-core"
+
+
 def test_it_refuses_an_unknown_stack_section():
     assert "unknown stack(s) ['staging']" in broken(lambda d: d["stacks"].update(staging={}))
 
