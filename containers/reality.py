@@ -23,18 +23,6 @@ logger = logging.getLogger(__name__)
 EVENT_WINDOW_SECONDS = 5
 INTERESTING = {"create", "start", "restart", "die", "stop", "kill", "pause", "unpause", "destroy",
                "oom", "rename", "health_status", "update"}  # fmt: skip
-PING_TIMEOUT_SECONDS = 3.0
-
-
-def require_docker() -> None:
-    """Before accepting an operation: Docker must answer now (503 otherwise)."""
-    try:
-        with Engine(timeout=PING_TIMEOUT_SECONDS) as engine:
-            engine.ping()
-    except DockerUnavailable as exc:
-        services.docker_reachable(reachable=False, error=exc.detail)
-        raise
-    services.docker_reachable(reachable=True)
 
 
 def reconcile() -> None:

@@ -111,8 +111,8 @@ class Run:
             else:
                 self.stop_all(self.plan)
                 self.start_all(self.config.start_order(self.plan))
-            if kind == OperationKind.LIVE_STOP:
-                self.release_live_gpu()
+            if kind in (OperationKind.LIVE_STOP, OperationKind.CANDIDATE_STOP):
+                self.release_stack_gpu(self.op.params["stack"])
         finally:
             self.engine.close()
 
@@ -167,9 +167,9 @@ class Run:
             else f"stopped gracefully in {seconds} s"
         )
 
-    def release_live_gpu(self) -> None:
-        with self.step("release live GPU lease") as outcome:
-            outcome["detail"] = services.release_live_gpu(actor=self.op.requested_by)
+    def release_stack_gpu(self, stack: str) -> None:
+        with self.step(f"release {stack} GPU lease") as outcome:
+            outcome["detail"] = services.release_stack_gpu(stack, actor=self.op.requested_by)
 
     # --- start ---------------------------------------------------------------------------
 

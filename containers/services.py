@@ -1,8 +1,8 @@
 """The only code that changes container rows: reality, operations and their steps, swaps.
 
-Each public function is one transaction and writes its audit event inside it. Docker is called
-by containers.runner (operations) and containers.reality (observation), never while a row lock
-is held here.
+Each public function is one transaction and writes its audit event inside it. Docker is driven
+by containers.runner (operations) and containers.reality (observation); the only Docker call made
+here is the ping that admits an operation, before its transaction opens.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from django.utils.dateparse import parse_datetime
 from containers import config as containers_config
 from containers import gpu
 from containers.config import ContainersConfig, Service
+from containers.engine import DockerUnavailable, Engine
 from containers.models import (
     Container,
     DockerStatus,
@@ -36,6 +37,7 @@ from notifications.services import record_event
 # A worker beats every HEARTBEAT_SECONDS; one silent for STALE_AFTER_SECONDS is presumed dead.
 HEARTBEAT_SECONDS = 2.0
 STALE_AFTER_SECONDS = 15.0
+PING_TIMEOUT_SECONDS = 3.0
 MAX_ATTEMPTS = 2  # an operation is handed to a worker at most this often (first run + one resume)
 
 STACK_KINDS = {
@@ -257,10 +259,19 @@ def _configured(config: ContainersConfig, name: str) -> Service:
     return service
 
 
-def _request(kind: str, plan: list[Service], params: dict[str, Any], *, actor: str) -> Operation:
-    from containers.reality import require_docker
+def require_docker() -> None:
+    """Before accepting an operation: Docker must answer now (503 otherwise)."""
+    try:
+        with Engine(timeout=PING_TIMEOUT_SECONDS) as engine:
+            engine.ping()
+    except DockerUnavailable as exc:
+        docker_reachable(reachable=False, error=exc.detail)
+        raise
+    docker_reachable(reachable=True)
 
-    require_docker()
+
+def _request(kind: str, plan: list[Service], params: dict[str, Any], *, actor: str) -> Operation:
+    require_docker()  # outside the transaction: never wait on Docker while holding locks
     config = containers_config.current()
     try:
         with transaction.atomic():
@@ -440,12 +451,12 @@ def finish_operation(operation_id: int, *, error: str = "") -> Operation:
     return op
 
 
-def release_live_gpu(*, actor: str) -> str:
-    """After a live stop: give up the live stack's GPU lease, if it holds one."""
+def release_stack_gpu(stack_name: str, *, actor: str) -> str:
+    """After a stack stop: give up the stack's GPU lease, if it holds one."""
+    stack = containers_config.current().stacks[stack_name]
     with transaction.atomic():
-        stack = containers_config.current().stacks["live"]
         released = gpu.release_if_held(
-            requester=stack.gpu_requester, gpu=stack.gpu, reason="live stack stopped", actor=actor
+            requester=stack.gpu_requester, gpu=stack.gpu, reason=f"{stack_name} stack stopped", actor=actor
         )
     if released is None:
         return f"{stack.gpu_requester} held no lease on GPU {stack.gpu}"

@@ -1,13 +1,32 @@
 """Seed-compatible container endpoints: thin, each parses, calls one service, serializes."""
 
+from drf_spectacular.utils import extend_schema
 from rest_framework import status as http
 from rest_framework.decorators import api_view
 from rest_framework.response import Response
 
 from containers import services
 from containers.models import Operation, OperationKind
-from containers.serializers import CandidateStartSerializer, SwapSerializer
+from containers.serializers import (
+    CandidateStartSerializer,
+    ContainerStatusSerializer,
+    ErrorSerializer,
+    OperationAcceptedSerializer,
+    OperationDetailSerializer,
+    SwapSerializer,
+)
 from gaiaorch.auth import actor_name
+
+OPERATION_RESPONSES = {
+    202: OperationAcceptedSerializer,
+    400: ErrorSerializer,
+    409: ErrorSerializer,
+    503: ErrorSerializer,
+}
+
+
+def operation_schema(request=None):
+    return extend_schema(request=request, responses=OPERATION_RESPONSES, tags=["containers"])
 
 
 def accepted(operation: Operation) -> Response:
@@ -19,17 +38,20 @@ def _body(request) -> dict:
     return request.data if isinstance(request.data, dict) else {}
 
 
+@extend_schema(responses={200: ContainerStatusSerializer}, tags=["containers"])
 @api_view(["GET"])
 def container_status(request):
     """Observed state of every configured service, from the database (no Docker round trip)."""
     return Response(services.status())
 
 
+@operation_schema()
 @api_view(["POST"])
 def live_stop(request):
     return accepted(services.request_stack_operation(OperationKind.LIVE_STOP, actor=actor_name(request.user)))
 
 
+@operation_schema()
 @api_view(["POST"])
 def live_start(request):
     return accepted(
@@ -37,6 +59,7 @@ def live_start(request):
     )
 
 
+@operation_schema(CandidateStartSerializer)
 @api_view(["POST"])
 def candidate_start(request):
     params = CandidateStartSerializer(data=_body(request))
@@ -47,6 +70,7 @@ def candidate_start(request):
     return accepted(operation)
 
 
+@operation_schema()
 @api_view(["POST"])
 def candidate_stop(request):
     return accepted(
@@ -54,6 +78,7 @@ def candidate_stop(request):
     )
 
 
+@operation_schema(SwapSerializer)
 @api_view(["POST"])
 def swap(request):
     params = SwapSerializer(data=_body(request))
@@ -64,6 +89,7 @@ def swap(request):
     return accepted(operation)
 
 
+@extend_schema(responses={200: OperationDetailSerializer, 404: ErrorSerializer}, tags=["containers"])
 @api_view(["GET"])
 def operation_status(request, operation_id: int):
     return Response(services.operation_detail(services.operation(operation_id)))

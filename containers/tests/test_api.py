@@ -6,7 +6,7 @@ import pytest
 from django.db import IntegrityError
 from django.utils import timezone
 
-from containers import reality, services
+from containers import services
 from containers.models import Container, DockerStatus, Operation, State
 from containers.tests.conftest import stack_config
 from leases import services as leases
@@ -26,7 +26,7 @@ def test_stack(settings):
 def docker_answers(monkeypatch, test_stack):
     """Docker 'answers the ping'; the queued operations are only recorded, not run."""
     queued = []
-    monkeypatch.setattr(reality, "require_docker", lambda: services.docker_reachable(reachable=True))
+    monkeypatch.setattr(services, "require_docker", lambda: services.docker_reachable(reachable=True))
     monkeypatch.setattr(services, "enqueue", queued.append)
     return queued
 

@@ -5,7 +5,7 @@ import json
 import pytest
 from django.core.management import CommandError, call_command
 
-from containers import reality, services
+from containers import services
 from containers.models import Container, Operation
 from containers.tests.conftest import stack_config
 
@@ -15,7 +15,7 @@ pytestmark = pytest.mark.django_db
 @pytest.fixture
 def configured(settings, monkeypatch):
     settings.GAIAORCH = stack_config("busybox", network="gaia-test-net")
-    monkeypatch.setattr(reality, "require_docker", lambda: None)
+    monkeypatch.setattr(services, "require_docker", lambda: None)
     monkeypatch.setattr(services, "enqueue", lambda operation_id: None)
 
 

@@ -64,3 +64,19 @@ def test_it_stops_dependents_first_and_kills_a_service_that_ignores_sigterm(
     assert {entry["service"]: entry["state"] for entry in status["services"] if entry["stack"] == "live"} == (
         dict.fromkeys(LIVE_START_ORDER, "exited")
     )
+
+
+def test_it_gives_back_the_candidates_gpu_lease_when_the_candidate_stack_stops(docker_stack, operator_client):
+    assert operator_client.post("/containers/candidate/start", {}, format="json").status_code == 202
+    leases.acquire(requester="t-core-candidate", reason="bicameral test", actor="olivia")
+
+    response = operator_client.post("/containers/candidate/stop")
+
+    detail = operator_client.get(response.json()["status_url"]).json()
+    assert detail["status"] == "succeeded", detail
+    assert [step["name"] for step in detail["steps"]] == [
+        "stop t-core-candidate",
+        "stop t-mcp-candidate",
+        "release candidate GPU lease",
+    ]
+    assert leases.current_holder(0) is None
