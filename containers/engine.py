@@ -11,6 +11,7 @@ from __future__ import annotations
 import socket
 from collections.abc import Iterator
 from datetime import datetime
+from string import hexdigits
 from typing import Any
 
 import docker
@@ -37,6 +38,10 @@ class DockerRefused(Exception):
     """The engine answered but would not do it."""
 
 
+class ContainerGone(DockerRefused):
+    """The container does not exist (any more)."""
+
+
 def _explain(exc: Exception) -> str:
     if isinstance(exc, APIError):
         return exc.explanation or str(exc)
@@ -58,8 +63,8 @@ class Engine:
     def call(self, what: str, func, *args, **kwargs):
         try:
             return func(*args, **kwargs)
-        except DockerNotFound:
-            raise
+        except DockerNotFound as exc:
+            raise ContainerGone(f"Docker could not {what}: {_explain(exc)}") from None
         except APIError as exc:
             if exc.response is not None and exc.response.status_code >= 500 and not exc.explanation:
                 raise DockerUnavailable(f"Docker failed to {what}: {exc}") from None
@@ -89,7 +94,7 @@ class Engine:
     def inspect(self, container_id: str) -> dict[str, Any] | None:
         try:
             return self.call(f"inspect {container_id}", self.api.inspect_container, container_id)
-        except DockerNotFound:
+        except ContainerGone:
             return None
 
     def find(self, config: ContainersConfig, service: Service) -> dict[str, Any] | None:
@@ -128,12 +133,8 @@ class Engine:
 
     def stop(self, config: ContainersConfig, attrs: dict[str, Any], timeout: int) -> None:
         refuse_own(config, attrs)
-        # The HTTP call must outlive Docker's own grace period (SIGTERM, wait, SIGKILL).
-        self.api.timeout = timeout + self.timeout
-        try:
-            self.call(f"stop {attrs['Name']}", self.api.stop, attrs["Id"], timeout=timeout)
-        finally:
-            self.api.timeout = self.timeout
+        # docker-py lets the HTTP call outlive the grace period (SIGTERM, wait, SIGKILL) by itself.
+        self.call(f"stop {container_name(attrs)}", self.api.stop, attrs["Id"], timeout=timeout)
 
     def start(self, attrs: dict[str, Any]) -> None:
         self.call(f"start {container_name(attrs)}", self.api.start, attrs["Id"])
@@ -266,7 +267,8 @@ def service_of(config: ContainersConfig, name: str, labels: dict[str, str]) -> S
 def is_own(config: ContainersConfig, attrs: dict[str, Any]) -> bool:
     """The orchestrator's container: its configured name, or the container we run inside."""
     hostname = socket.gethostname()
-    inside = len(hostname) == 12 and attrs.get("Id", "").startswith(hostname)
+    looks_like_id = len(hostname) == 12 and all(char in hexdigits for char in hostname)
+    inside = looks_like_id and attrs.get("Id", "").startswith(hostname)
     return inside or bool(config.own_container and container_name(attrs) == config.own_container)
 
 

@@ -88,6 +88,9 @@ def run(operation_id: int) -> None:
             error = f"Docker became unreachable: {exc.detail}"
         except (StepFailed, DockerRefused, DomainError) as exc:
             error = str(exc)
+        except Exception as exc:  # a bug must end the operation, not leave it running
+            logger.exception("container operation %s crashed", operation_id)
+            error = f"Unexpected error: {exc!r}"
     services.finish_operation(operation_id, error=error)
 
 

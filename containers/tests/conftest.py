@@ -154,6 +154,29 @@ def _sweep(client: docker.DockerClient, run_id: str) -> None:
         network.remove()
 
 
+def _abandoned(run_id: str) -> bool:
+    """A run on this host whose test process is gone (killed before its finalizers ran)."""
+    host, pid, _ = ([*run_id.rsplit("-", 2), "", ""])[:3]
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        pass
+    return False
+
+
+def _sweep_leftovers(client: docker.DockerClient) -> None:
+    for container in client.containers.list(all=True, filters={"label": RUN_LABEL}):
+        if _abandoned(container.labels.get(RUN_LABEL, "")):
+            container.remove(force=True)
+    for network in client.networks.list(filters={"label": RUN_LABEL}):
+        if _abandoned((network.attrs.get("Labels") or {}).get(RUN_LABEL, "")):
+            network.remove()
+
+
 @pytest.fixture(scope="session")
 def docker_client():
     try:
@@ -163,6 +186,7 @@ def docker_client():
         pytest.fail(
             f"These tests need a Docker Engine on /var/run/docker.sock ({exc}); start it: scripts/provision"
         )
+    _sweep_leftovers(client)
     yield client
     _sweep(client, RUN_ID)
     client.close()
@@ -207,9 +231,8 @@ def docker_stack(settings, docker_client, busybox_image, test_network, transacti
     settings.GAIAORCH = stack_config(busybox_image, test_network)
     settings.DOCKER_URL = "unix:///var/run/docker.sock"
     yield settings.GAIAORCH
-    for name in settings.GAIAORCH["services"].values():
-        for container in docker_client.containers.list(all=True, filters={"name": name["container_name"]}):
-            container.remove(force=True)
+    for container in docker_client.containers.list(all=True, filters={"label": f"{RUN_LABEL}={RUN_ID}"}):
+        container.remove(force=True)
 
 
 @pytest.fixture

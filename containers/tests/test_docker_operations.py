@@ -6,6 +6,7 @@ import pytest
 
 from containers import reality
 from containers.models import Container, Operation
+from containers.tests.conftest import RUN_ID, RUN_LABEL, STUBBORN_SERVICE
 from leases import services as leases
 
 pytestmark = [pytest.mark.slow, pytest.mark.docker]
@@ -80,3 +81,30 @@ def test_it_gives_back_the_candidates_gpu_lease_when_the_candidate_stack_stops(d
         "release candidate GPU lease",
     ]
     assert leases.current_holder(0) is None
+
+
+def test_it_never_stops_its_own_container_even_when_labels_point_at_it(
+    docker_stack, settings, operator_client, docker_client, busybox_image
+):
+    own_name = docker_stack["orchestrator"]["own_container"]
+    settings.GAIAORCH = {
+        **docker_stack,
+        "docker": {**docker_stack["docker"], "compose_project": "gaia-test"},
+        "services": {"t-sidecar": {"stack": "live", "compose_service": "sidecar", "stop_timeout_seconds": 1}},
+    }
+    labels = {
+        RUN_LABEL: RUN_ID,
+        "com.docker.compose.project": "gaia-test",
+        "com.docker.compose.service": "sidecar",
+    }
+    own = docker_client.containers.run(
+        busybox_image, ["sh", "-c", STUBBORN_SERVICE], name=own_name, labels=labels, detach=True
+    )
+
+    response = operator_client.post("/containers/live/stop")
+
+    detail = operator_client.get(response.json()["status_url"]).json()
+    assert detail["status"] == "failed"
+    assert f"{own_name} is the orchestrator's own container" in detail["error"]
+    own.reload()
+    assert own.status == "running"
