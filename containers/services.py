@@ -236,7 +236,13 @@ def request_swap(service_name: str, target: str, *, actor: str) -> Operation:
         )
     if not config.network:
         raise InvalidRequest("Swaps need docker.network (the network callers share) in the configuration.")
-    params = {"live": live.name, "candidate": candidate.name, "target": target}
+    params = {
+        "action": "swap",
+        "live": live.name,
+        "candidate": candidate.name,
+        "target": target,
+        "gpu_enabled": False,
+    }
     return _request(OperationKind.SWAP, [live, candidate], params, actor=actor)
 
 
@@ -276,8 +282,10 @@ def _request(kind: str, plan: list[Service], params: dict[str, Any], *, actor: s
     try:
         with transaction.atomic():
             _refuse_if_busy()
-            if params.get("gpu_enabled"):
-                params = {**params, **_take_gpu(config, plan, actor)}
+            if params["action"] == "start":
+                params = {**params, **_check_memory(config, plan, strict=params["gpu_enabled"])}
+            if params["gpu_enabled"]:
+                params = {**params, **_take_gpu(config, params["vram_need_mib"], actor)}
             operation = Operation.objects.create(
                 kind=kind,
                 services=[service.name for service in plan],
@@ -297,7 +305,9 @@ def _request(kind: str, plan: list[Service], params: dict[str, Any], *, actor: s
     except IntegrityError:
         # Two requests raced past _refuse_if_busy; the partial unique constraint let one through.
         _refuse_if_busy()
-        raise
+        raise Conflict(
+            "Another container operation was requested at the same moment.", code="operation_in_progress"
+        ) from None
     return operation
 
 
@@ -320,36 +330,42 @@ def status_url(operation: Operation) -> str:
 # --- GPU memory and the lease ---------------------------------------------------------------
 
 
-def _take_gpu(config: ContainersConfig, plan: list[Service], actor: str) -> dict[str, Any]:
-    """Validate VRAM for the GPU services about to start, then take the candidate's lease."""
+def _check_memory(config: ContainersConfig, plan: list[Service], *, strict: bool) -> dict[str, Any]:
+    """Before a start: the GPU services it starts must fit; `strict` when it cannot go unchecked."""
+    gpu_index = config.stacks[plan[0].stack].gpu if plan else 0
+    sample = telemetry.sample()
+    if not sample.available and not strict:
+        return {"vram_check": f"skipped: {sample.reason}"}
+    return {"vram_need_mib": check_vram(config, plan, gpu_index, sample)}
+
+
+def _take_gpu(config: ContainersConfig, need_mib: int, actor: str) -> dict[str, Any]:
+    """Take the GPU lease for the candidate stack (409 naming the holder when someone has it)."""
     stack = config.stacks["candidate"]
-    need, released = check_vram(config, plan, stack.gpu)
     holder = gpu.acquire(
         requester=stack.gpu_requester,
         gpu=stack.gpu,
         reason="candidate stack start with GPU",
-        # What must be free now: the services this start recreates give theirs back first.
-        memory_mib=(need - released) or None,
+        memory_mib=need_mib or None,
         actor=actor,
     )
-    return {"gpu": stack.gpu, "lease_id": holder.lease_id, "vram_need_mib": need}
+    return {"gpu": stack.gpu, "lease_id": holder.lease_id}
 
 
-def check_vram(config: ContainersConfig, plan: list[Service], gpu_index: int) -> tuple[int, int]:
+def check_vram(
+    config: ContainersConfig, plan: list[Service], gpu_index: int, sample: telemetry.Telemetry
+) -> int:
     """Refuse (409) when the declared VRAM of the GPU services to start exceeds measured free memory.
 
-    Services already running keep their memory and need nothing more; the ones that will be
-    recreated (running without the GPU request) give theirs back first, so they count as free.
-    Returns (need, released) in MiB.
+    Services already running on the GPU are in the measured figures and need nothing more; a
+    container running without a GPU request holds no VRAM, so starting it on the GPU needs its
+    full declaration. Returns the need in MiB.
     """
     rows = {row.service: row for row in Container.objects.filter(service__in=[s.name for s in plan])}
-    gpu_services = [s for s in plan if s.gpu and s.vram_mib]
-    starting = [s for s in gpu_services if not _runs_on_gpu(rows.get(s.name), gpu_index)]
-    released = sum(s.vram_need_mib for s in starting if _is_running(rows.get(s.name)))
-    need = sum(s.vram_need_mib for s in starting)
+    starting = [s for s in plan if s.gpu and s.vram_mib and not _runs_on_gpu(rows.get(s.name), gpu_index)]
+    need = sum(service.vram_need_mib for service in starting)
     if not need:
-        return 0, 0
-    sample = telemetry.sample()
+        return 0
     measured = sample.gpu(gpu_index) if sample.available else None
     if measured is None:
         raise Unavailable(
@@ -357,21 +373,20 @@ def check_vram(config: ContainersConfig, plan: list[Service], gpu_index: int) ->
             "so a GPU start cannot be validated.",
             code="telemetry_unavailable",
         )
-    free = measured.free_mib + released
-    if need > free:
+    if need > measured.free_mib:
         holder = gpu.current_holder(gpu_index)
         raise Conflict(
-            f"The services to start declare {need} MiB of VRAM but GPU {gpu_index} has {free} MiB free.",
+            f"The services to start declare {need} MiB of VRAM but GPU {gpu_index} has "
+            f"{measured.free_mib} MiB free.",
             code="insufficient_vram",
             need_mib=need,
-            free_mib=free,
-            measured_free_mib=measured.free_mib,
-            released_mib=released,
+            free_mib=measured.free_mib,
             total_mib=measured.total_mib,
+            starting={service.name: service.vram_need_mib for service in starting},
             holder=holder.requester if holder else None,
             using=_gpu_users(config, gpu_index),
         )
-    return need, released
+    return need
 
 
 def _is_running(row: Container | None) -> bool:
@@ -381,7 +396,10 @@ def _is_running(row: Container | None) -> bool:
 def _runs_on_gpu(row: Container | None, gpu_index: int) -> bool:
     if not _is_running(row):
         return False
-    return any(str(gpu_index) in (request.get("DeviceIDs") or []) for request in row.device_requests)
+    return any(
+        request.get("Count") == -1 or str(gpu_index) in (request.get("DeviceIDs") or [])
+        for request in row.device_requests
+    )
 
 
 def _gpu_users(config: ContainersConfig, gpu_index: int) -> list[dict[str, Any]]:

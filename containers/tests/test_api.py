@@ -153,15 +153,59 @@ def test_it_refuses_a_gpu_start_that_does_not_fit_the_measured_free_memory(
     assert not Operation.objects.exists()
 
 
-def test_it_counts_the_memory_of_services_it_recreates_as_freed(docker_answers, operator_client, fake_gpu):
+def test_it_needs_the_full_declaration_of_a_service_running_without_the_gpu(
+    docker_answers, operator_client, fake_gpu
+):
     fake_gpu(total_mib=24576, used_mib=20000)
-    running_row("t-core-candidate", stack="candidate")  # running without the GPU request: recreated
+    running_row("t-core-candidate", stack="candidate")  # running on the CPU: holds no VRAM
+
+    response = operator_client.post("/containers/candidate/start", {"gpu_enabled": True}, format="json")
+
+    assert response.status_code == 409
+    assert response.json()["starting"] == {"t-core-candidate": 6144}
+
+
+def test_it_needs_nothing_more_for_a_service_already_running_on_the_gpu(
+    docker_answers, operator_client, fake_gpu
+):
+    fake_gpu(total_mib=24576, used_mib=20000)
+    running_row(
+        "t-core-candidate", stack="candidate", device_requests=[{"Driver": "nvidia", "DeviceIDs": ["0"]}]
+    )
 
     response = operator_client.post("/containers/candidate/start", {"gpu_enabled": True}, format="json")
 
     assert response.status_code == 202, response.json()
-    operation = Operation.objects.get()
-    assert operation.params["vram_need_mib"] == 6144
+    assert Operation.objects.get().params["vram_need_mib"] == 0
+
+
+@pytest.fixture
+def prime_declares_vram(settings, test_stack):
+    """The live t-core loads a 6 GiB model."""
+    core = {**test_stack["services"]["t-core"], "vram_mib": 6144}
+    settings.GAIAORCH = {**test_stack, "services": {**test_stack["services"], "t-core": core}}
+
+
+def test_it_refuses_a_live_start_whose_models_do_not_fit(
+    docker_answers, prime_declares_vram, operator_client, fake_gpu
+):
+    fake_gpu(total_mib=8192, used_mib=4096)
+
+    response = operator_client.post("/containers/live/start")
+
+    assert response.status_code == 409
+    assert (response.json()["need_mib"], response.json()["free_mib"]) == (6144, 4096)
+
+
+def test_it_starts_the_live_stack_unchecked_without_gpu_telemetry(
+    docker_answers, prime_declares_vram, operator_client, settings
+):
+    settings.GPU_BACKEND = "none"
+
+    response = operator_client.post("/containers/live/start")
+
+    assert response.status_code == 202
+    assert Operation.objects.get().params["vram_check"].startswith("skipped: telemetry is off")
 
 
 def test_it_refuses_a_gpu_start_while_another_requester_holds_the_gpu(

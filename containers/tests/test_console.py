@@ -75,11 +75,12 @@ def test_it_prints_the_status_as_json(configured, capsys):
 def test_it_queues_a_swap_from_the_command_line(configured, capsys):
     call_command("containers", "swap", "core", "--to", "candidate")
 
-    assert Operation.objects.get().params == {
-        "live": "t-core",
-        "candidate": "t-core-candidate",
-        "target": "candidate",
-    }
+    params = Operation.objects.get().params
+    assert (params["live"], params["candidate"], params["target"]) == (
+        "t-core",
+        "t-core-candidate",
+        "candidate",
+    )
     assert "queued" in capsys.readouterr().out
 
 
