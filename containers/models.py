@@ -112,6 +112,9 @@ class Operation(ClaimedJob):
     enqueued_at = models.DateTimeField(default=timezone.now)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    deadline_at = models.DateTimeField(
+        null=True, blank=True, help_text="No step starts after this (sum of its services' timeouts)"
+    )
 
     class Meta:
         ordering = ["-id"]

@@ -16,6 +16,7 @@ from typing import Any
 
 import httpx
 from django.db import DatabaseError, close_old_connections
+from django.utils import timezone
 
 from containers import config as containers_config
 from containers import engine as docker_engine
@@ -123,6 +124,10 @@ class Run:
     def step(self, name: str, service: str = ""):
         if self.heartbeat.lost.is_set():
             raise ClaimLost()
+        if self.op.deadline_at and timezone.now() > self.op.deadline_at:
+            raise StepFailed(
+                f"the operation passed its deadline ({self.op.deadline_at:%H:%M:%S} UTC) before {name}"
+            )
         record = services.begin_step(self.op.id, name, service)
         outcome: dict[str, Any] = {"outcome": jobs.StepOutcome.SUCCEEDED, "detail": ""}
         try:

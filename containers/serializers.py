@@ -45,6 +45,7 @@ class OperationDetailSerializer(OperationAcceptedSerializer):
     created_at = serializers.DateTimeField()
     started_at = serializers.DateTimeField(allow_null=True)
     finished_at = serializers.DateTimeField(allow_null=True)
+    deadline_at = serializers.DateTimeField(allow_null=True)
     steps = StepSerializer(many=True)
 
 

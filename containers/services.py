@@ -39,6 +39,7 @@ HEARTBEAT_SECONDS = 2.0
 STALE_AFTER_SECONDS = 15.0
 PING_TIMEOUT_SECONDS = 3.0
 MAX_ATTEMPTS = 2  # an operation is handed to a worker at most this often (first run + one resume)
+DEADLINE_SLACK_SECONDS = 60  # on top of the services' own stop and health timeouts
 
 STACK_KINDS = {
     OperationKind.LIVE_STOP: ("live", "stop"),
@@ -96,14 +97,6 @@ def record_observation(service: Service, observed: dict[str, Any]) -> bool:
         if not changed:
             row.save(update_fields=["last_seen_at"])
         return changed
-
-
-def ensure_rows(config: ContainersConfig) -> None:
-    """A reality row for every configured service (state unknown until Docker is asked)."""
-    for service in config.services.values():
-        Container.objects.get_or_create(
-            service=service.name, defaults={"stack": service.stack, "role": service.role}
-        )
 
 
 def _row_for_update(service: Service) -> Container:
@@ -293,6 +286,7 @@ def _request(kind: str, plan: list[Service], params: dict[str, Any], *, actor: s
                 requested_by=actor,
                 lease_id=params.pop("lease_id", ""),
                 attempts=1,
+                deadline_at=timezone.now() + _time_budget(plan),
             )
             record_event(
                 "container.operation_requested",
@@ -309,6 +303,12 @@ def _request(kind: str, plan: list[Service], params: dict[str, Any], *, actor: s
             "Another container operation was requested at the same moment.", code="operation_in_progress"
         ) from None
     return operation
+
+
+def _time_budget(plan: list[Service]) -> timedelta:
+    """Long enough for every service to stop gracefully and come back healthy, plus slack."""
+    seconds = sum(service.stop_timeout_seconds + service.health_timeout_seconds for service in plan)
+    return timedelta(seconds=seconds + DEADLINE_SLACK_SECONDS)
 
 
 def _refuse_if_busy() -> None:
@@ -569,5 +569,6 @@ def operation_detail(op: Operation) -> dict[str, Any]:
         "created_at": op.created_at,
         "started_at": op.started_at,
         "finished_at": op.finished_at,
+        "deadline_at": op.deadline_at,
         "steps": [{"service": step.service, **step.as_dict()} for step in op.steps.all()],
     }

@@ -5,7 +5,7 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from containers import services
+from containers import runner, services
 from containers.models import Operation, OperationStep
 from containers.tests.conftest import stack_config
 from leases import services as leases
@@ -86,3 +86,20 @@ def test_it_leaves_an_operation_alone_while_its_worker_beats(queued):
 
     assert services.recover_stale_operations() == []
     assert Operation.objects.get(pk=operation.pk).claimed_by == "gaia-host:4242"
+
+
+def test_it_fails_an_operation_that_passed_its_deadline_before_its_next_step(queued):
+    operation = Operation.objects.create(
+        kind="live_stop",
+        requested_by="olivia",
+        services=["t-web"],
+        params={"action": "stop", "stack": "live", "gpu_enabled": False},
+        deadline_at=timezone.now() - timedelta(seconds=1),
+    )
+
+    runner.run(operation.id)
+
+    operation.refresh_from_db()
+    assert operation.status == "failed"
+    assert operation.error.startswith("the operation passed its deadline")
+    assert "before stop t-web" in operation.error
