@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from gaiaorch.errors import Conflict
+from gaiaorch.errors import Conflict, NotFound
 from leases import services as leases
 
 
@@ -61,5 +61,10 @@ def release_if_held(*, requester: str, gpu: int, reason: str, actor: str) -> Hol
     return holder
 
 
-def release(lease_id: str, *, reason: str, actor: str) -> None:
-    leases.release(lease_id, actor=actor, reason=reason)
+def release(lease_id: str, *, reason: str, actor: str) -> bool:
+    """Give back a lease an operation took; False when it had already ended (expired, revoked)."""
+    try:
+        leases.release(lease_id, actor=actor, reason=reason)
+    except (Conflict, NotFound):
+        return False
+    return True

@@ -103,3 +103,13 @@ def test_it_fails_an_operation_that_passed_its_deadline_before_its_next_step(que
     assert operation.status == "failed"
     assert operation.error.startswith("the operation passed its deadline")
     assert "before stop t-web" in operation.error
+
+
+def test_it_fails_an_operation_whose_lease_already_ended(queued):
+    lease = leases.acquire(requester="t-core-candidate", reason="candidate start", actor="olivia").lease
+    leases.release(lease.id, actor="olivia", reason="done by hand")
+    operation = abandoned(attempts=2, lease_id=str(lease.id))
+
+    services.recover_stale_operations()
+
+    assert Operation.objects.get(pk=operation.pk).status == "failed"
