@@ -2,7 +2,7 @@
 
 from rest_framework import serializers
 
-from containers.models import SwapTarget
+from containers.models import Container, Operation, OperationStep, SwapTarget
 
 
 class CandidateStartSerializer(serializers.Serializer):
@@ -74,3 +74,53 @@ class ContainerStatusSerializer(serializers.Serializer):
     services = ServiceStatusSerializer(many=True)
     swaps = serializers.ListField(child=serializers.DictField())
     active_operation = serializers.DictField(allow_null=True)
+
+
+class ContainerRowSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Container
+        fields = [
+            "service",
+            "stack",
+            "role",
+            "container_id",
+            "name",
+            "image",
+            "state",
+            "health",
+            "started_at",
+            "device_requests",
+            "last_seen_at",
+            "changed_at",
+        ]
+        read_only_fields = fields
+
+
+class OperationStepRowSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = OperationStep
+        fields = ["name", "service", "outcome", "detail", "figures", "started_at", "finished_at"]
+        read_only_fields = fields
+
+
+class OperationRowSerializer(serializers.ModelSerializer):
+    steps = OperationStepRowSerializer(many=True, read_only=True)
+
+    class Meta:
+        model = Operation
+        fields = [
+            "id",
+            "kind",
+            "status",
+            "services",
+            "params",
+            "requested_by",
+            "error",
+            "attempts",
+            "created_at",
+            "started_at",
+            "finished_at",
+            "deadline_at",
+            "steps",
+        ]
+        read_only_fields = fields

@@ -1,6 +1,11 @@
 from django.urls import path
+from rest_framework.routers import SimpleRouter
 
 from containers import views
+
+router = SimpleRouter(trailing_slash=True)
+router.register("api/containers", views.ContainerViewSet, basename="container")
+router.register("api/container-operations", views.OperationViewSet, basename="container-operation")
 
 urlpatterns = [
     path("containers/status", views.container_status, name="containers-status"),
@@ -10,4 +15,5 @@ urlpatterns = [
     path("containers/candidate/stop", views.candidate_stop, name="containers-candidate-stop"),
     path("containers/swap", views.swap, name="containers-swap"),
     path("containers/operations/<int:operation_id>", views.operation_status, name="containers-operation"),
+    *router.urls,
 ]

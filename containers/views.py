@@ -1,18 +1,21 @@
 """Seed-compatible container endpoints: thin, each parses, calls one service, serializes."""
 
 from drf_spectacular.utils import extend_schema
+from rest_framework import mixins, viewsets
 from rest_framework import status as http
 from rest_framework.decorators import api_view
 from rest_framework.response import Response
 
 from containers import services
-from containers.models import Operation, OperationKind
+from containers.models import Container, Operation, OperationKind
 from containers.serializers import (
     CandidateStartSerializer,
+    ContainerRowSerializer,
     ContainerStatusSerializer,
     ErrorSerializer,
     OperationAcceptedSerializer,
     OperationDetailSerializer,
+    OperationRowSerializer,
     SwapSerializer,
 )
 from gaiaorch.auth import actor_name
@@ -93,3 +96,18 @@ def swap(request):
 @api_view(["GET"])
 def operation_status(request, operation_id: int):
     return Response(services.operation_detail(services.operation(operation_id)))
+
+
+class ContainerViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+    """Reality rows as last observed (read-only); `/containers/status` adds Docker's reachability."""
+
+    queryset = Container.objects.all()
+    serializer_class = ContainerRowSerializer
+    lookup_field = "service"
+
+
+class OperationViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+    """Container operations with their steps, newest first (read-only)."""
+
+    queryset = Operation.objects.prefetch_related("steps").order_by("-id")
+    serializer_class = OperationRowSerializer

@@ -237,3 +237,18 @@ def test_it_refuses_a_gpu_start_when_gpu_memory_cannot_be_measured(docker_answer
 
     assert response.status_code == 503
     assert response.json()["error"] == "telemetry_unavailable"
+
+
+def test_it_lists_reality_rows_and_operations_under_api(test_stack, anonymous_client):
+    running_row("t-core", health="healthy")
+    operation = Operation.objects.create(kind="live_stop", requested_by="olivia", services=["t-core"])
+    operation.steps.create(name="stop t-core", service="t-core")
+
+    rows = anonymous_client.get("/api/containers/").json()["results"]
+    core = anonymous_client.get("/api/containers/t-core/").json()
+    operations = anonymous_client.get("/api/container-operations/").json()["results"]
+
+    assert [row["service"] for row in rows] == ["t-core"]
+    assert core["health"] == "healthy"
+    assert operations[0]["id"] == operation.id
+    assert operations[0]["steps"][0]["name"] == "stop t-core"
