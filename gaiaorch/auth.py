@@ -56,3 +56,15 @@ def ensure_service_account(name: str, rotate: bool = False) -> str:
         Token.objects.filter(user=user).delete()
     token, _ = Token.objects.get_or_create(user=user)
     return token.key
+
+
+def user_for_token_header(header: str):
+    """The active user named by an `Authorization: Token <key>` header, or None.
+
+    For plain (async) Django views that cannot use DRF's authentication classes.
+    """
+    scheme, _, key = header.strip().partition(" ")
+    if scheme.lower() != "token" or not key.strip():
+        return None
+    token = Token.objects.select_related("user").filter(key=key.strip()).first()
+    return token.user if token and token.user.is_active else None

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.conf import settings
+from django.core.exceptions import RequestDataTooBig
 from django.db import DatabaseError
 from rest_framework import exceptions, status
 from rest_framework.response import Response
@@ -62,6 +64,15 @@ DRF_CODES = {
 }
 
 
+def body_too_large() -> InvalidRequest:
+    limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+    return InvalidRequest(
+        f"The request body is larger than {limit} bytes.",
+        code="body_too_large",
+        fields={"body": [f"must be at most {limit} bytes"]},
+    )
+
+
 def error_response(code: str, detail: str, http_status: int, **context: Any) -> Response:
     return Response({"error": code, "detail": detail, **context}, status=http_status)
 
@@ -79,6 +90,8 @@ def _drf_error(exc: exceptions.APIException) -> Response:
 
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
     """DRF hook: every failure leaves as the same JSON shape with the right status."""
+    if isinstance(exc, RequestDataTooBig):
+        exc = body_too_large()
     if isinstance(exc, DomainError):
         return Response(exc.body(), status=exc.status_code)
     if isinstance(exc, exceptions.APIException):

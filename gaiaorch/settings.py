@@ -78,7 +78,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
-    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "gaiaorch.middleware.StaticFilesMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -230,4 +230,10 @@ LEASE_DEFAULT_TTL_SECONDS = CONFIG.get(
 )
 LEASE_REAPER_INTERVAL_SECONDS = CONFIG.get(
     "GAIAORCH_LEASE_REAPER_INTERVAL", "leases.reaper_interval_seconds", 1, int_parser(1, 60)
+)
+
+# The Docker Engine the containers app drives (unix:///…, tcp://127.0.0.1:2375, …).
+DOCKER_URL = CONFIG.get("GAIAORCH_DOCKER_URL", "docker.url", "unix:///var/run/docker.sock")
+DOCKER_TIMEOUT_SECONDS = CONFIG.get(
+    "GAIAORCH_DOCKER_TIMEOUT", "docker.timeout_seconds", 10, int_parser(1, 600)
 )

@@ -118,7 +118,3 @@ class Lease(models.Model):
 
     def __str__(self) -> str:
         return f"{self.requester} on {self.gpu} ({self.status})"
-
-    @property
-    def is_live(self) -> bool:
-        return self.status in LeaseStatus.live()

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -22,12 +24,13 @@ from django.utils import timezone
 
 from gaiaorch import telemetry
 from gaiaorch.errors import Conflict, InvalidRequest, NotFound
+from leases import wakeups
 from leases.models import Gpu, Lease, LeaseStatus
 from notifications.models import Severity
 from notifications.services import record_event
 
 REAPER = "lease-reaper"
-WAIT_POLL_SECONDS = 0.1
+WAIT_POLL_SECONDS = 0.5  # grants in another process are seen this late at most
 
 EVENT_TITLES = {
     "requested": "{requester} asked for GPU {gpu}",
@@ -91,8 +94,12 @@ def _locked_gpu(index: int) -> Gpu:
     # transactions could both see the GPU free and grant it twice (the partial unique index
     # would then fail one of them with a 500). SQLite's IMMEDIATE transactions serialise
     # writers already, and select_for_update is a no-op there.
+    return _gpu_row(index, Gpu.objects.select_for_update())
+
+
+def _gpu_row(index: int, rows=Gpu.objects) -> Gpu:
     for attempt in range(2):
-        gpu = Gpu.objects.select_for_update().filter(index=index, present=True).first()
+        gpu = rows.filter(index=index, present=True).first()
         if gpu is not None:
             return gpu
         if attempt == 0:
@@ -113,56 +120,82 @@ def _lease_gpu_index(lease_id: Any) -> int:
     return index
 
 
-def _locked_lease(lease_id: Any) -> Lease:
-    """The lease, read again under its GPU's lock so its status cannot change under us."""
-    gpu = _locked_gpu(_lease_gpu_index(lease_id))
-    lease = Lease.objects.get(pk=lease_id)
-    lease.gpu = gpu
-    return lease
+# ---------------------------------------------------------------- one GPU's live leases
 
 
-# ---------------------------------------------------------------- queue views
+@dataclass
+class GpuState:
+    """A GPU's live leases (read under its row lock when deciding); transitions keep it current."""
+
+    gpu: Gpu
+    holder: Lease | None
+    queue: list[Lease]  # waiting entries in grant order
+    changed_gpu_fields: set[str] = field(default_factory=set)
+
+    def live(self) -> list[Lease]:
+        return ([self.holder] if self.holder else []) + self.queue
+
+    def find(self, lease_id: Any) -> Lease | None:
+        return next((lease for lease in self.live() if str(lease.id) == str(lease_id)), None)
+
+    def for_requester(self, requester: str) -> Lease | None:
+        return next((lease for lease in self.live() if lease.requester == requester), None)
+
+    def position(self, lease: Lease) -> int | None:
+        return self.queue.index(lease) + 1 if lease in self.queue else None
+
+    def remove(self, lease: Lease) -> None:
+        if self.holder == lease:
+            self.holder = None
+        if lease in self.queue:
+            self.queue.remove(lease)
 
 
-def _holder(gpu: Gpu) -> Lease | None:
-    return Lease.objects.active().filter(gpu=gpu).first()
+def _read_state(gpu: Gpu) -> GpuState:
+    live = list(Lease.objects.live().filter(gpu=gpu).in_grant_order())
+    for lease in live:
+        lease.gpu = gpu
+    holder = next((lease for lease in live if lease.status == LeaseStatus.ACTIVE), None)
+    return GpuState(gpu, holder, [lease for lease in live if lease.status == LeaseStatus.WAITING])
 
 
-def queue_position(lease: Lease) -> int | None:
-    if lease.status != LeaseStatus.WAITING:
-        return None
-    ahead = Lease.objects.waiting().filter(gpu_id=lease.gpu_id)
-    ahead = ahead.filter(priority__gt=lease.priority) | ahead.filter(
-        priority=lease.priority, arrival__lt=lease.arrival
-    )
-    return ahead.count() + 1
+@contextmanager
+def _deciding(index: int, actor: str) -> Iterator[GpuState]:
+    """One decision about one GPU in one transaction: lock it, read its live leases, expire the
+    overdue ones, let the caller act, grant the next waiter, commit. An exception rolls it all back."""
+    with transaction.atomic():
+        state = _read_state(_locked_gpu(index))
+        _expire_overdue(state)
+        yield state
+        _grant_next(state, actor)
+        if state.changed_gpu_fields:
+            state.gpu.save(update_fields=sorted(state.changed_gpu_fields))
 
 
-def describe_wait(lease: Lease, position: int | None, holder: Lease | None) -> str:
+def describe_wait(lease: Lease, state: GpuState) -> str:
     """A human sentence saying what a waiter waits for."""
-    if lease.status != LeaseStatus.WAITING or position is None:
+    position = state.position(lease)
+    if position is None:
         return ""
-    gpu = lease.gpu.index
-    held = f"GPU {gpu} is held by {holder.requester}" if holder else ""
+    gpu = state.gpu.index
+    held = f"GPU {gpu} is held by {state.holder.requester}" if state.holder else ""
     if position > 1:
         ahead = f"{position - 1} request{'s' if position > 2 else ''} ahead in the queue for GPU {gpu}"
         return f"{ahead}; {held}" if held else ahead
     return held or lease.waiting_for or f"the next grant of GPU {gpu}"
 
 
-def _result(lease: Lease, created: bool = False) -> AcquireResult:
-    position = queue_position(lease)
-    holder = _holder(lease.gpu) if position else None
+def _result(lease: Lease, state: GpuState, created: bool = False) -> AcquireResult:
     return AcquireResult(
         lease=lease,
         granted=lease.status == LeaseStatus.ACTIVE,
-        queue_position=position,
-        waiting_for=describe_wait(lease, position, holder),
+        queue_position=state.position(lease),
+        waiting_for=describe_wait(lease, state),
         created=created,
     )
 
 
-# ---------------------------------------------------------------- transitions (under the GPU lock)
+# ---------------------------------------------------------------- transitions (inside _deciding)
 
 
 def _event(lease: Lease, what: str, actor: str, message: str = "", **data: Any) -> None:
@@ -183,47 +216,71 @@ def _event(lease: Lease, what: str, actor: str, message: str = "", **data: Any) 
         },
         subject=("lease", lease.id),
     )
+    key = str(lease.id)
+    transaction.on_commit(lambda: wakeups.notify(key))
 
 
 def _expiry(lease: Lease, now: datetime) -> datetime | None:
     return now + timedelta(seconds=lease.ttl_seconds) if lease.ttl_seconds else None
 
 
-def _new_lease(gpu: Gpu, **fields: Any) -> Lease:
+def _new_lease(state: GpuState, **fields: Any) -> Lease:
     now = timezone.now()
     ttl = fields.pop("ttl_seconds", None) or settings.LEASE_DEFAULT_TTL_SECONDS
+    gpu = state.gpu
     lease = Lease(gpu=gpu, arrival=gpu.next_arrival, requested_at=now, ttl_seconds=ttl, **fields)
     # A waiting entry with a TTL must show signs of life too, so a crashed client leaves no ghost.
     lease.expires_at = _expiry(lease, now)
     lease.save(force_insert=True)
     gpu.next_arrival += 1
-    gpu.save(update_fields=["next_arrival"])
+    state.changed_gpu_fields.add("next_arrival")
+    state.queue.append(lease)
+    state.queue.sort(key=lambda each: (-each.priority, each.arrival))
     return lease
 
 
-def _grant(gpu: Gpu, lease: Lease, actor: str, **data: Any) -> None:
+def _grant(state: GpuState, lease: Lease, actor: str, **data: Any) -> None:
     now = timezone.now()
     lease.status = LeaseStatus.ACTIVE
-    lease.fencing_token = gpu.next_fencing_token
+    lease.fencing_token = state.gpu.next_fencing_token
     lease.granted_at = lease.last_heartbeat_at = now
     lease.expires_at = _expiry(lease, now)
     lease.waiting_for = ""
-    lease.save()
+    lease.save(
+        update_fields=[
+            "status",
+            "fencing_token",
+            "granted_at",
+            "last_heartbeat_at",
+            "expires_at",
+            "waiting_for",
+        ]
+    )
     # The counter lives on the locked Gpu row and only goes up: tokens are never reused, even
     # after every lease row of the GPU is deleted or the process restarts.
-    gpu.next_fencing_token += 1
-    gpu.save(update_fields=["next_fencing_token"])
+    state.gpu.next_fencing_token += 1
+    state.changed_gpu_fields.add("next_fencing_token")
+    state.queue.remove(lease)
+    state.holder = lease
     _event(lease, "granted", actor, **data)
 
 
-def _end(lease: Lease, status: str, actor: str, reason: str = "", **data: Any) -> None:
+def _end(state: GpuState, lease: Lease, status: str, actor: str, reason: str = "") -> None:
     lease.status = status
     lease.ended_at = timezone.now()
     lease.ended_by = actor[:150]
     lease.end_reason = reason[:500]
     lease.waiting_for = ""
-    lease.save()
-    _event(lease, status, actor, reason, **data)
+    lease.save(update_fields=["status", "ended_at", "ended_by", "end_reason", "waiting_for"])
+    state.remove(lease)
+    _event(lease, status, actor, reason)
+
+
+def _expire_overdue(state: GpuState) -> None:
+    now = timezone.now()
+    for lease in state.live():
+        if lease.expires_at and lease.expires_at <= now:
+            _end(state, lease, LeaseStatus.EXPIRED, REAPER, "not renewed within its TTL")
 
 
 def _memory_blocker(gpu: Gpu, lease: Lease) -> str:
@@ -239,71 +296,73 @@ def _memory_blocker(gpu: Gpu, lease: Lease) -> str:
     )
 
 
-def _grant_next(gpu: Gpu, actor: str) -> Lease | None:
+def _grant_next(state: GpuState, actor: str) -> None:
     """Give a free GPU to the head of its queue, if measured memory allows. Strict order:
     a blocked head blocks everyone behind it, so a newcomer never overtakes a waiter."""
-    if _holder(gpu) is not None:
-        return None
-    head = Lease.objects.waiting().filter(gpu=gpu).in_grant_order().first()
-    if head is None:
-        return None
-    head.gpu = gpu
-    blocker = _memory_blocker(gpu, head)
-    if blocker:
-        if head.waiting_for != blocker:
-            head.waiting_for = blocker[:300]
-            head.save(update_fields=["waiting_for"])
-        return None
-    _grant(gpu, head, actor)
-    return head
+    if state.holder is not None or not state.queue:
+        return
+    head = state.queue[0]
+    blocker = _memory_blocker(state.gpu, head)[:300]
+    if not blocker:
+        _grant(state, head, actor)
+    elif head.waiting_for != blocker:
+        head.waiting_for = blocker
+        head.save(update_fields=["waiting_for"])
+
+
+def _renew(lease: Lease) -> None:
+    now = timezone.now()
+    lease.last_heartbeat_at = now
+    lease.expires_at = _expiry(lease, now)
+    lease.save(update_fields=["last_heartbeat_at", "expires_at"])
+
+
+def _ended_conflict(lease_id: Any) -> Conflict:
+    lease = Lease.objects.select_related("gpu").get(pk=lease_id)
+    holder = Lease.objects.active().filter(gpu=lease.gpu).values_list("requester", flat=True).first()
+    return Conflict(
+        f"Lease {lease.id} is already {lease.status}.",
+        lease_id=str(lease.id),
+        status=lease.status,
+        holder=holder,
+    )
 
 
 # ---------------------------------------------------------------- housekeeping
 
 
-def expire_due(*, gpu: int | None = None, actor: str = REAPER) -> list[Lease]:
+def settle(gpu: int) -> GpuState:
+    """A fresh view of one GPU for a read; lazily expires what is overdue and admits a waiter
+    to a free GPU first (taking the lock only when there is something to do)."""
+    state = _read_state(_gpu_row(gpu))
+    now = timezone.now()
+    overdue = any(lease.expires_at and lease.expires_at <= now for lease in state.live())
+    if overdue or (state.holder is None and state.queue):
+        with _deciding(gpu, REAPER) as state:
+            pass
+    return state
+
+
+def expire_due() -> list[int]:
     """End every live lease past its expiry (holders and waiters) and grant the next waiters."""
     overdue = Lease.objects.live().filter(expires_at__lte=timezone.now())
-    if gpu is not None:
-        overdue = overdue.filter(gpu__index=gpu)
-    expired: list[Lease] = []
-    for index in set(overdue.values_list("gpu__index", flat=True)):
-        with transaction.atomic():
-            locked = _locked_gpu(index)
-            # Read again under the lock: a heartbeat may have renewed it meanwhile.
-            for lease in Lease.objects.live().filter(gpu=locked, expires_at__lte=timezone.now()):
-                lease.gpu = locked
-                _end(lease, LeaseStatus.EXPIRED, actor, "not renewed within its TTL")
-                expired.append(lease)
-            _grant_next(locked, actor)
-    return expired
+    indexes = sorted(set(overdue.values_list("gpu__index", flat=True)))
+    for index in indexes:
+        with _deciding(index, REAPER):
+            pass
+    return indexes
 
 
-def admit_waiting(*, gpu: int | None = None, actor: str = REAPER) -> list[Lease]:
-    """Grant free GPUs whose queue head waited for memory (telemetry changes outside any lease)."""
+def admit_waiting() -> list[int]:
+    """Try free GPUs whose queue head waits for memory (freed by processes outside any lease)."""
     free = Gpu.objects.filter(present=True, leases__status=LeaseStatus.WAITING).exclude(
         leases__status=LeaseStatus.ACTIVE
     )
-    if gpu is not None:
-        free = free.filter(index=gpu)
-    granted = []
-    for index in set(free.values_list("index", flat=True)):
-        with transaction.atomic():
-            lease = _grant_next(_locked_gpu(index), actor)
-        if lease:
-            granted.append(lease)
-    return granted
-
-
-def settle(gpu: int) -> None:
-    """Lazy housekeeping before a read: expire what is overdue, admit a waiter on a free GPU."""
-    live = list(Lease.objects.live().filter(gpu__index=gpu).values_list("status", "expires_at"))
-    now = timezone.now()
-    if any(expires_at and expires_at <= now for _, expires_at in live):
-        expire_due(gpu=gpu)
-    statuses = {status for status, _ in live}
-    if LeaseStatus.WAITING in statuses and LeaseStatus.ACTIVE not in statuses:
-        admit_waiting(gpu=gpu)
+    indexes = sorted(set(free.values_list("index", flat=True)))
+    for index in indexes:
+        with _deciding(index, REAPER):
+            pass
+    return indexes
 
 
 def reap() -> None:
@@ -337,112 +396,86 @@ def acquire(
     check_requester(requester)
     _check_positive("ttl_seconds", ttl_seconds)
     _check_positive("memory_mib", memory_mib)
-    settle(gpu)
-    with transaction.atomic():
-        locked = _locked_gpu(gpu)
-        existing = Lease.objects.live().filter(gpu=locked, requester=requester).first()
-        if existing is not None:
-            existing.gpu = locked
-            _renew(existing)
-            return _result(existing)
-        lease = _new_lease(
-            locked,
-            requester=requester,
-            reason=reason[:500],
-            priority=priority,
-            ttl_seconds=ttl_seconds,
-            memory_mib=memory_mib,
-        )
-        _event(lease, "requested", actor, priority=priority, memory_mib=memory_mib)
-        _grant_next(locked, actor)
-        lease.refresh_from_db()
-        lease.gpu = locked
-        return _result(lease, created=True)
+    with _deciding(gpu, actor) as state:
+        lease = state.for_requester(requester)
+        created = lease is None
+        if lease is not None:
+            _renew(lease)
+        else:
+            fields = {"reason": reason[:500], "priority": priority, "memory_mib": memory_mib}
+            lease = _new_lease(state, requester=requester, ttl_seconds=ttl_seconds, **fields)
+            _event(lease, "requested", actor, priority=priority, memory_mib=memory_mib)
+    return _result(lease, state, created)
 
 
-def _renew(lease: Lease) -> None:
-    now = timezone.now()
-    lease.last_heartbeat_at = now
-    lease.expires_at = _expiry(lease, now)
-    lease.save(update_fields=["last_heartbeat_at", "expires_at"])
-
-
-def _ended_conflict(lease: Lease) -> Conflict:
-    holder = _holder(lease.gpu)
-    return Conflict(
-        f"Lease {lease.id} is already {lease.status}.",
-        lease_id=str(lease.id),
-        status=lease.status,
-        holder=holder.requester if holder else None,
-    )
+def _end_live(lease_id: Any, actor: str, decide) -> Lease:
+    """Run `decide(state, lease)` on a live lease; an ended one is a 409, raised after commit so
+    that any expiry found on the way is kept."""
+    with _deciding(_lease_gpu_index(lease_id), actor) as state:
+        lease = state.find(lease_id)
+        refusal = decide(state, lease) if lease is not None else None
+    if lease is None:
+        raise _ended_conflict(lease_id)
+    if refusal is not None:
+        raise refusal
+    return lease
 
 
 def release(lease_id: Any, *, actor: str, reason: str = "") -> Lease:
     """End an active lease (or withdraw a waiting entry) and grant the next waiter."""
-    settle(_lease_gpu_index(lease_id))
-    with transaction.atomic():
-        lease = _locked_lease(lease_id)
-        if lease.status == LeaseStatus.ACTIVE:
-            _end(lease, LeaseStatus.RELEASED, actor, reason)
-        elif lease.status == LeaseStatus.WAITING:
-            _end(lease, LeaseStatus.CANCELLED, actor, reason or "released while waiting")
+
+    def decide(state: GpuState, lease: Lease) -> None:
+        if lease == state.holder:
+            _end(state, lease, LeaseStatus.RELEASED, actor, reason)
         else:
-            raise _ended_conflict(lease)
-        _grant_next(lease.gpu, actor)
-        return lease
+            _end(state, lease, LeaseStatus.CANCELLED, actor, reason or "released while waiting")
+
+    return _end_live(lease_id, actor, decide)
 
 
 def heartbeat(lease_id: Any, *, actor: str) -> Lease:
     """Renew a live lease's TTL. An expired lease is gone: acquire again."""
-    settle(_lease_gpu_index(lease_id))
-    with transaction.atomic():
-        lease = _locked_lease(lease_id)
-        if not lease.is_live:
-            raise _ended_conflict(lease)
-        _renew(lease)
-        return lease
+    return _end_live(lease_id, actor, lambda state, lease: _renew(lease))
 
 
 def revoke(lease_id: Any, *, actor: str, reason: str) -> Lease:
     """An operator takes a lease away (holder or waiter); the next waiter is granted."""
     if not reason.strip():
         raise InvalidRequest("A revoke needs a reason.", fields={"reason": ["this field is required"]})
-    with transaction.atomic():
-        lease = _locked_lease(lease_id)
-        if not lease.is_live:
-            raise _ended_conflict(lease)
-        _end(lease, LeaseStatus.REVOKED, actor, reason)
-        _grant_next(lease.gpu, actor)
-        return lease
+    return _end_live(
+        lease_id, actor, lambda state, lease: _end(state, lease, LeaseStatus.REVOKED, actor, reason)
+    )
 
 
 def cancel(lease_id: Any, *, actor: str, reason: str = "") -> Lease:
     """Withdraw a waiting entry from the queue."""
-    with transaction.atomic():
-        lease = _locked_lease(lease_id)
-        if lease.status == LeaseStatus.ACTIVE:
-            raise Conflict(
-                f"Lease {lease.id} holds GPU {lease.gpu.index}; release it instead of cancelling.",
+
+    def decide(state: GpuState, lease: Lease) -> Conflict | None:
+        if lease == state.holder:
+            return Conflict(
+                f"Lease {lease.id} holds GPU {state.gpu.index}; release it instead of cancelling.",
                 lease_id=str(lease.id),
                 status=lease.status,
             )
-        if not lease.is_live:
-            raise _ended_conflict(lease)
-        _end(lease, LeaseStatus.CANCELLED, actor, reason or "withdrawn")
-        _grant_next(lease.gpu, actor)
-        return lease
+        _end(state, lease, LeaseStatus.CANCELLED, actor, reason or "withdrawn")
+        return None
+
+    return _end_live(lease_id, actor, decide)
 
 
 def check(lease_id: Any, *, renew: bool = False) -> AcquireResult:
     """Where a lease stands now (after lazy expiry and admission); `renew` keeps a waiter alive."""
-    settle(_lease_gpu_index(lease_id))
-    lease = Lease.objects.select_related("gpu").get(pk=lease_id)
-    if renew and lease.status == LeaseStatus.WAITING and _renewal_due(lease):
-        with transaction.atomic():
-            lease = _locked_lease(lease_id)
-            if lease.is_live:
+    index = _lease_gpu_index(lease_id)
+    state = settle(index)
+    lease = state.find(lease_id)
+    if lease is not None and renew and lease.status == LeaseStatus.WAITING and _renewal_due(lease):
+        with _deciding(index, lease.requester) as state:
+            lease = state.find(lease_id)
+            if lease is not None:
                 _renew(lease)
-    return _result(lease)
+    if lease is None:  # ended: report how
+        return AcquireResult(Lease.objects.select_related("gpu").get(pk=lease_id), False, None, "")
+    return _result(lease, state)
 
 
 def _renewal_due(lease: Lease) -> bool:
@@ -455,26 +488,65 @@ def _renewal_due(lease: Lease) -> bool:
 async def wait(
     lease_id: Any, *, timeout_seconds: float, poll_seconds: float = WAIT_POLL_SECONDS
 ) -> AcquireResult:
-    """Poll until the lease is no longer waiting or the timeout passes; holds no thread between polls."""
+    """Wait until the lease is no longer waiting or the timeout passes, holding no thread.
+
+    Polls the database (another process may grant it) and wakes early when a change of this
+    lease commits in this process."""
     deadline = time.monotonic() + timeout_seconds
-    while True:
-        result = await sync_to_async(check)(lease_id, renew=True)
-        remaining = deadline - time.monotonic()
-        if result.lease.status != LeaseStatus.WAITING or remaining <= 0:
-            return result
-        await asyncio.sleep(min(poll_seconds, remaining))
+    with wakeups.listen(str(lease_id)) as signal:
+        while True:
+            signal.clear()
+            result = await sync_to_async(check)(lease_id, renew=True)
+            remaining = deadline - time.monotonic()
+            if result.lease.status != LeaseStatus.WAITING or remaining <= 0:
+                return result
+            await signal.wait(min(poll_seconds, remaining))
+
+
+GAVE_UP = "gave up waiting"
+
+
+def withdraw(lease_id: Any, *, actor: str) -> AcquireResult:
+    """Take a waiter that gave up out of the queue (or report it, if granted at the last moment)."""
+    try:
+        lease = cancel(lease_id, actor=actor, reason=GAVE_UP)
+    except Conflict:
+        return check(lease_id)
+    return AcquireResult(lease, granted=False, queue_position=None, waiting_for="")
+
+
+async def wait_out(
+    entry: AcquireResult, *, timeout_seconds: float, keep_queued: bool, actor: str
+) -> tuple[AcquireResult, bool]:
+    """Wait on a queue entry; returns (where it stands, whether it was withdrawn).
+
+    The no-ghost rule: an entry the caller's own call just created (`entry.created`) is withdrawn
+    when the wait ends without a grant (timeout, or the caller hanging up) unless `keep_queued`.
+    An entry that existed before stays queued.
+    """
+    owned = entry.created and not keep_queued
+    try:
+        result = entry
+        if entry.lease.status == LeaseStatus.WAITING:
+            result = await wait(entry.lease.id, timeout_seconds=timeout_seconds)
+    except asyncio.CancelledError:
+        if owned:
+            await asyncio.shield(sync_to_async(withdraw)(entry.lease.id, actor=actor))
+        raise
+    if owned and result.lease.status == LeaseStatus.WAITING:
+        return await sync_to_async(withdraw)(entry.lease.id, actor=actor), True
+    return result, False
 
 
 def transfer(
     *, gpu: int, to_requester: str, reason: str, actor: str, expected_holder: str | None = None
 ) -> Lease:
     """Atomically end the GPU's active lease (if any) and grant a new one to `to_requester`,
-    bypassing the queue. With `expected_holder`, refuse (409) unless that requester holds it."""
+    bypassing the queue and memory admission (the caller verifies memory itself).
+    With `expected_holder`, refuse (409) unless that requester holds it."""
     check_requester(to_requester)
-    settle(gpu)
-    with transaction.atomic():
-        locked = _locked_gpu(gpu)
-        current = _holder(locked)
+    with _deciding(gpu, actor) as state:
+        current = state.holder
         if expected_holder is not None and (current is None or current.requester != expected_holder):
             holder = current.requester if current else None
             raise Conflict(
@@ -484,27 +556,24 @@ def transfer(
                 holder=holder,
                 lease_id=str(current.id) if current else None,
             )
-        previous = current.requester if current else None
         if current is not None:
-            current.gpu = locked
-            _end(current, LeaseStatus.RELEASED, actor, f"transferred to {to_requester}: {reason}")
-        pending = Lease.objects.waiting().filter(gpu=locked, requester=to_requester).first()
+            _end(state, current, LeaseStatus.RELEASED, actor, f"transferred to {to_requester}: {reason}")
+        pending = state.for_requester(to_requester)
         if pending is not None:
-            pending.gpu = locked
-            _end(pending, LeaseStatus.CANCELLED, actor, "superseded by a transfer of the GPU")
-        lease = _new_lease(locked, requester=to_requester, reason=reason[:500])
-        _grant(locked, lease, actor, transfer=True, previous_holder=previous)
-        return lease
+            _end(state, pending, LeaseStatus.CANCELLED, actor, "superseded by a transfer of the GPU")
+        lease = _new_lease(state, requester=to_requester, reason=reason[:500])
+        _grant(state, lease, actor, transfer=True, previous_holder=current.requester if current else None)
+    return lease
 
 
 def current_holder(gpu: int) -> Lease | None:
-    settle(gpu)
-    return Lease.objects.active().select_related("gpu").filter(gpu__index=gpu).first()
+    return settle(gpu).holder
 
 
 def get_lease(lease_id: Any) -> Lease:
-    settle(_lease_gpu_index(lease_id))
-    return Lease.objects.select_related("gpu").get(pk=lease_id)
+    """The lease as it stands now (after lazy expiry of its GPU)."""
+    state = settle(_lease_gpu_index(lease_id))
+    return state.find(lease_id) or Lease.objects.select_related("gpu").get(pk=lease_id)
 
 
 # ---------------------------------------------------------------- status
@@ -531,10 +600,9 @@ def _memory(gpu: Gpu, sampled: telemetry.GpuSample | None, held: bool) -> dict[s
     }
 
 
-def _queue(gpu: Gpu, holder: Lease | None) -> list[dict[str, Any]]:
+def _queue(state: GpuState) -> list[dict[str, Any]]:
     entries = []
-    for position, lease in enumerate(Lease.objects.waiting().filter(gpu=gpu).in_grant_order(), start=1):
-        lease.gpu = gpu
+    for position, lease in enumerate(state.queue, start=1):
         entries.append(
             {
                 "position": position,
@@ -545,14 +613,14 @@ def _queue(gpu: Gpu, holder: Lease | None) -> list[dict[str, Any]]:
                 "memory_mib": lease.memory_mib,
                 "requested_at": _iso(lease.requested_at),
                 "expires_at": _iso(lease.expires_at),
-                "waiting_for": describe_wait(lease, position, holder),
+                "waiting_for": describe_wait(lease, state),
             }
         )
     return entries
 
 
-def _one_gpu_status(gpu: Gpu, sampled: telemetry.Telemetry) -> dict[str, Any]:
-    holder = _holder(gpu)
+def _one_gpu_status(state: GpuState, sampled: telemetry.Telemetry) -> dict[str, Any]:
+    gpu, holder = state.gpu, state.holder
     return {
         "gpu": gpu.index,
         "uuid": gpu.uuid,
@@ -568,7 +636,7 @@ def _one_gpu_status(gpu: Gpu, sampled: telemetry.Telemetry) -> dict[str, Any]:
         "memory": _memory(gpu, sampled.gpu(gpu.index), held=holder is not None),
         "telemetry_available": sampled.available,
         "telemetry_reason": sampled.reason,
-        "queue": _queue(gpu, holder),
+        "queue": _queue(state),
     }
 
 
@@ -582,15 +650,12 @@ def gpu_status(gpu: int | None = None) -> dict[str, Any]:
     reason, priority, memory_mib, requested_at, expires_at, waiting_for}].
     """
     sampled = telemetry.sample()
-    gpus = sync_gpus(sampled)
-    for each in gpus:
-        settle(each.index)
+    indexes = [each.index for each in sync_gpus(sampled)]
     if gpu is not None:
-        match = next((each for each in gpus if each.index == gpu), None)
-        if match is None:
+        if gpu not in indexes:
             raise NotFound(f"GPU {gpu} does not exist.", gpu=gpu)
-        return _one_gpu_status(match, sampled)
-    entries = [_one_gpu_status(each, sampled) for each in gpus]
+        return _one_gpu_status(settle(gpu), sampled)
+    entries = [_one_gpu_status(settle(index), sampled) for index in indexes]
     first = entries[0] if entries else {}
     seed_fields = ("owner", "lease_id", "reason", "acquired_at", "expires_at", "fencing_token", "memory")
     return {

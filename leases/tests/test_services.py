@@ -198,3 +198,15 @@ def test_it_expires_a_waiter_that_shows_no_sign_of_life():
     services.reap()
     waiter.refresh_from_db()
     assert waiter.status == LeaseStatus.EXPIRED
+
+
+def test_it_keeps_a_polling_waiter_alive_at_half_life():
+    acquire("gaia-core")
+    waiter = acquire("gaia-study", ttl_seconds=10).lease
+    soon = timezone.now() + timedelta(seconds=2)
+    Lease.objects.filter(pk=waiter.pk).update(expires_at=soon)
+    result = services.check(waiter.id, renew=True)
+    assert result.queue_position == 1
+    assert result.lease.expires_at > soon + timedelta(seconds=5)
+    ended = services.cancel(waiter.id, actor="gaia-study")
+    assert services.check(ended.id, renew=True).lease.status == LeaseStatus.CANCELLED

@@ -1,0 +1,214 @@
+"""Acquire -> release cycles over HTTP against daphne, for gaiaorch (embedded SQLite and
+PostgreSQL) and for a bare ASGI floor app answering the same requests.
+
+A cycle: POST /gpu/acquire; if queued (202), POST /gpu/wait {lease_id} until granted; then
+POST /gpu/release. All clients contend for GPU 0. Afterwards it checks that nothing was lost:
+every cycle got a distinct fencing token, every release answered 200, and no lease is left
+waiting or active.
+
+    .venv/bin/python bench/leases_http.py [--seconds 5] [--clients 1 16] [--postgres URL]
+
+Prints a Markdown table (ops/s = cycles per second; p50/p99 of a whole cycle in ms). A third
+reference row times two GET /health requests of gaiaorch per cycle: the framework's own cost
+(Django + DRF under daphne) without any lease work.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+PYTHON = str(ROOT / ".venv" / "bin" / "python")
+
+
+@dataclass
+class Outcome:
+    latencies: list[float] = field(default_factory=list)
+    tokens: list[int] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def requester(number: int) -> str:
+    return f"bench-{number:02d}"
+
+
+def server_env(workdir: Path, database_url: str | None, clients: int) -> dict[str, str]:
+    workdir.mkdir(parents=True, exist_ok=True)
+    config = workdir / "orchestrator.yaml"
+    services = {requester(n): {"stack": "live"} for n in range(clients)}
+    config.write_text(json.dumps({"gpu": {"backend": "none", "count": 1}, "services": services}))
+    env = {**os.environ, "GAIAORCH_CONFIG": str(config), "GAIAORCH_VAR_DIR": str(workdir)}
+    env["GAIAORCH_LOG_LEVEL"] = "WARNING"
+    env.pop("DATABASE_URL", None)
+    env.pop("REDIS_URL", None)
+    if database_url:
+        env["DATABASE_URL"] = database_url
+    return env
+
+
+def helper(env: dict[str, str], *args: str) -> dict:
+    """Run bench/leases_setup.py with the server's settings."""
+    env = {**env, "DJANGO_SETTINGS_MODULE": "gaiaorch.settings"}
+    command = [PYTHON, "-m", "bench.leases_setup", *args]
+    out = subprocess.run(command, env=env, cwd=ROOT, check=True, capture_output=True, text=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def start_daphne(app: str, env: dict[str, str]) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    server = subprocess.Popen(
+        [str(ROOT / ".venv" / "bin" / "daphne"), "-b", "127.0.0.1", "-p", str(port), "-v", "0", app],
+        env={**env, "DJANGO_SETTINGS_MODULE": "gaiaorch.settings"},
+        cwd=ROOT,
+    )
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            httpx.get(f"{base}/health", timeout=1)
+            return server, base
+        except httpx.TransportError:
+            time.sleep(0.1)
+    server.kill()
+    raise SystemExit(f"daphne did not start for {app}")
+
+
+def cycle(client: httpx.Client, name: str, outcome: Outcome) -> None:
+    started = time.perf_counter()
+    response = client.post("/gpu/acquire", json={"requester": name, "reason": "bench"})
+    body = response.json()
+    while response.status_code == 202:
+        response = client.post("/gpu/wait", json={"lease_id": body["lease_id"], "timeout_seconds": 30})
+        body = response.json()
+    if response.status_code != 200:
+        outcome.errors.append(f"acquire/wait {response.status_code}: {body}")
+        return
+    released = client.post("/gpu/release", json={"lease_id": body["lease_id"]})
+    if released.status_code != 200:
+        outcome.errors.append(f"release {released.status_code}: {released.text[:200]}")
+        return
+    outcome.latencies.append(time.perf_counter() - started)
+    outcome.tokens.append(body["fencing_token"])
+
+
+def health_cycle(client: httpx.Client, name: str, outcome: Outcome) -> None:
+    """Two framework round trips without a database write: what Django itself costs."""
+    started = time.perf_counter()
+    for _ in range(2):
+        response = client.get("/health")
+        if response.status_code != 200:
+            outcome.errors.append(f"health {response.status_code}")
+            return
+    outcome.latencies.append(time.perf_counter() - started)
+    outcome.tokens.append(len(outcome.tokens) + 1)
+
+
+def drive(
+    base: str, tokens: dict[str, str], clients: int, seconds: float, one=cycle
+) -> tuple[Outcome, float]:
+    outcome = Outcome()
+    stop = time.monotonic() + seconds
+
+    def run(number: int) -> None:
+        name = requester(number)
+        headers = {"Authorization": f"Token {tokens.get(name, 'floor')}"}
+        with httpx.Client(base_url=base, headers=headers, timeout=60) as client:
+            one(client, name, Outcome())  # warm-up: connection and first-request costs
+            while time.monotonic() < stop:
+                one(client, name, outcome)
+
+    threads = [threading.Thread(target=run, args=(n,)) for n in range(clients)]
+    began = time.monotonic()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return outcome, time.monotonic() - began
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))] if ordered else float("nan")
+
+
+def measure(label: str, app: str, env: dict[str, str], tokens: dict[str, str], clients: int, seconds: float):
+    server, base = start_daphne(app, env)
+    try:
+        outcome, elapsed = drive(base, tokens, clients, seconds, health_cycle if "health" in label else cycle)
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+    cycles = len(outcome.latencies)
+    lost = cycles - len(set(outcome.tokens))
+    row = {
+        "server": label,
+        "clients": clients,
+        "cycles": cycles,
+        "ops_s": cycles / elapsed,
+        "p50_ms": 1000 * statistics.median(outcome.latencies) if cycles else float("nan"),
+        "p99_ms": 1000 * percentile(outcome.latencies, 0.99),
+        "errors": len(outcome.errors),
+        "duplicate_tokens": lost,
+    }
+    if app != "bench.floor_app:application" and "health" not in label:
+        left = helper(env, "leftovers")
+        row["left_live"] = left["live"]
+        row["released_rows"] = left["released"]
+    for error in outcome.errors[:3]:
+        print(f"  {label}: {error}", file=sys.stderr)
+    return row
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--clients", type=int, nargs="+", default=[1, 16])
+    parser.add_argument("--postgres", help="postgres://… database for the PostgreSQL runs (emptied!)")
+    args = parser.parse_args()
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for clients in args.clients:
+            sqlite_env = server_env(Path(tmp) / f"sqlite-{clients}", None, clients)
+            targets = [("floor (bare ASGI)", "bench.floor_app:application", sqlite_env, {})]
+            targets.append(
+                ("Django GET /health x2 (no lease work)", "gaiaorch.asgi:application", sqlite_env, {})
+            )
+            targets.append(("gaiaorch SQLite", "gaiaorch.asgi:application", sqlite_env, None))
+            if args.postgres:
+                pg_env = server_env(Path(tmp) / f"pg-{clients}", args.postgres, clients)
+                targets.append(("gaiaorch PostgreSQL", "gaiaorch.asgi:application", pg_env, None))
+            for label, app, env, tokens in targets:
+                tokens = helper(env, "prepare", str(clients)) if tokens is None else tokens
+                rows.append(measure(label, app, env, tokens, clients, args.seconds))
+                print(json.dumps(rows[-1]), file=sys.stderr)
+    print("| server | clients | cycles | ops/s | p50 ms | p99 ms | errors | duplicate tokens | left live |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for row in rows:
+        cells = [row["server"], row["clients"], row["cycles"], f"{row['ops_s']:.0f}", f"{row['p50_ms']:.2f}"]
+        cells += [f"{row['p99_ms']:.2f}", row["errors"], row["duplicate_tokens"], row.get("left_live", "—")]
+        print("| " + " | ".join(str(cell) for cell in cells) + " |")
+
+
+if __name__ == "__main__":
+    main()

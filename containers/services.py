@@ -1,0 +1,574 @@
+"""The only code that changes container rows: reality, operations and their steps, swaps.
+
+Each public function is one transaction and writes its audit event inside it. Docker is driven
+by containers.runner (operations) and containers.reality (observation); the only Docker call made
+here is the ping that admits an operation, before its transaction opens.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+from django.utils.dateparse import parse_datetime
+
+from containers import config as containers_config
+from containers import gpu
+from containers.config import ContainersConfig, Service
+from containers.engine import DockerUnavailable, Engine
+from containers.models import (
+    Container,
+    DockerStatus,
+    Operation,
+    OperationKind,
+    OperationStatus,
+    OperationStep,
+    State,
+    Swap,
+    SwapTarget,
+)
+from gaiaorch import jobs, telemetry
+from gaiaorch.errors import Conflict, InvalidRequest, NotFound, Unavailable
+from notifications.models import Severity
+from notifications.services import record_event
+
+# A worker beats every HEARTBEAT_SECONDS; one silent for STALE_AFTER_SECONDS is presumed dead.
+HEARTBEAT_SECONDS = 2.0
+STALE_AFTER_SECONDS = 15.0
+PING_TIMEOUT_SECONDS = 3.0
+MAX_ATTEMPTS = 2  # an operation is handed to a worker at most this often (first run + one resume)
+DEADLINE_SLACK_SECONDS = 60  # on top of the services' own stop and health timeouts
+
+STACK_KINDS = {
+    OperationKind.LIVE_STOP: ("live", "stop"),
+    OperationKind.LIVE_START: ("live", "start"),
+    OperationKind.CANDIDATE_START: ("candidate", "start"),
+    OperationKind.CANDIDATE_STOP: ("candidate", "stop"),
+}
+SERVICE_KINDS = {
+    OperationKind.SERVICE_START: "start",
+    OperationKind.SERVICE_STOP: "stop",
+    OperationKind.SERVICE_RESTART: "restart",
+}
+
+
+def enqueue(operation_id: int) -> None:
+    """Hand an operation to the worker pool (tests replace this with a thread or a direct call)."""
+    from django_q.tasks import async_task
+
+    async_task(
+        "containers.tasks.run_operation", operation_id, task_name=f"container-operation-{operation_id}"
+    )
+
+
+# --- Docker reality ------------------------------------------------------------------------
+
+
+def _docker_status() -> DockerStatus:
+    return DockerStatus.objects.get_or_create(pk=1)[0]
+
+
+def docker_reachable(*, reachable: bool, error: str = "") -> None:
+    """Record whether Docker answered; when it did not, every observed state becomes unknown."""
+    with transaction.atomic():
+        status = DockerStatus.objects.select_for_update().get_or_create(pk=1)[0]
+        changed = status.available != reachable
+        status.available, status.error, status.checked_at = reachable, error, timezone.now()
+        status.save()
+        if changed:
+            kind = "docker.available" if reachable else "docker.unavailable"
+            title = "Docker is reachable" if reachable else "Docker is unreachable"
+            severity = Severity.INFO if reachable else Severity.ERROR
+            record_event(kind, title, error, severity=severity, subject=("docker", "engine"))
+        if not reachable:
+            for row in Container.objects.exclude(state=State.UNKNOWN):
+                _change(row, {"state": State.UNKNOWN, "health": ""}, reason=error)
+
+
+def record_observation(service: Service, observed: dict[str, Any]) -> bool:
+    """Store what Docker says about one service's container; True when something changed."""
+    with transaction.atomic():
+        row = _row_for_update(service)
+        row.last_seen_at = timezone.now()
+        fields = {**observed, "started_at": _as_datetime(observed.get("started_at"))}
+        changed = _change(row, fields)
+        if not changed:
+            row.save(update_fields=["last_seen_at"])
+        return changed
+
+
+def _row_for_update(service: Service) -> Container:
+    # Row lock: the event follower and the periodic reconcile may observe the same container.
+    row, _ = Container.objects.select_for_update().get_or_create(
+        service=service.name, defaults={"stack": service.stack, "role": service.role}
+    )
+    return row
+
+
+def _as_datetime(value):
+    return parse_datetime(value) if isinstance(value, str) else value
+
+
+WATCHED = ("container_id", "state", "health", "device_requests", "image", "name")
+
+
+def _change(row: Container, fields: dict[str, Any], reason: str = "") -> bool:
+    before = {name: getattr(row, name) for name in WATCHED}
+    for name, value in fields.items():
+        setattr(row, name, value)
+    after = {name: getattr(row, name) for name in WATCHED}
+    if before == after:
+        return False
+    row.changed_at = timezone.now()
+    row.save()
+    record_event(
+        "container.state_changed",
+        f"{row.service}: {before['state']} -> {row.state}" + (f" ({row.health})" if row.health else ""),
+        reason,
+        severity=Severity.WARNING if row.state in (State.UNKNOWN, State.DEAD) else Severity.INFO,
+        data={"service": row.service, "stack": row.stack, "from": before, "to": after},
+        subject=("container", row.service),
+    )
+    return True
+
+
+# --- status --------------------------------------------------------------------------------
+
+
+def docker_availability(config: ContainersConfig) -> tuple[bool, str]:
+    """Docker's reachability as last recorded; a record nobody refreshed lately counts as unknown."""
+    status = _docker_status()
+    if not status.available:
+        return False, status.error or "Docker has not been reached yet"
+    limit = timedelta(seconds=max(3 * config.reconcile_interval_seconds, 10))
+    if status.checked_at is None or timezone.now() - status.checked_at > limit:
+        return False, "Docker has not been checked lately: is the ticker (manage.py ticker) running?"
+    return True, ""
+
+
+def status() -> dict[str, Any]:
+    """Everything an operator needs, from the database alone (no Docker round trip)."""
+    config = containers_config.current()
+    available, error = docker_availability(config)
+    rows = {row.service: row for row in Container.objects.filter(service__in=list(config.services))}
+    services = [
+        _service_status(service, rows.get(service.name), available) for service in config.services.values()
+    ]
+    stacks = {stack: {} for stack in containers_config.STACKS}
+    for entry in services:
+        stacks[entry["stack"]][entry["role"]] = entry["state"]
+    active = Operation.objects.filter(status__in=OperationStatus.active()).first()
+    return {
+        "docker_available": available,
+        "docker_error": error,
+        **stacks,
+        "services": services,
+        "swaps": [_swap_dict(swap) for swap in Swap.objects.filter(target=SwapTarget.CANDIDATE)],
+        "active_operation": operation_summary(active) if active else None,
+    }
+
+
+def _service_status(service: Service, row: Container | None, available: bool) -> dict[str, Any]:
+    observed = row.observed() if row else {}
+    entry = {
+        "service": service.name,
+        "stack": service.stack,
+        "role": service.role,
+        **observed,
+        "state": row.state if row and available else State.UNKNOWN,
+        "health": row.health if row and available else "",
+        "last_seen_at": row.last_seen_at if row else None,
+        "gpu": service.gpu,
+        "vram_mib": list(service.vram_mib),
+        "port": service.port,
+    }
+    return entry
+
+
+def _swap_dict(swap: Swap) -> dict[str, Any]:
+    return {
+        "service": swap.service,
+        "candidate": swap.candidate,
+        "target": swap.target,
+        "changed_at": swap.changed_at,
+        "changed_by": swap.changed_by,
+    }
+
+
+# --- requesting operations -----------------------------------------------------------------
+
+
+def request_stack_operation(kind: str, *, actor: str, gpu_enabled: bool = False) -> Operation:
+    stack, action = STACK_KINDS[OperationKind(kind)]
+    config = containers_config.current()
+    targets = config.stack_services(stack)
+    plan = config.start_order(targets) if action == "start" else config.stop_order(targets)
+    params = {"stack": stack, "action": action, "gpu_enabled": bool(gpu_enabled and action == "start")}
+    return _request(kind, plan, params, actor=actor)
+
+
+def request_service_operation(kind: str, names: list[str], *, actor: str) -> Operation:
+    """Start, stop or restart some configured services (with their dependencies / dependents)."""
+    config = containers_config.current()
+    targets = [_configured(config, name) for name in names]
+    action = SERVICE_KINDS[OperationKind(kind)]
+    plan = config.start_order(targets) if action == "start" else config.stop_order(targets)
+    params = {"action": action, "targets": [service.name for service in targets], "gpu_enabled": False}
+    return _request(kind, plan, params, actor=actor)
+
+
+def request_swap(service_name: str, target: str, *, actor: str) -> Operation:
+    config = containers_config.current()
+    live, candidate = swap_pair(config, service_name)
+    if target not in SwapTarget.values:
+        raise InvalidRequest(
+            f"target must be one of {SwapTarget.values}, got {target!r}.",
+            fields={"target": ["unknown target"]},
+        )
+    if not config.network:
+        raise InvalidRequest("Swaps need docker.network (the network callers share) in the configuration.")
+    params = {
+        "action": "swap",
+        "live": live.name,
+        "candidate": candidate.name,
+        "target": target,
+        "gpu_enabled": False,
+    }
+    return _request(OperationKind.SWAP, [live, candidate], params, actor=actor)
+
+
+def swap_pair(config: ContainersConfig, name: str) -> tuple[Service, Service]:
+    """(live, candidate) for a live name, a candidate name or a role; 400 when there is none."""
+    service = config.service(name) or next((s for s in config.stack_services("live") if s.role == name), None)
+    twin = config.twin(service) if service else None
+    if service is None or twin is None:
+        known = sorted(s.name for s in config.stack_services("live") if config.twin(s))
+        raise InvalidRequest(
+            f"{name!r} is not a swappable service; known: {known}.", fields={"service": [f"one of {known}"]}
+        )
+    return (service, twin) if service.stack == "live" else (twin, service)
+
+
+def _configured(config: ContainersConfig, name: str) -> Service:
+    service = config.service(name)
+    if service is None:
+        raise InvalidRequest(f"{name!r} is not a configured service.", fields={"service": ["not configured"]})
+    return service
+
+
+def require_docker() -> None:
+    """Before accepting an operation: Docker must answer now (503 otherwise)."""
+    try:
+        with Engine(timeout=PING_TIMEOUT_SECONDS) as engine:
+            engine.ping()
+    except DockerUnavailable as exc:
+        docker_reachable(reachable=False, error=exc.detail)
+        raise
+    docker_reachable(reachable=True)
+
+
+def _request(kind: str, plan: list[Service], params: dict[str, Any], *, actor: str) -> Operation:
+    require_docker()  # outside the transaction: never wait on Docker while holding locks
+    config = containers_config.current()
+    try:
+        with transaction.atomic():
+            _refuse_if_busy()
+            if params["action"] == "start":
+                params = {**params, **_check_memory(config, plan, strict=params["gpu_enabled"])}
+            if params["gpu_enabled"]:
+                params = {**params, **_take_gpu(config, params["vram_need_mib"], actor)}
+            operation = Operation.objects.create(
+                kind=kind,
+                services=[service.name for service in plan],
+                params=params,
+                requested_by=actor,
+                lease_id=params.pop("lease_id", ""),
+                attempts=1,
+                deadline_at=timezone.now() + _time_budget(plan),
+            )
+            record_event(
+                "container.operation_requested",
+                f"{kind} requested by {actor}",
+                data={"operation_id": operation.id, "services": operation.services, "params": params},
+                actor=actor,
+                subject=("container_operation", operation.id),
+            )
+            transaction.on_commit(lambda: enqueue(operation.id))
+    except IntegrityError:
+        # Two requests raced past _refuse_if_busy; the partial unique constraint let one through.
+        _refuse_if_busy()
+        raise Conflict(
+            "Another container operation was requested at the same moment.", code="operation_in_progress"
+        ) from None
+    return operation
+
+
+def _time_budget(plan: list[Service]) -> timedelta:
+    """Long enough for every service to stop gracefully and come back healthy, plus slack."""
+    seconds = sum(service.stop_timeout_seconds + service.health_timeout_seconds for service in plan)
+    return timedelta(seconds=seconds + DEADLINE_SLACK_SECONDS)
+
+
+def _refuse_if_busy() -> None:
+    running = Operation.objects.filter(status__in=OperationStatus.active()).first()
+    if running:
+        raise Conflict(
+            f"Container operation #{running.id} ({running.kind}) is still {running.status}.",
+            code="operation_in_progress",
+            operation_id=running.id,
+            operation_kind=running.kind,
+            status_url=status_url(running),
+        )
+
+
+def status_url(operation: Operation) -> str:
+    return f"/containers/operations/{operation.id}"
+
+
+# --- GPU memory and the lease ---------------------------------------------------------------
+
+
+def _check_memory(config: ContainersConfig, plan: list[Service], *, strict: bool) -> dict[str, Any]:
+    """Before a start: the GPU services it starts must fit; `strict` when it cannot go unchecked."""
+    gpu_index = config.stacks[plan[0].stack].gpu if plan else 0
+    sample = telemetry.sample()
+    if not sample.available and not strict:
+        return {"vram_check": f"skipped: {sample.reason}"}
+    return {"vram_need_mib": check_vram(config, plan, gpu_index, sample)}
+
+
+def _take_gpu(config: ContainersConfig, need_mib: int, actor: str) -> dict[str, Any]:
+    """Take the GPU lease for the candidate stack (409 naming the holder when someone has it)."""
+    stack = config.stacks["candidate"]
+    holder = gpu.acquire(
+        requester=stack.gpu_requester,
+        gpu=stack.gpu,
+        reason="candidate stack start with GPU",
+        memory_mib=need_mib or None,
+        actor=actor,
+    )
+    return {"gpu": stack.gpu, "lease_id": holder.lease_id}
+
+
+def check_vram(
+    config: ContainersConfig, plan: list[Service], gpu_index: int, sample: telemetry.Telemetry
+) -> int:
+    """Refuse (409) when the declared VRAM of the GPU services to start exceeds measured free memory.
+
+    Services already running on the GPU are in the measured figures and need nothing more; a
+    container running without a GPU request holds no VRAM, so starting it on the GPU needs its
+    full declaration. Returns the need in MiB.
+    """
+    rows = {row.service: row for row in Container.objects.filter(service__in=[s.name for s in plan])}
+    starting = [s for s in plan if s.gpu and s.vram_mib and not _runs_on_gpu(rows.get(s.name), gpu_index)]
+    need = sum(service.vram_need_mib for service in starting)
+    if not need:
+        return 0
+    measured = sample.gpu(gpu_index) if sample.available else None
+    if measured is None:
+        raise Unavailable(
+            f"GPU {gpu_index} memory cannot be measured ({sample.reason or 'no such GPU'}), "
+            "so a GPU start cannot be validated.",
+            code="telemetry_unavailable",
+        )
+    if need > measured.free_mib:
+        holder = gpu.current_holder(gpu_index)
+        raise Conflict(
+            f"The services to start declare {need} MiB of VRAM but GPU {gpu_index} has "
+            f"{measured.free_mib} MiB free.",
+            code="insufficient_vram",
+            need_mib=need,
+            free_mib=measured.free_mib,
+            total_mib=measured.total_mib,
+            starting={service.name: service.vram_need_mib for service in starting},
+            holder=holder.requester if holder else None,
+            using=_gpu_users(config, gpu_index),
+        )
+    return need
+
+
+def _is_running(row: Container | None) -> bool:
+    return bool(row and row.state == State.RUNNING)
+
+
+def _runs_on_gpu(row: Container | None, gpu_index: int) -> bool:
+    if not _is_running(row):
+        return False
+    return any(
+        request.get("Count") == -1 or str(gpu_index) in (request.get("DeviceIDs") or [])
+        for request in row.device_requests
+    )
+
+
+def _gpu_users(config: ContainersConfig, gpu_index: int) -> list[dict[str, Any]]:
+    running = Container.objects.filter(state=State.RUNNING, service__in=list(config.services))
+    return [
+        {"service": row.service, "vram_mib": config.services[row.service].vram_need_mib}
+        for row in running
+        if config.services[row.service].gpu
+    ]
+
+
+# --- running operations (called by containers.runner) --------------------------------------
+
+
+def operation(operation_id: int) -> Operation:
+    try:
+        return Operation.objects.get(pk=operation_id)
+    except Operation.DoesNotExist:
+        raise NotFound(f"No container operation #{operation_id}.", operation_id=operation_id) from None
+
+
+def claim_operation(operation_id: int) -> bool:
+    """Take the operation for this worker; False when someone alive holds it or it has ended."""
+    with transaction.atomic():
+        if not jobs.claim(Operation, operation_id, STALE_AFTER_SECONDS, status__in=OperationStatus.active()):
+            return False
+        op = Operation.objects.select_for_update().get(pk=operation_id)
+        resumed = op.status == OperationStatus.RUNNING
+        op.status = OperationStatus.RUNNING
+        op.started_at = op.started_at or timezone.now()
+        op.save(update_fields=["status", "started_at"])
+        record_event(
+            "container.operation_resumed" if resumed else "container.operation_started",
+            f"{op.kind} #{op.id} {'resumed' if resumed else 'started'} by {jobs.worker_id()}",
+            subject=("container_operation", op.id),
+        )
+    return True
+
+
+def begin_step(operation_id: int, name: str, service: str = "") -> OperationStep:
+    return OperationStep.objects.create(operation_id=operation_id, name=name, service=service)
+
+
+def finish_operation(operation_id: int, *, error: str = "") -> Operation:
+    with transaction.atomic():
+        op = Operation.objects.select_for_update().get(pk=operation_id)
+        op.status = OperationStatus.FAILED if error else OperationStatus.SUCCEEDED
+        op.error = error
+        op.finished_at = timezone.now()
+        op.claimed_by, op.heartbeat_at = "", None
+        op.save()
+        OperationStep.objects.filter(operation=op, outcome=jobs.StepOutcome.RUNNING).update(
+            outcome=jobs.StepOutcome.FAILED, finished_at=op.finished_at, detail=error or "interrupted"
+        )
+        record_event(
+            f"container.operation_{op.status}",
+            f"{op.kind} #{op.id} {op.status}",
+            error,
+            severity=Severity.ERROR if error else Severity.INFO,
+            data={"operation_id": op.id, "services": op.services},
+            actor=op.requested_by,
+            subject=("container_operation", op.id),
+        )
+        if error and op.lease_id:
+            # A failed GPU start must not keep the GPU it took.
+            gpu.release(op.lease_id, reason=f"container operation #{op.id} failed", actor="gaiaorch")
+    return op
+
+
+def release_stack_gpu(stack_name: str, *, actor: str) -> str:
+    """After a stack stop: give up the stack's GPU lease, if it holds one."""
+    stack = containers_config.current().stacks[stack_name]
+    with transaction.atomic():
+        released = gpu.release_if_held(
+            requester=stack.gpu_requester, gpu=stack.gpu, reason=f"{stack_name} stack stopped", actor=actor
+        )
+    if released is None:
+        return f"{stack.gpu_requester} held no lease on GPU {stack.gpu}"
+    return f"released lease {released.lease_id} of {released.requester} on GPU {stack.gpu}"
+
+
+def record_swap(live: str, candidate: str, target: str, *, operation_id: int, actor: str) -> None:
+    with transaction.atomic():
+        swap, _ = Swap.objects.select_for_update().get_or_create(
+            service=live, defaults={"candidate": candidate, "changed_by": actor}
+        )
+        swap.candidate, swap.target, swap.changed_by = candidate, target, actor
+        swap.changed_at, swap.operation_id = timezone.now(), operation_id
+        swap.save()
+        record_event(
+            "container.swapped",
+            f"{live}: traffic now goes to the {target} service",
+            data={"service": live, "candidate": candidate, "target": target, "operation_id": operation_id},
+            actor=actor,
+            subject=("container", live),
+        )
+
+
+def swap_target(live: str) -> str:
+    swap = Swap.objects.filter(service=live).first()
+    return swap.target if swap else SwapTarget.LIVE
+
+
+# --- recovery ------------------------------------------------------------------------------
+
+
+def recover_stale_operations() -> list[int]:
+    """Operations no worker drives any more are resumed once, then failed — never left stuck."""
+    limit = timezone.now() - timedelta(seconds=STALE_AFTER_SECONDS)
+    candidates = jobs.stale(Operation, STALE_AFTER_SECONDS, status__in=OperationStatus.active()).filter(
+        enqueued_at__lt=limit
+    )
+    return [op_id for op_id in candidates.values_list("id", flat=True) if _recover(op_id, limit)]
+
+
+def _recover(operation_id: int, limit) -> bool:
+    with transaction.atomic():
+        # Conditional re-check under the row lock: the worker may have beaten since we looked.
+        op = (
+            Operation.objects.select_for_update()
+            .filter(pk=operation_id, status__in=OperationStatus.active(), enqueued_at__lt=limit)
+            .exclude(heartbeat_at__gte=limit)
+            .first()
+        )
+        if op is None:
+            return False
+        silence = f"no worker has driven it for {STALE_AFTER_SECONDS:.0f} s (worker stopped or restarted)"
+        if op.attempts >= MAX_ATTEMPTS:
+            finish_operation(
+                op.id, error=f"Operation abandoned: {silence}; gave up after {op.attempts} attempts."
+            )
+            return True
+        OperationStep.objects.filter(operation=op, outcome=jobs.StepOutcome.RUNNING).update(
+            outcome=jobs.StepOutcome.FAILED, finished_at=timezone.now(), detail=f"interrupted: {silence}"
+        )
+        op.attempts += 1
+        op.claimed_by, op.heartbeat_at, op.enqueued_at = "", None, timezone.now()
+        op.save(update_fields=["attempts", "claimed_by", "heartbeat_at", "enqueued_at"])
+        record_event(
+            "container.operation_requeued",
+            f"{op.kind} #{op.id} handed to a worker again",
+            silence,
+            severity=Severity.WARNING,
+            subject=("container_operation", op.id),
+        )
+        transaction.on_commit(lambda: enqueue(op.id))
+    return True
+
+
+def operation_summary(op: Operation) -> dict[str, Any]:
+    return {
+        "operation_id": op.id,
+        "kind": op.kind,
+        "status": op.status,
+        "status_url": status_url(op),
+    }
+
+
+def operation_detail(op: Operation) -> dict[str, Any]:
+    return {
+        **operation_summary(op),
+        "services": op.services,
+        "params": op.params,
+        "requested_by": op.requested_by,
+        "error": op.error,
+        "attempts": op.attempts,
+        "created_at": op.created_at,
+        "started_at": op.started_at,
+        "finished_at": op.finished_at,
+        "deadline_at": op.deadline_at,
+        "steps": [{"service": step.service, **step.as_dict()} for step in op.steps.all()],
+    }

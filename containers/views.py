@@ -1,0 +1,113 @@
+"""Seed-compatible container endpoints: thin, each parses, calls one service, serializes."""
+
+from drf_spectacular.utils import extend_schema
+from rest_framework import mixins, viewsets
+from rest_framework import status as http
+from rest_framework.decorators import api_view
+from rest_framework.response import Response
+
+from containers import services
+from containers.models import Container, Operation, OperationKind
+from containers.serializers import (
+    CandidateStartSerializer,
+    ContainerRowSerializer,
+    ContainerStatusSerializer,
+    ErrorSerializer,
+    OperationAcceptedSerializer,
+    OperationDetailSerializer,
+    OperationRowSerializer,
+    SwapSerializer,
+)
+from gaiaorch.auth import actor_name
+
+OPERATION_RESPONSES = {
+    202: OperationAcceptedSerializer,
+    400: ErrorSerializer,
+    409: ErrorSerializer,
+    503: ErrorSerializer,
+}
+
+
+def operation_schema(request=None):
+    return extend_schema(request=request, responses=OPERATION_RESPONSES, tags=["containers"])
+
+
+def accepted(operation: Operation) -> Response:
+    body = {**services.operation_summary(operation), "services": operation.services}
+    return Response(body, status=http.HTTP_202_ACCEPTED, headers={"Location": services.status_url(operation)})
+
+
+def _body(request) -> dict:
+    return request.data if isinstance(request.data, dict) else {}
+
+
+@extend_schema(responses={200: ContainerStatusSerializer}, tags=["containers"])
+@api_view(["GET"])
+def container_status(request):
+    """Observed state of every configured service, from the database (no Docker round trip)."""
+    return Response(services.status())
+
+
+@operation_schema()
+@api_view(["POST"])
+def live_stop(request):
+    return accepted(services.request_stack_operation(OperationKind.LIVE_STOP, actor=actor_name(request.user)))
+
+
+@operation_schema()
+@api_view(["POST"])
+def live_start(request):
+    return accepted(
+        services.request_stack_operation(OperationKind.LIVE_START, actor=actor_name(request.user))
+    )
+
+
+@operation_schema(CandidateStartSerializer)
+@api_view(["POST"])
+def candidate_start(request):
+    params = CandidateStartSerializer(data=_body(request))
+    params.is_valid(raise_exception=True)
+    operation = services.request_stack_operation(
+        OperationKind.CANDIDATE_START, actor=actor_name(request.user), **params.validated_data
+    )
+    return accepted(operation)
+
+
+@operation_schema()
+@api_view(["POST"])
+def candidate_stop(request):
+    return accepted(
+        services.request_stack_operation(OperationKind.CANDIDATE_STOP, actor=actor_name(request.user))
+    )
+
+
+@operation_schema(SwapSerializer)
+@api_view(["POST"])
+def swap(request):
+    params = SwapSerializer(data=_body(request))
+    params.is_valid(raise_exception=True)
+    operation = services.request_swap(
+        params.validated_data["service"], params.validated_data["target"], actor=actor_name(request.user)
+    )
+    return accepted(operation)
+
+
+@extend_schema(responses={200: OperationDetailSerializer, 404: ErrorSerializer}, tags=["containers"])
+@api_view(["GET"])
+def operation_status(request, operation_id: int):
+    return Response(services.operation_detail(services.operation(operation_id)))
+
+
+class ContainerViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+    """Reality rows as last observed (read-only); `/containers/status` adds Docker's reachability."""
+
+    queryset = Container.objects.all()
+    serializer_class = ContainerRowSerializer
+    lookup_field = "service"
+
+
+class OperationViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+    """Container operations with their steps, newest first (read-only)."""
+
+    queryset = Operation.objects.prefetch_related("steps").order_by("-id")
+    serializer_class = OperationRowSerializer

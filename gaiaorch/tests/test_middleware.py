@@ -1,0 +1,10 @@
+from django.conf import settings
+from django.utils.module_loading import import_string
+
+
+def test_it_keeps_every_middleware_async_capable():
+    """One sync-only middleware would push every request (and each /gpu/wait) through a thread."""
+    sync_only = [
+        path for path in settings.MIDDLEWARE if not getattr(import_string(path), "async_capable", False)
+    ]
+    assert sync_only == []

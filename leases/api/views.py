@@ -1,0 +1,175 @@
+"""The seed-compatible /gpu/* endpoints and the /api/leases/ resource: parse, call one service,
+serialize. Who may act for which requester is checked here; the rules live in leases.services."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import mixins, status, viewsets
+from rest_framework.decorators import action, api_view
+from rest_framework.response import Response
+
+from gaiaorch.auth import IsOperator, actor_name, acts_for
+from gaiaorch.errors import Forbidden, NotFound
+from leases import services
+from leases.api.serializers import (
+    AcquireSerializer,
+    LeaseFilter,
+    LeaseIdSerializer,
+    LeaseSerializer,
+    OptionalReasonSerializer,
+    ReasonSerializer,
+)
+from leases.models import Lease
+
+
+def ensure_acts_for(user, requester: str) -> None:
+    if not acts_for(user, requester):
+        raise Forbidden(
+            f"{actor_name(user)} may not act for {requester}.", requester=requester, actor=actor_name(user)
+        )
+
+
+def lease_for(user, lease_id) -> Lease:
+    """The lease, if `user` may act on it (its own requester's, or any for staff)."""
+    lease = Lease.objects.filter(pk=lease_id).first()
+    if lease is None:
+        raise NotFound(f"No lease {lease_id}.", lease_id=str(lease_id))
+    ensure_acts_for(user, lease.requester)
+    return lease
+
+
+def acquire_body(result: services.AcquireResult) -> tuple[dict[str, Any], int]:
+    """The seed's acquire answer: 200 when granted, 202 with the queue position when waiting."""
+    lease = result.lease
+    base = {"lease_id": str(lease.id), "gpu": lease.gpu.index, "requester": lease.requester}
+    if result.granted:
+        body = {
+            "success": True,
+            **base,
+            "status": lease.status,
+            "fencing_token": lease.fencing_token,
+            "expires_at": lease.expires_at.isoformat() if lease.expires_at else None,
+            "message": f"GPU {lease.gpu.index} granted to {lease.requester}",
+        }
+        return body, status.HTTP_200_OK
+    body = {
+        "success": False,
+        **base,
+        "status": lease.status,
+        "queue_position": result.queue_position,
+        "waiting_for": result.waiting_for,
+        "message": f"{lease.requester} is number {result.queue_position} in the queue: {result.waiting_for}"
+        if result.queue_position
+        else f"The request is {lease.status}.",
+    }
+    return body, status.HTTP_202_ACCEPTED
+
+
+def validated(serializer_class, data) -> dict[str, Any]:
+    serializer = serializer_class(data=data)
+    serializer.is_valid(raise_exception=True)
+    return dict(serializer.validated_data)
+
+
+def lease_body(lease: Lease, message: str) -> dict[str, Any]:
+    return {"success": True, "message": message, **LeaseSerializer(lease).data}
+
+
+@extend_schema(request=AcquireSerializer, responses={200: OpenApiTypes.OBJECT, 202: OpenApiTypes.OBJECT})
+@api_view(["POST"])
+def acquire(request):
+    """Ask for a GPU. Never blocks: `timeout_seconds` is accepted for compatibility; use /gpu/wait."""
+    params = validated(AcquireSerializer, request.data)
+    params.pop("timeout_seconds", None)
+    ensure_acts_for(request.user, params["requester"])
+    body, code = acquire_body(services.acquire(**params, actor=actor_name(request.user)))
+    return Response(body, status=code)
+
+
+@extend_schema(
+    request=LeaseIdSerializer,
+    parameters=[OpenApiParameter("lease_id", OpenApiTypes.UUID, required=False)],
+    responses=LeaseSerializer,
+)
+@api_view(["POST"])
+def release(request):
+    """Release by lease id, given in the JSON body or as ?lease_id=. Without an id: 400."""
+    data = {**request.query_params.dict(), **(request.data if isinstance(request.data, dict) else {})}
+    params = validated(LeaseIdSerializer, data)
+    lease = lease_for(request.user, params["lease_id"])
+    released = services.release(lease.id, actor=actor_name(request.user), reason=params["reason"])
+    body = lease_body(released, f"{released.requester} {released.status} GPU {released.gpu.index}")
+    body["next_holder"] = (
+        Lease.objects.active().filter(gpu=released.gpu).values_list("requester", flat=True).first()
+    )
+    return Response(body)
+
+
+@extend_schema(request=LeaseIdSerializer, responses=LeaseSerializer)
+@api_view(["POST"])
+def heartbeat(request):
+    params = validated(LeaseIdSerializer, request.data)
+    lease = lease_for(request.user, params["lease_id"])
+    renewed = services.heartbeat(lease.id, actor=actor_name(request.user))
+    return Response(lease_body(renewed, "Lease renewed"))
+
+
+@extend_schema(
+    parameters=[OpenApiParameter("gpu", OpenApiTypes.INT, required=False)], responses=OpenApiTypes.OBJECT
+)
+@api_view(["GET"])
+def gpu_status(request):
+    """Every GPU (seed fields describe GPU 0); `?gpu=N` for one."""
+    gpu = request.query_params.get("gpu")
+    if gpu is None:
+        return Response(services.gpu_status())
+    return Response(services.gpu_status(validated(LeaseFilter, {"gpu": gpu})["gpu"]))
+
+
+class LeaseViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+    """Leases, newest first; filter with ?gpu=, ?requester=, ?status= (repeatable).
+    Actions: release, heartbeat, cancel (the requester or staff), revoke (staff, with a reason)."""
+
+    serializer_class = LeaseSerializer
+    lookup_value_regex = "[0-9a-fA-F-]{32,36}"
+
+    def get_queryset(self):
+        wanted = validated(LeaseFilter, self.request.query_params)
+        queryset = Lease.objects.select_related("gpu").order_by("-requested_at")
+        if "gpu" in wanted:
+            queryset = queryset.filter(gpu__index=wanted["gpu"])
+        if "requester" in wanted:
+            queryset = queryset.filter(requester=wanted["requester"])
+        if wanted.get("status"):
+            queryset = queryset.filter(status__in=wanted["status"])
+        return queryset
+
+    def retrieve(self, request, *args, **kwargs):
+        lease = self.get_object()
+        return Response(LeaseSerializer(services.get_lease(lease.id)).data)
+
+    def _acted(self, request, service, serializer_class=OptionalReasonSerializer) -> Response:
+        lease = lease_for(request.user, self.get_object().id)
+        params = validated(serializer_class, request.data)
+        changed = service(lease.id, actor=actor_name(request.user), **params)
+        return Response(LeaseSerializer(changed).data)
+
+    @action(detail=True, methods=["post"])
+    def release(self, request, pk=None):
+        return self._acted(request, services.release)
+
+    @action(detail=True, methods=["post"])
+    def cancel(self, request, pk=None):
+        return self._acted(request, services.cancel)
+
+    @action(detail=True, methods=["post"])
+    def heartbeat(self, request, pk=None):
+        lease = lease_for(request.user, self.get_object().id)
+        return Response(LeaseSerializer(services.heartbeat(lease.id, actor=actor_name(request.user))).data)
+
+    @action(detail=True, methods=["post"], permission_classes=[IsOperator])
+    def revoke(self, request, pk=None):
+        return self._acted(request, services.revoke, ReasonSerializer)

@@ -1,0 +1,145 @@
+"""POST /gpu/wait: the async long-poll."""
+
+import asyncio
+
+import pytest
+from asgiref.sync import sync_to_async
+from django.test import AsyncClient
+
+from gaiaorch.auth import ensure_service_account
+from leases import services
+from leases.models import Lease, LeaseStatus
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+class TokenClient(AsyncClient):
+    def __init__(self, token: str = ""):
+        super().__init__()
+        self.token_headers = {"Authorization": f"Token {token}"} if token else {}
+
+    async def post(self, path, data=None, **kwargs):
+        return await super().post(path, data, headers=self.token_headers, **kwargs)
+
+
+async def client_for(name: str) -> TokenClient:
+    return TokenClient(await sync_to_async(ensure_service_account)(name))
+
+
+async def wait(client: AsyncClient, **body):
+    return await client.post("/gpu/wait", body, content_type="application/json")
+
+
+async def hold(requester: str) -> Lease:
+    result = await sync_to_async(services.acquire)(requester=requester, reason="holding", actor=requester)
+    return result.lease
+
+
+async def test_it_returns_at_once_when_the_gpu_is_free():
+    study = await client_for("gaia-study")
+    response = await wait(study, requester="gaia-study", reason="training", timeout_seconds=5)
+    assert response.status_code == 200
+    assert response.json()["success"] is True and response.json()["fencing_token"] == 1
+
+
+async def test_it_returns_when_the_holder_releases():
+    holder = await hold("gaia-core")
+    study = await client_for("gaia-study")
+
+    async def release_soon():
+        await asyncio.sleep(0.3)
+        await sync_to_async(services.release)(holder.id, actor="gaia-core")
+
+    releaser = asyncio.create_task(release_soon())
+    response = await wait(study, requester="gaia-study", reason="training", timeout_seconds=10)
+    await releaser
+    assert response.status_code == 200
+    assert response.json()["fencing_token"] == 2
+
+
+async def test_it_leaves_no_ghost_entry_after_a_timeout():
+    await hold("gaia-core")
+    study = await client_for("gaia-study")
+    response = await wait(study, requester="gaia-study", reason="training", timeout_seconds=0.3)
+    assert response.status_code == 202
+    body = response.json()
+    assert body["status"] == "cancelled" and "withdrawn" in body["message"]
+    assert not await Lease.objects.filter(status=LeaseStatus.WAITING).aexists()
+
+
+async def test_it_keeps_the_entry_when_asked_and_reports_its_position():
+    await hold("gaia-core")
+    study = await client_for("gaia-study")
+    body = {"requester": "gaia-study", "reason": "training", "timeout_seconds": 0.2, "keep_queued": True}
+    response = await wait(study, **body)
+    assert response.status_code == 202 and response.json()["queue_position"] == 1
+    again = await wait(study, lease_id=response.json()["lease_id"], timeout_seconds=0.2)
+    assert again.status_code == 202 and again.json()["status"] == "waiting"
+
+
+async def test_it_keeps_an_entry_made_by_acquire_after_a_timeout():
+    await hold("gaia-core")
+    entry = await sync_to_async(services.acquire)(requester="gaia-study", reason="x", actor="gaia-study")
+    study = await client_for("gaia-study")
+    response = await wait(study, lease_id=str(entry.lease.id), timeout_seconds=0.2)
+    assert response.status_code == 202 and response.json()["queue_position"] == 1
+
+
+async def test_it_refuses_bad_input_and_missing_tokens():
+    study = await client_for("gaia-study")
+    assert (await wait(TokenClient(), requester="gaia-study", reason="x")).status_code == 401
+    missing = await wait(study, reason="x")
+    assert missing.status_code == 400 and "requester" in missing.json()["fields"]
+    negative = await wait(study, requester="gaia-study", reason="x", timeout_seconds=-1)
+    assert "timeout_seconds" in negative.json()["fields"]
+    assert (await wait(study, requester="gaia-core", reason="x")).status_code == 403
+    assert (await study.get("/gpu/wait")).status_code == 405
+    huge = await study.post("/gpu/wait", "x" * (10 * 1024 * 1024), content_type="application/json")
+    assert huge.status_code == 400 and huge.json()["error"] == "body_too_large"
+    broken = await study.post("/gpu/wait", "[1]", content_type="application/json")
+    assert broken.status_code == 400
+
+
+async def test_it_answers_409_when_the_lease_is_revoked_during_the_wait():
+    await hold("gaia-core")
+    entry = await sync_to_async(services.acquire)(requester="gaia-study", reason="x", actor="gaia-study")
+
+    async def revoke_soon():
+        await asyncio.sleep(0.2)
+        await sync_to_async(services.revoke)(entry.lease.id, actor="olivia", reason="not today")
+
+    revoker = asyncio.create_task(revoke_soon())
+    study = await client_for("gaia-study")
+    response = await wait(study, lease_id=str(entry.lease.id), timeout_seconds=5)
+    await revoker
+    assert response.status_code == 409 and response.json()["status"] == "revoked"
+
+
+async def test_it_wakes_the_waiter_on_commit_without_waiting_for_the_next_poll():
+    holder = await hold("gaia-core")
+    entry = await sync_to_async(services.acquire)(requester="gaia-study", reason="x", actor="gaia-study")
+
+    async def release_soon():
+        await asyncio.sleep(0.2)
+        await sync_to_async(services.release)(holder.id, actor="gaia-core")
+
+    releaser = asyncio.create_task(release_soon())
+    started = asyncio.get_running_loop().time()
+    result = await services.wait(entry.lease.id, timeout_seconds=20, poll_seconds=20)
+    await releaser
+    assert result.granted
+    assert asyncio.get_running_loop().time() - started < 10
+
+
+async def test_it_withdraws_its_own_entry_when_the_caller_hangs_up():
+    await hold("gaia-core")
+    entry = await sync_to_async(services.acquire)(requester="gaia-study", reason="x", actor="gaia-study")
+    waiting = asyncio.create_task(
+        services.wait_out(entry, timeout_seconds=30, keep_queued=False, actor="gaia-study")
+    )
+    await asyncio.sleep(0.2)
+    waiting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    lease = await Lease.objects.aget(pk=entry.lease.pk)
+    assert lease.status == LeaseStatus.CANCELLED and lease.end_reason == services.GAVE_UP
