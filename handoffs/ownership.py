@@ -40,3 +40,13 @@ def transfer(*, gpu: int, to: str, expected_holder: str, reason: str, actor: str
 
 def idle_baseline_seen_by_leases(gpu: int) -> int | None:
     return Gpu.objects.filter(index=gpu).values_list("baseline_mib", flat=True).first()
+
+
+def take_if_free(*, gpu: int, requester: str, reason: str, actor: str) -> Holding | None:
+    """Grant the GPU to `requester` if nobody holds it and nobody waits; never leave it queued."""
+    result = leases.acquire(requester=requester, reason=reason, gpu=gpu, actor=actor)
+    if result.granted:
+        return _holding(result.lease)
+    if result.created:
+        leases.cancel(result.lease.id, actor=actor, reason="a handoff rollback does not queue")
+    return None

@@ -400,10 +400,20 @@ class Runner:
         if current is not None and current.requester == handoff.source:
             self._source_lease = current
             return {"holder": handoff.source, "moved": False, "lease_id": str(current.lease_id)}
+        if current is None:
+            # The destination let go (a failed container start gives its lease back): take it if free.
+            self._source_lease = ownership.take_if_free(
+                gpu=handoff.gpu_index,
+                requester=handoff.source,
+                reason=f"rollback of handoff {handoff.id}",
+                actor=handoff.requested_by,
+            )
+            if self._source_lease is not None:
+                return {"holder": handoff.source, "moved": True, "lease_id": str(self._source_lease.lease_id)}
         if current is None or current.requester != handoff.destination:
             holder = current.requester if current else None
             raise PhaseFailed(
-                f"GPU {handoff.gpu_index} is held by {holder or 'nobody'}, not by {handoff.destination}: "
+                f"GPU {handoff.gpu_index} is held by {holder or 'a waiter'}, not by {handoff.destination}: "
                 "the lease was not returned",
                 holder=holder,
             )

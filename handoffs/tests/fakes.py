@@ -240,8 +240,9 @@ def stack_config(core: str, prime: str, study: str, **handoffs: Any) -> dict[str
 class FakeContainers:
     """Stands in for the containers app's service layer: operations requested, then followed.
 
-    `fail` maps an operation kind to its error; `on` maps a kind to a hook run when it succeeds
-    (e.g. a stop freeing VRAM). Operations finish on their first poll.
+    `fail` maps an operation kind to its error; `hooks` maps a kind to a hook run when it ends
+    (e.g. a stop freeing VRAM, a failed GPU start giving its lease back). Operations finish on
+    their first poll.
     """
 
     def __init__(self):
@@ -269,7 +270,7 @@ class FakeContainers:
         operation = self.operations[operation_id]
         if operation.status == "running":
             operation.status = "failed" if operation.error else "succeeded"
-            if not operation.error and operation.kind in self.hooks:
+            if operation.kind in self.hooks:
                 self.hooks[operation.kind]()
         return operation
 

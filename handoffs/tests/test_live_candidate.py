@@ -6,6 +6,7 @@ from handoffs import ownership, strategies
 from handoffs.models import Phase
 from handoffs.tests.conftest import IDLE_MIB
 from handoffs.tests.fakes import FakeContainers
+from leases import services as leases
 
 pytestmark = pytest.mark.django_db
 
@@ -68,3 +69,21 @@ def test_it_fails_clearly_when_the_containers_app_refuses(gaia, hold_gpu, monkey
     handoff = run_handoff("live_to_candidate")
     assert handoff.phase == Phase.FAILED
     assert handoff.error["code"] == "containers_missing"
+
+
+def test_it_takes_the_gpu_back_when_the_failed_candidate_start_gave_its_lease_up(
+    gaia, hold_gpu, containers, run_handoff
+):
+    hold_gpu("gaia-core")
+    containers.fail["candidate_start"] = "gaia-core-candidate exited with code 1"
+
+    def give_lease_back():  # what the containers app does after a failed GPU start
+        holder = ownership.holder(0)
+        leases.release(holder.lease_id, actor="gaiaorch", reason="container operation failed")
+
+    containers.hooks["candidate_start"] = give_lease_back
+    handoff = run_handoff("live_to_candidate")
+    assert handoff.phase == Phase.FAILED
+    assert handoff.error["rollback"] == {"complete": True}
+    assert ownership.holder(0).requester == "gaia-core"
+    assert handoff.phases.get(name="rolling_back").figures["lease"]["moved"] is True
