@@ -2,6 +2,15 @@ from __future__ import annotations
 
 import pytest
 
+# The containers app's real-Docker fixtures (busybox stacks), for the live⇄candidate Docker tests.
+from containers.tests.conftest import (  # noqa: F401
+    busybox_image,
+    docker_client,
+    docker_stack,
+    inspect,
+    run_inline,
+    test_network,
+)
 from handoffs import services, tasks
 from handoffs.models import Handoff
 from handoffs.tests.fakes import CONTRACT, FakeGpu, FakeService, stack_config
