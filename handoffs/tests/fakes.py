@@ -171,7 +171,7 @@ class FakeGpu:
 
 def stack_config(core: str, prime: str, study: str, **handoffs: Any) -> dict[str, Any]:
     """The GAIA stack of config/orchestrator.yaml, pointed at the fakes' URLs."""
-    return {
+    stack = {
         "gpu": {"poll_ms": 20, "residual_mib": 512, "baseline_mib": 500},
         "stacks": {
             "live": {"gpu_requester": "gaia-core"},
@@ -235,6 +235,9 @@ def stack_config(core: str, prime: str, study: str, **handoffs: Any) -> dict[str
             **handoffs,
         },
     }
+    for name, service in stack["services"].items():
+        service.setdefault("compose_service", name)  # how the containers app finds each container
+    return stack
 
 
 class FakeContainers:

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import yaml
+from django.conf import settings
 from django.db import connection
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -39,6 +40,8 @@ def environment(tmp_path: Path, stack: dict, fake_gpu_file: str) -> dict[str, st
         GAIAORCH_GPU_BACKEND="fake",
         GAIAORCH_FAKE_GPU_FILE=fake_gpu_file,
         GAIAORCH_WORKERS="1",
+        # django-q2 signs queued tasks with the secret key: children must verify what this process queues.
+        GAIAORCH_SECRET_KEY=settings.SECRET_KEY,
         GAIAORCH_LOG_LEVEL="WARNING",
     )
     return env

@@ -198,3 +198,20 @@ def test_it_finishes_a_rollback_the_killed_worker_started(gaia, gpu, hold_gpu, c
     handoff.refresh_from_db()
     assert handoff.error["rollback"] == {"complete": True}
     assert ownership.holder(0).lease_id == core_lease.id
+
+
+def test_it_cancels_from_another_process_during_cleanup(gaia, hold_gpu, children):
+    core_lease = hold_gpu("gaia-core")
+    env, start = children
+    start("qcluster")
+    gaia["gaia-prime"].hooks.clear()  # VRAM never drops: the worker waits in cleanup
+    handoff = services.start(type="prime_to_study", actor="olivia")
+    wait_for(phase_is(handoff.id, Phase.WAITING_CUDA_CLEANUP), 60, "the worker reaching cleanup")
+    cancelled = run_command(env, "handoff", "cancel", str(handoff.id), "--wait", "--actor", "olivia")
+    assert cancelled.returncode == 1, cancelled.stderr  # the handoff did not complete
+    assert "cancel requested" in cancelled.stdout
+    assert cancelled.stdout.splitlines()[-1].split()[0] == "cancelled"
+    handoff.refresh_from_db()
+    assert handoff.phase == Phase.CANCELLED
+    assert handoff.phases.get(name=Phase.WAITING_CUDA_CLEANUP).detail == "cancel requested"
+    assert ownership.holder(0).lease_id == core_lease.id
