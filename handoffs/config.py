@@ -7,7 +7,7 @@ ImproperlyConfigured naming the key.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
@@ -81,7 +81,6 @@ class HandoffSettings:
     residual_mib: int
     baseline_mib: int | None
     baseline_interval_seconds: int
-    stacks: dict[str, str] = field(default_factory=dict)
 
     def service(self, name: str) -> Service:
         try:
@@ -218,7 +217,4 @@ def load() -> HandoffSettings:
         residual_mib=source.get(None, "gpu.residual_mib", 512, int_parser(0)),
         baseline_mib=source.get(None, "gpu.baseline_mib", None, int_parser(0)),
         baseline_interval_seconds=source.get(None, "gpu.baseline_interval_seconds", 5, int_parser(1)),
-        stacks={
-            name: str((raw or {}).get("gpu_requester", "")) for name, raw in source.section("stacks").items()
-        },
     )

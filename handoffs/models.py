@@ -92,10 +92,6 @@ class Handoff(ClaimedJob):
         return f"{self.type} {self.id} ({self.phase})"
 
     @property
-    def is_active(self) -> bool:
-        return self.phase in ACTIVE
-
-    @property
     def progress_pct(self) -> int:
         if self.phase in TERMINAL:
             return 100
