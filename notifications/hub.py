@@ -89,7 +89,7 @@ class Hub:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []
         executor, self._executor = self._executor, None
-        await asyncio.get_running_loop().run_in_executor(executor, connection.close)
+        await asyncio.get_running_loop().run_in_executor(executor, _close_connection)
         executor.shutdown(wait=False)
 
     async def _read(self, func, *args):
@@ -143,6 +143,10 @@ class Hub:
                     await asyncio.sleep(self._poll_seconds * 10)
         finally:
             await _quietly(layer.group_discard(EVENTS_GROUP, channel))
+
+
+def _close_connection() -> None:
+    connection.close()  # looked up on the relay's thread: Django connections are per thread
 
 
 def _with_fresh_connection(func, args):
