@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 import time
@@ -64,9 +65,8 @@ class WebhookReceiver:
                 pass
 
             def handle(self):
-                try:
+                # The client may give up waiting, as a client with a timeout should.
+                with contextlib.suppress(BrokenPipeError, ConnectionResetError):
                     super().handle()
-                except (BrokenPipeError, ConnectionResetError):
-                    pass  # the client gave up waiting, as a client with a timeout should
 
         return Handler
