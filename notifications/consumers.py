@@ -163,31 +163,35 @@ def read_items(cursor: int, upto: int) -> list[feed.FeedItem]:
 class TransportGauge:
     """Tells the sender when the client's socket can take more.
 
-    Under daphne it is registered as a Twisted streaming producer on the connection, so Twisted
-    pauses it when the client stops reading and its buffer fills; the queue then fills and the
+    Under daphne it is registered as a Twisted streaming producer on the connection's socket, so
+    Twisted pauses it when the client stops reading and the send buffer fills; the queue then fills and the
     client is dropped. Under other servers it is always writable.
     """
 
-    def __init__(self, protocol=None) -> None:
-        self.protocol = protocol
+    def __init__(self, transport=None) -> None:
+        self.transport = transport
         self._writable = asyncio.Event()
         self._writable.set()
 
     @classmethod
     def attach(cls, send) -> TransportGauge:
-        protocol = daphne_protocol(send)
-        gauge = cls(protocol)
-        if protocol is not None:
+        transport = getattr(daphne_protocol(send), "transport", None)
+        gauge = cls(transport)
+        if transport is not None:
             try:
-                protocol.registerProducer(gauge, True)
-            except Exception:  # another producer, or the connection is already gone
-                gauge.protocol = None
+                # Daphne leaves the HTTP channel registered after the upgrade; the socket is ours now.
+                if getattr(transport, "producer", None) is not None:
+                    transport.unregisterProducer()
+                transport.registerProducer(gauge, True)
+            except Exception:
+                logger.warning("cannot watch this connection's send buffer", exc_info=True)
+                gauge.transport = None
         return gauge
 
     def detach(self) -> None:
-        if self.protocol is not None:
+        if self.transport is not None:
             try:
-                self.protocol.unregisterProducer()
+                self.transport.unregisterProducer()
             except Exception:
                 logger.debug("connection gone before its producer was removed", exc_info=True)
 
