@@ -49,7 +49,7 @@ class Webhook:
 @dataclass(frozen=True)
 class NotificationSettings:
     oracle_dedup_window_seconds: int = 60
-    relay_poll_ms: int = 75
+    relay_poll_ms: int = 50
     replay_limit: int = 10_000
     client_queue_size: int = 1000
     slow_client_timeout_seconds: float = 5.0

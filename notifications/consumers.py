@@ -40,7 +40,7 @@ class NotificationConsumer(AsyncWebsocketConsumer):
     tasks: list[asyncio.Task]
 
     async def connect(self) -> None:
-        self.tasks, self.hub = [], None
+        self.tasks, self.hub, self.gauge = [], None, TransportGauge()
         self.params = parse_qs(self.scope.get("query_string", b"").decode("latin-1"))
         if not await self.authenticated():
             await self.close(code=CLOSE_UNAUTHORIZED)  # before accept: daphne answers 403
@@ -52,6 +52,9 @@ class NotificationConsumer(AsyncWebsocketConsumer):
             await self.send(text_data=json.dumps(error.body()))
             await self.close(code=CLOSE_BAD_REQUEST)
             return
+        await self.start_stream(after)
+
+    async def start_stream(self, after: int | None) -> None:
         config = notification_settings()
         self.queue: asyncio.Queue[str] = asyncio.Queue(maxsize=config.client_queue_size)
         self.slow_after = config.slow_client_timeout_seconds
@@ -65,9 +68,9 @@ class NotificationConsumer(AsyncWebsocketConsumer):
     async def disconnect(self, code: int) -> None:
         for task in self.tasks:
             task.cancel()
+        self.gauge.detach()
         if self.hub is not None:
             await self.hub.leave(self)
-            self.gauge.detach()
 
     async def receive(self, text_data=None, bytes_data=None) -> None:
         """Clients only listen; anything they send is ignored."""

@@ -45,7 +45,7 @@ class Hub:
         self._lock = asyncio.Lock()
         self._tasks: list[asyncio.Task] = []
         self._executor: ThreadPoolExecutor | None = None
-        self._poll_seconds = 0.075
+        self._poll_seconds = 0.05
 
     async def join(self, subscriber: object) -> None:
         # why: join/leave may interleave across awaits; the lock keeps start and stop from overlapping.
