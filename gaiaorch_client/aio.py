@@ -50,7 +50,7 @@ class AsyncClient:
                 return done.value
             try:
                 value, send = await self._perform(step), flow.send
-            except Exception as exc:  # the flow may clean up (withdraw a queue entry) and re-raise
+            except BaseException as exc:  # incl. cancellation: the flow withdraws a queue entry, re-raises
                 value, send = exc, flow.throw
 
     async def _perform(self, step: Call | Pause) -> httpx.Response | None:

@@ -129,6 +129,8 @@ def acquire_granted(request: dict[str, Any], wait_seconds: float) -> Flow[Lease]
             if remaining <= 0:
                 raise LeaseTimeout(f"GPU not granted within {wait_seconds} s (lease {lease.lease_id})")
             lease = yield from wait(lease.lease_id, min(remaining, WAIT_CHUNK_SECONDS))
+    except GeneratorExit:
+        raise  # the flow was abandoned; nothing may be sent any more
     except BaseException:
         if not lease.granted:
             yield from release_quietly(lease.lease_id)

@@ -51,7 +51,7 @@ class Client:
                 return done.value
             try:
                 value, send = self._perform(step), flow.send
-            except Exception as exc:  # the flow may clean up (withdraw a queue entry) and re-raise
+            except BaseException as exc:  # incl. cancellation: the flow withdraws a queue entry, re-raises
                 value, send = exc, flow.throw
 
     def _perform(self, step: Call | Pause) -> httpx.Response | None:

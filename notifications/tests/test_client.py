@@ -7,7 +7,14 @@ import time
 
 import pytest
 
-from gaiaorch_client import AsyncClient, Client, GaiaorchError, HandoffFailed, HandoffTimeout, LeaseTimeout
+from gaiaorch_client import (
+    AsyncClient,
+    Client,
+    GaiaorchError,
+    HandoffFailed,
+    HandoffTimeout,
+    LeaseTimeout,
+)
 from notifications.tests.fake_gaiaorch import FakeGaiaorch
 
 
@@ -151,3 +158,18 @@ def test_it_shares_one_client_between_threads(orchestrator, study):
     for thread in threads:
         thread.join()
     assert [status["phase"] for status in results] == ["completed"] * 4
+
+
+async def test_it_withdraws_from_the_queue_when_the_waiting_task_is_cancelled(orchestrator, async_study):
+    orchestrator.hold_gpu()
+
+    async def train():
+        async with async_study.gpu("LoRA training", wait_seconds=30):
+            pytest.fail("the block must not run without the GPU")
+
+    waiting = asyncio.create_task(train())
+    await asyncio.sleep(0.3)
+    waiting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    assert orchestrator.queue == [] and len(orchestrator.released) == 1
