@@ -103,20 +103,22 @@ async def test_it_refuses_a_websocket_without_a_token(stack_of):
     assert refusal.value.response.status_code == 403
 
 
-async def test_it_broadcasts_an_oracle_fallback_notice_sent_by_the_client_once_per_burst(stack_of):
-    stack = stack_of("web")
+async def test_it_broadcasts_an_oracle_fallback_burst_once_then_the_tickers_summary(stack_of):
+    stack = stack_of("web", "ticker", notifications={"oracle_dedup_window_seconds": 2})
     async with (
         websockets.connect(stack.ws_url("types=notification.*")) as socket,
         AsyncClient(stack.url, token=stack.token) as gaia_core,
     ):
-        assert await gaia_core.notify_oracle_fallback("groq/llama-3.3-70b", "prime", reason="prime asleep")
-        assert await gaia_core.notify_oracle_fallback("groq/llama-3.3-70b", "prime", reason="still asleep")
+        for reason in ["prime asleep", "still asleep", "asleep again"]:
+            assert await gaia_core.notify_oracle_fallback("groq/llama-3.3-70b", "prime", reason=reason)
         notice = await next_message(socket)
+        summary = await next_message(socket, 10)  # recorded by the ticker process when the window ends
         assert await nothing_more(socket)
-    assert notice["notification_type"] == "notification.oracle_fallback"
-    assert notice["data"]["fallback_model"] == "groq/llama-3.3-70b" and notice["data"]["count"] == 1
-    burst = "from notifications.models import OracleFallbackBurst as B; print(B.objects.get().count)"
-    assert stack.query(burst) == 2
+    assert notice["notification_type"] == summary["notification_type"] == "notification.oracle_fallback"
+    assert (notice["data"]["count"], notice["data"]["summary"]) == (1, False)
+    assert (summary["data"]["count"], summary["data"]["summary"]) == (3, True)
+    assert summary["data"]["first_event_id"] == notice["id"]
+    assert summary["data"]["reason"] == "asleep again"
 
 
 def stalled_socket(stack: Stack) -> socket.socket:
