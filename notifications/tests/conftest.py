@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
+import redis
 from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
 
@@ -52,3 +55,13 @@ emit = database_sync_to_async(record_event)
 
 async def receive_all(communicator, count: int, timeout: float = 5) -> list[dict]:
     return [await communicator.receive_json_from(timeout=timeout) for _ in range(count)]
+
+
+def fresh_redis() -> str:
+    """The test Redis database (REDIS_URL_TEST), emptied; fails with a hint when Redis is down."""
+    url = os.environ.get("REDIS_URL_TEST", "redis://127.0.0.1:6379/15")
+    try:
+        redis.Redis.from_url(url).flushdb()
+    except redis.ConnectionError as exc:
+        pytest.fail(f"Redis at {url} is needed (start it: scripts/provision): {exc}")
+    return url

@@ -7,10 +7,10 @@ import os
 import socket
 
 import pytest
-import redis
 import websockets
 
 from gaiaorch_client import AsyncClient
+from notifications.tests.conftest import fresh_redis
 from notifications.tests.receiver import WebhookReceiver
 from notifications.tests.stack import Stack, ensure_postgres_database
 
@@ -86,12 +86,8 @@ async def test_it_sends_worker_events_to_clients_and_replays_after_a_reconnect_o
 async def test_it_sends_worker_events_to_clients_and_replays_after_a_reconnect_on_postgresql_and_redis(
     stack_of,
 ):
-    database_url, redis_url = os.environ["DATABASE_URL_TEST"], os.environ["REDIS_URL_TEST"]
+    database_url, redis_url = os.environ["DATABASE_URL_TEST"], fresh_redis()
     ensure_postgres_database(database_url)
-    try:
-        redis.Redis.from_url(redis_url).flushdb()
-    except redis.ConnectionError as exc:
-        pytest.fail(f"Redis at {redis_url} is needed (start it: scripts/provision): {exc}")
     stack = stack_of("web", "worker", env={"DATABASE_URL": database_url, "REDIS_URL": redis_url})
     await worker_events_reach_clients_and_replay_after_reconnect(stack)
 

@@ -6,7 +6,7 @@ from django.test import Client
 
 from notifications import consumers, dispatch
 from notifications.models import Event
-from notifications.tests.conftest import emit, receive_all
+from notifications.tests.conftest import emit, fresh_redis, receive_all
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -167,3 +167,22 @@ async def test_it_announces_an_event_committed_inside_an_event_loop(connect):
     assert (await socket.receive_json_from(timeout=2))["id"] == event.id
     await asyncio.sleep(0.05)
     assert not dispatch._announcements
+
+
+@pytest.mark.slow
+@pytest.mark.redis
+async def test_it_is_woken_through_redis_long_before_its_next_poll(connect, notifications_config, settings):
+    settings.CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {"hosts": [fresh_redis()]},
+        }
+    }
+    notifications_config(relay_poll_ms=10_000)
+    socket, _, _ = await connect()
+    event = await database_sync_to_async(Event.objects.create)(
+        type="worker.ping", title="written elsewhere", actor="worker", created_at="2026-01-01T00:00:00Z"
+    )
+    assert await socket.receive_nothing(timeout=1)  # no wake-up yet, and the next poll is 10 s away
+    await asyncio.to_thread(dispatch.announce, event.id)  # what the writing process does after commit
+    assert (await socket.receive_json_from(timeout=2))["id"] == event.id
