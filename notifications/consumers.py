@@ -29,6 +29,7 @@ logger = logging.getLogger(__name__)
 CLOSE_UNAUTHORIZED = 4401
 CLOSE_BAD_REQUEST = 4400
 CLOSE_TOO_SLOW = 4008
+CLOSE_SERVER_ERROR = 1011
 MAX_TYPE_PATTERNS = 50
 
 
@@ -101,6 +102,9 @@ class NotificationConsumer(AsyncWebsocketConsumer):
         except SlowClient:
             logger.warning("dropping a client that stopped reading (%s)", self.scope.get("client"))
             await self.close(code=CLOSE_TOO_SLOW)
+        except Exception:  # e.g. the database went away: the client reconnects with ?after=
+            logger.exception("notification stream failed; closing the connection")
+            await self.close(code=CLOSE_SERVER_ERROR)
 
     async def enqueue(self, text: str) -> None:
         if not self.queue.full():
@@ -121,7 +125,7 @@ class NotificationConsumer(AsyncWebsocketConsumer):
 def stream_options(params: dict[str, list[str]]):
     """`?after=<id>` (replay from there) and `?types=a.*,b` (repeatable)."""
     after = params.get("after", [None])[-1]
-    if after is not None and (not after.isdigit() or len(after) > 18):
+    if after is not None and (not (after.isascii() and after.isdigit()) or len(after) > 18):
         raise InvalidRequest("after must be an event id (a non-negative integer).", field="after")
     patterns = [p.strip() for raw in params.get("types", []) for p in raw.split(",") if p.strip()]
     if len(patterns) > MAX_TYPE_PATTERNS or any(len(p) > 64 for p in patterns):

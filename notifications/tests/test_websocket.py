@@ -2,6 +2,7 @@ import asyncio
 
 import pytest
 from channels.db import database_sync_to_async
+from django.db import DatabaseError
 from django.test import Client
 
 from notifications import consumers, dispatch
@@ -186,3 +187,15 @@ async def test_it_is_woken_through_redis_long_before_its_next_poll(connect, noti
     assert await socket.receive_nothing(timeout=1)  # no wake-up yet, and the next poll is 10 s away
     await asyncio.to_thread(dispatch.announce, event.id)  # what the writing process does after commit
     assert (await socket.receive_json_from(timeout=2))["id"] == event.id
+
+
+async def test_it_closes_the_stream_when_the_event_log_cannot_be_read(connect, monkeypatch):
+    monkeypatch.setattr("notifications.hub.RING_SIZE", 0)  # every connection reads the database itself
+
+    async def unreadable(*args):
+        raise DatabaseError("the database is gone")
+
+    monkeypatch.setattr(consumers, "read_items", unreadable)
+    socket, _, _ = await connect()
+    await emit("test.ping", "unreadable")
+    assert (await socket.receive_output(timeout=3))["code"] == consumers.CLOSE_SERVER_ERROR
