@@ -79,7 +79,11 @@ class Hub:
     async def _start(self) -> None:
         self._poll_seconds = notification_settings().relay_poll_ms / 1000
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="event-relay")
-        self.last_id = self.floor = await self._read(feed.latest_event_id)
+        try:
+            self.last_id = self.floor = await self._read(feed.latest_event_id)
+        except BaseException:
+            self._executor.shutdown(wait=False)
+            raise
         self.ring.clear()
         self._tasks = [asyncio.create_task(self._tail()), asyncio.create_task(self._listen())]
 
