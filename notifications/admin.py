@@ -1,8 +1,10 @@
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.urls import reverse
 from django.utils.html import format_html
 
 from gaiaorch.admin_mixins import EstimatedCountPaginator, ReadOnlyAdmin
+from gaiaorch.auth import actor_name
+from notifications import services
 from notifications.models import Event, OracleFallbackBurst, WebhookDelivery
 
 
@@ -41,6 +43,14 @@ class WebhookDeliveryAdmin(ReadOnlyAdmin):
     list_select_related = ["event"]
     paginator = EstimatedCountPaginator
     show_full_result_count = False
+    actions = ["retry_failed"]
+
+    @admin.action(description="Retry the selected failed deliveries once more")
+    def retry_failed(self, request, queryset) -> None:
+        retried = services.retry_failed_deliveries(
+            list(queryset.values_list("id", flat=True)), actor_name(request.user)
+        )
+        self.message_user(request, f"{retried} failed deliveries will be retried now.", messages.SUCCESS)
 
     @admin.display(description="event", ordering="event_id")
     def event_column(self, delivery: WebhookDelivery) -> str:

@@ -168,6 +168,22 @@ def _record_gave_up(delivery: WebhookDelivery) -> None:
     )
 
 
+def retry_failed_deliveries(delivery_ids: list[int], actor: str) -> int:
+    """Operator action: give failed deliveries one more attempt now. Returns how many."""
+    with transaction.atomic():
+        retried = WebhookDelivery.objects.filter(id__in=delivery_ids, status=DeliveryStatus.FAILED).update(
+            status=DeliveryStatus.PENDING, next_attempt_at=timezone.now()
+        )
+        if retried:
+            record_event(
+                "webhook.retried",
+                f"{retried} failed webhook deliveries retried by {actor}",
+                actor=actor,
+                data={"delivery_ids": sorted(delivery_ids), "retried": retried},
+            )
+    return retried
+
+
 def dispatch_due_deliveries(limit: int = 200) -> int:
     """Ticker: hand every delivery whose retry time has come to the worker. Returns how many."""
     now = timezone.now()

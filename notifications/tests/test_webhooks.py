@@ -174,3 +174,23 @@ def test_it_shows_deliveries_read_only_in_the_admin(client, django_user_model, g
     assert client.get(f"/admin/notifications/webhookdelivery/{delivery.id}/change/").status_code == 200
     assert client.post(f"/admin/notifications/webhookdelivery/{delivery.id}/delete/").status_code == 403
     assert client.get("/admin/notifications/oraclefallbackburst/").status_code == 200
+
+
+def test_it_lets_an_operator_retry_a_failed_delivery_once_more(client, operator, gaia_web, queued):
+    with WebhookReceiver([500, 200]) as receiver:
+        gaia_web(receiver, max_attempts=1)
+        record_event("handoff.started", "started")
+        delivery_id = WebhookDelivery.objects.get().id
+        assert attempt_delivery(delivery_id, 1).status == DeliveryStatus.FAILED
+        operator.is_superuser = True
+        operator.save()
+        client.force_login(operator)
+        answer = client.post(
+            "/admin/notifications/webhookdelivery/",
+            {"action": "retry_failed", "_selected_action": [delivery_id]},
+            follow=True,
+        )
+        assert b"1 failed deliveries will be retried now." in answer.content
+        assert dispatch_due_deliveries() == 1 and queued == [(delivery_id, 2)]
+        assert attempt_delivery(delivery_id, 2).status == DeliveryStatus.DELIVERED
+    assert Event.objects.get(type="webhook.retried").actor == "olivia"
