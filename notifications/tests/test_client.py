@@ -2,8 +2,11 @@
 
 import asyncio
 import socket
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -173,3 +176,10 @@ async def test_it_withdraws_from_the_queue_when_the_waiting_task_is_cancelled(or
     with pytest.raises(asyncio.CancelledError):
         await waiting
     assert orchestrator.queue == [] and len(orchestrator.released) == 1
+
+
+def test_it_needs_nothing_but_httpx_and_the_standard_library():
+    probe = "import sys, gaiaorch_client; print(sorted(m for m in ('django', 'rest_framework', 'yaml') if m in sys.modules))"
+    root = Path(__file__).resolve().parents[2]
+    done = subprocess.run([sys.executable, "-c", probe], cwd=root, capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
