@@ -179,7 +179,10 @@ async def test_it_withdraws_from_the_queue_when_the_waiting_task_is_cancelled(or
 
 
 def test_it_needs_nothing_but_httpx_and_the_standard_library():
-    probe = "import sys, gaiaorch_client; print(sorted(m for m in ('django', 'rest_framework', 'yaml') if m in sys.modules))"
+    probe = (
+        "import sys, gaiaorch_client; "
+        "print(sorted(m for m in ('django', 'rest_framework', 'yaml') if m in sys.modules))"
+    )
     root = Path(__file__).resolve().parents[2]
     done = subprocess.run([sys.executable, "-c", probe], cwd=root, capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"
