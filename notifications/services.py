@@ -186,18 +186,16 @@ def retry_failed_deliveries(delivery_ids: list[int], actor: str) -> int:
 
 def dispatch_due_deliveries(limit: int = 200) -> int:
     """Ticker: hand every delivery whose retry time has come to the worker. Returns how many."""
-    now = timezone.now()
+    now, config = timezone.now(), notification_settings()
     due = WebhookDelivery.objects.filter(status=DeliveryStatus.PENDING, next_attempt_at__lte=now)
+    rows = due.order_by("next_attempt_at").values_list("id", "webhook", "attempts")[:limit]
     dispatched = 0
-    for delivery_id, webhook, attempts in due.order_by("next_attempt_at").values_list(
-        "id", "webhook", "attempts"
-    )[:limit]:
-        hook = notification_settings().webhook_named(webhook)
+    for delivery_id, webhook, attempts in rows:
+        hook = config.webhook_named(webhook)
         window = _claim_window(hook) if hook else timedelta(seconds=CLAIM_MARGIN_SECONDS)
         # why: several tickers may run; the conditional update lets one of them dispatch each retry.
-        if WebhookDelivery.objects.filter(id=delivery_id, attempts=attempts, next_attempt_at__lte=now).update(
-            next_attempt_at=now + window
-        ):
+        claimed = WebhookDelivery.objects.filter(id=delivery_id, attempts=attempts, next_attempt_at__lte=now)
+        if claimed.update(next_attempt_at=now + window):
             dispatch.enqueue_delivery(delivery_id, attempts + 1)
             dispatched += 1
     return dispatched
