@@ -49,7 +49,8 @@ def record_event(
 ) -> Event:
     """Append one event (and its webhook outbox rows); it is pushed to listeners once committed."""
     subject_kind, subject_id = subject if subject else ("", "")
-    with transaction.atomic():
+    # No savepoint: an event that cannot be written must fail the caller's whole state change.
+    with transaction.atomic(savepoint=False):
         _hold_event_order_lock()
         event = Event.objects.create(
             type=type,
