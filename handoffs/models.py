@@ -1,0 +1,138 @@
+"""GPU handoffs as phased, resumable jobs, and the measured idle VRAM baseline of each GPU."""
+
+from __future__ import annotations
+
+import uuid
+
+from django.db import models
+from django.utils import timezone
+
+from gaiaorch.jobs import ClaimedJob, StepRecord
+
+
+class HandoffType(models.TextChoices):
+    PRIME_TO_STUDY = "prime_to_study"
+    STUDY_TO_PRIME = "study_to_prime"
+    LIVE_TO_CANDIDATE = "live_to_candidate"
+    CANDIDATE_TO_LIVE = "candidate_to_live"
+
+
+class Phase(models.TextChoices):
+    INITIATED = "initiated"
+    RELEASING_GPU = "releasing_gpu"
+    WAITING_CUDA_CLEANUP = "waiting_cuda_cleanup"
+    TRANSFERRING_OWNERSHIP = "transferring_ownership"
+    SIGNALING_RECIPIENT = "signaling_recipient"
+    ROLLING_BACK = "rolling_back"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+FORWARD = [
+    Phase.INITIATED,
+    Phase.RELEASING_GPU,
+    Phase.WAITING_CUDA_CLEANUP,
+    Phase.TRANSFERRING_OWNERSHIP,
+    Phase.SIGNALING_RECIPIENT,
+    Phase.COMPLETED,
+]
+ACTIVE = [*FORWARD[:-1], Phase.ROLLING_BACK]
+TERMINAL = [Phase.COMPLETED, Phase.FAILED, Phase.CANCELLED]
+
+
+class HandoffQuerySet(models.QuerySet):
+    def active(self):
+        return self.filter(phase__in=ACTIVE)
+
+
+class Handoff(ClaimedJob):
+    """One GPU transfer from a source service to a destination service, driven phase by phase."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    type = models.CharField(max_length=32, choices=HandoffType.choices)
+    gpu_index = models.PositiveSmallIntegerField(default=0)
+    source = models.CharField(max_length=100)
+    destination = models.CharField(max_length=100)
+    phase = models.CharField(max_length=32, choices=Phase.choices, default=Phase.INITIATED, db_index=True)
+    # Where a rollback ends: failed after an error, cancelled after a cancel request.
+    rollback_to = models.CharField(max_length=16, blank=True, default="")
+    reason = models.CharField(max_length=500, blank=True)
+    timeout_seconds = models.PositiveIntegerField(null=True, blank=True, help_text="Per-phase deadline")
+    requested_by = models.CharField(max_length=150)
+    cancel_requested = models.BooleanField(default=False)
+    cancel_requested_by = models.CharField(max_length=150, blank=True)
+    source_lease_id = models.UUIDField(null=True, blank=True)
+    destination_lease_id = models.UUIDField(null=True, blank=True)
+    fencing_token = models.BigIntegerField(null=True, blank=True)
+    error = models.JSONField(null=True, blank=True)
+    warnings = models.JSONField(default=list, blank=True)
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    completed_at = models.DateTimeField(null=True, blank=True)
+    enqueued_at = models.DateTimeField(null=True, blank=True)
+
+    objects = HandoffQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            # The invariant itself: two processes racing to start a handoff on one GPU cannot both win.
+            models.UniqueConstraint(
+                fields=["gpu_index"],
+                condition=models.Q(phase__in=ACTIVE),
+                name="one_active_handoff_per_gpu",
+            ),
+            models.CheckConstraint(
+                condition=models.Q(completed_at__isnull=True) | models.Q(phase__in=TERMINAL),
+                name="handoff_completed_only_when_terminal",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.type} {self.id} ({self.phase})"
+
+    @property
+    def is_active(self) -> bool:
+        return self.phase in ACTIVE
+
+    @property
+    def progress_pct(self) -> int:
+        if self.phase in TERMINAL:
+            return 100
+        if self.phase == Phase.ROLLING_BACK:
+            return 90
+        return round(100 * FORWARD.index(self.phase) / (len(FORWARD) - 1))
+
+    def event_data(self, **extra) -> dict:
+        return {
+            "handoff_id": str(self.id),
+            "handoff_type": self.type,
+            "phase": self.phase,
+            "gpu": self.gpu_index,
+            "source": self.source,
+            "destination": self.destination,
+            **extra,
+        }
+
+
+class HandoffPhase(StepRecord):
+    """One phase of one handoff: written before the phase's external call, finished after it."""
+
+    handoff = models.ForeignKey(Handoff, on_delete=models.CASCADE, related_name="phases")
+
+    class Meta(StepRecord.Meta):
+        indexes = [models.Index(fields=["handoff", "started_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.name}: {self.outcome}"
+
+
+class GpuBaseline(models.Model):
+    """The lowest VRAM use measured on a GPU while nobody held a lease on it."""
+
+    gpu_index = models.PositiveSmallIntegerField(unique=True)
+    used_mib = models.PositiveIntegerField()
+    measured_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self) -> str:
+        return f"GPU {self.gpu_index}: {self.used_mib} MiB idle"

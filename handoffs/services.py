@@ -1,0 +1,263 @@
+"""The handoff service: start, cancel, retry, status, recovery, baseline sampling.
+
+The phase runner itself lives in handoffs/runner.py (part of this service layer); tasks call
+`run`, views and commands call the rest. Every state change happens in one transaction with its
+event; the worker is woken through transaction.on_commit.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+from uuid import UUID
+
+from django.core.exceptions import ValidationError
+from django.db import IntegrityError, transaction
+from django.db.models import Q
+from django.utils import timezone
+from django_q.tasks import async_task
+
+from gaiaorch import jobs, telemetry
+from gaiaorch.errors import Conflict, InvalidRequest, NotFound, Unavailable
+from handoffs import cleanup, config, ownership
+from handoffs.models import ACTIVE, TERMINAL, Handoff, HandoffPhase, Phase
+from handoffs.runner import Runner
+from notifications.services import record_event
+
+logger = logging.getLogger(__name__)
+
+TASK = "handoffs.tasks.run_handoff"
+
+
+def get(handoff_id: UUID | str) -> Handoff:
+    try:
+        return Handoff.objects.get(pk=handoff_id)
+    except (Handoff.DoesNotExist, ValueError, ValidationError):
+        raise NotFound(f"No handoff has id {handoff_id}.", handoff_id=str(handoff_id)) from None
+
+
+def _conflict_with_active(gpu: int) -> Conflict:
+    active = Handoff.objects.active().filter(gpu_index=gpu).first()
+    return Conflict(
+        f"Handoff {active.id if active else '?'} ({active.type if active else '?'}) is already running "
+        f"on GPU {gpu}.",
+        code="handoff_active",
+        active_handoff=str(active.id) if active else None,
+        active_phase=active.phase if active else None,
+        gpu=gpu,
+    )
+
+
+def _require_telemetry(settings: config.HandoffSettings, kind: config.HandoffType) -> None:
+    sample = telemetry.sample()
+    if sample.available:
+        return
+    if settings.accept_container_stopped_as_proof and settings.stops_container(kind):
+        return
+    raise Unavailable(
+        f"GPU telemetry is unavailable ({sample.reason}), so freed VRAM cannot be verified.",
+        code="telemetry_unavailable",
+        telemetry=sample.backend,
+    )
+
+
+def _require_source_holds(gpu: int, kind: config.HandoffType) -> ownership.Holding:
+    holding = ownership.holder(gpu)
+    if holding is None or holding.requester != kind.source:
+        holder = holding.requester if holding else None
+        raise Conflict(
+            f"{kind.source} does not hold GPU {gpu} (held by {holder or 'nobody'}), "
+            "so it cannot hand it over.",
+            code="not_holder",
+            holder=holder,
+            expected_holder=kind.source,
+            gpu=gpu,
+        )
+    return holding
+
+
+def start(
+    *, type: str, actor: str, reason: str = "", timeout_seconds: int | None = None, gpu: int = 0
+) -> Handoff:
+    """Create a handoff in `initiated` and wake a worker; refuse with 409/503 before anything moves."""
+    settings = config.load()
+    kind = settings.types.get(type)
+    if kind is None:
+        raise InvalidRequest(
+            f"Handoff type {type!r} is not configured.",
+            code="unknown_handoff_type",
+            known=sorted(settings.types),
+        )
+    _require_telemetry(settings, kind)
+    with transaction.atomic():
+        if Handoff.objects.active().filter(gpu_index=gpu).exists():
+            raise _conflict_with_active(gpu)
+        holding = _require_source_holds(gpu, kind)
+        try:
+            # The partial unique index settles the race two processes can still run past the check above.
+            with transaction.atomic():
+                handoff = Handoff.objects.create(
+                    type=type,
+                    gpu_index=gpu,
+                    source=kind.source,
+                    destination=kind.destination,
+                    reason=reason,
+                    timeout_seconds=timeout_seconds,
+                    requested_by=actor,
+                    source_lease_id=holding.lease_id,
+                    enqueued_at=timezone.now(),
+                )
+        except IntegrityError:
+            raise _conflict_with_active(gpu) from None
+        HandoffPhase.objects.create(
+            handoff=handoff,
+            name=Phase.INITIATED,
+            finished_at=timezone.now(),
+            outcome=jobs.StepOutcome.SUCCEEDED,
+            detail=f"{kind.source} holds GPU {gpu} under lease {holding.lease_id}",
+            figures={"source_lease_id": str(holding.lease_id), "fencing_token": holding.fencing_token},
+        )
+        record_event(
+            "handoff.started",
+            f"Handoff {type} started: {kind.source} → {kind.destination}",
+            reason,
+            actor=actor,
+            data=handoff.event_data(),
+            subject=("handoff", handoff.id),
+        )
+        transaction.on_commit(lambda: enqueue(handoff.id))
+    return handoff
+
+
+def enqueue(handoff_id: UUID) -> None:
+    async_task(TASK, str(handoff_id), group="handoffs")
+
+
+def cancel(handoff_id: UUID | str, *, actor: str) -> Handoff:
+    """Ask the runner to stop; it rolls back to `cancelled` at its next check (at most one poll later)."""
+    with transaction.atomic():
+        # Row lock: a cancel racing the runner's last transition must see the phase it ends in.
+        handoff = get_for_update(handoff_id)
+        if handoff.phase in TERMINAL:
+            raise Conflict(
+                f"Handoff {handoff.id} already ended as {handoff.phase}.",
+                code="handoff_finished",
+                handoff_id=str(handoff.id),
+                phase=handoff.phase,
+            )
+        if handoff.cancel_requested:
+            return handoff
+        handoff.cancel_requested = True
+        handoff.cancel_requested_by = actor
+        handoff.save(update_fields=["cancel_requested", "cancel_requested_by"])
+        record_event(
+            "handoff.cancel_requested",
+            f"Cancel requested for handoff {handoff.type} in {handoff.phase}",
+            actor=actor,
+            data=handoff.event_data(),
+            subject=("handoff", handoff.id),
+        )
+    return handoff
+
+
+def get_for_update(handoff_id: UUID | str) -> Handoff:
+    get(handoff_id)
+    return Handoff.objects.select_for_update().get(pk=handoff_id)
+
+
+def retry(handoff_id: UUID | str, *, actor: str) -> Handoff:
+    """Start a new handoff with the same parameters as an ended one."""
+    previous = get(handoff_id)
+    if previous.phase not in (Phase.FAILED, Phase.CANCELLED):
+        raise Conflict(
+            f"Only failed or cancelled handoffs can be retried; {previous.id} is {previous.phase}.",
+            code="not_retryable",
+            phase=previous.phase,
+        )
+    return start(
+        type=previous.type,
+        actor=actor,
+        reason=previous.reason or f"retry of {previous.id}",
+        timeout_seconds=previous.timeout_seconds,
+        gpu=previous.gpu_index,
+    )
+
+
+def run(handoff_id: UUID | str) -> None:
+    """Drive one handoff to its end, if no live worker drives it already."""
+    settings = config.load()
+    if not jobs.claim(Handoff, handoff_id, settings.stale_after_seconds, phase__in=ACTIVE):
+        return
+    try:
+        Runner(handoff_id, settings).drive()
+    finally:
+        jobs.release_claim(Handoff, handoff_id)
+
+
+def recover() -> list[UUID]:
+    """Re-enqueue active handoffs whose worker stopped beating; the runner resumes them."""
+    settings = config.load()
+    now = timezone.now()
+    limit = now - timezone.timedelta(seconds=settings.stale_after_seconds)
+    not_recently_enqueued = Q(enqueued_at__isnull=True) | Q(enqueued_at__lt=limit)
+    recovered = []
+    for handoff in jobs.stale(Handoff, settings.stale_after_seconds, phase__in=ACTIVE).filter(
+        not_recently_enqueued
+    ):
+        with transaction.atomic():
+            # Conditional update: of several tickers, exactly one re-enqueues each handoff.
+            won = Handoff.objects.filter(not_recently_enqueued, pk=handoff.pk).update(enqueued_at=now)
+            if not won:
+                continue
+            if handoff.claimed_by:
+                record_event(
+                    "handoff.recovering",
+                    f"Worker {handoff.claimed_by} stopped driving handoff {handoff.type} in {handoff.phase}",
+                    "Another worker resumes it from its last persisted phase.",
+                    severity="warning",
+                    data=handoff.event_data(),
+                    subject=("handoff", handoff.id),
+                )
+            transaction.on_commit(lambda pk=handoff.pk: enqueue(pk))
+        recovered.append(handoff.pk)
+    return recovered
+
+
+def sample_baselines() -> dict[int, int]:
+    """Store the lowest VRAM use of every GPU nobody holds a lease on."""
+
+    def idle(indices: list[int]) -> list[int]:
+        return [index for index in indices if ownership.holder(index) is None]
+
+    return cleanup.record_baselines(idle)
+
+
+def active_status(gpu: int = 0) -> dict[str, Any] | None:
+    """The running handoff on a GPU in the status shape, or None (for the seed's GET /status)."""
+    handoff = Handoff.objects.active().filter(gpu_index=gpu).first()
+    return status(handoff) if handoff else None
+
+
+def status(handoff: Handoff) -> dict[str, Any]:
+    """The seed's status shape plus the phase timeline."""
+    error = handoff.error or None
+    return {
+        "handoff_id": str(handoff.id),
+        "handoff_type": handoff.type,
+        "phase": handoff.phase,
+        "progress_pct": handoff.progress_pct,
+        "started_at": handoff.created_at,
+        "completed_at": handoff.completed_at,
+        "source": handoff.source,
+        "destination": handoff.destination,
+        "gpu": handoff.gpu_index,
+        "reason": handoff.reason,
+        "requested_by": handoff.requested_by,
+        "cancel_requested": handoff.cancel_requested,
+        "error": error["detail"] if error else None,
+        "error_context": error,
+        "warnings": handoff.warnings,
+        "lease_id": str(handoff.destination_lease_id) if handoff.destination_lease_id else None,
+        "fencing_token": handoff.fencing_token,
+        "phases": [record.as_dict() for record in handoff.phases.order_by("started_at", "id")],
+    }

@@ -1,0 +1,281 @@
+"""Fake gaia-core, gaia-prime and gaia-study: real HTTP servers on 127.0.0.1 speaking the contract.
+
+Each route answers like the real service (ARCHITECTURE.md §5 "What gaiaorch calls") unless a test
+scripts it otherwise: `fake.respond(path, status=500)`, `fake.respond(path, delay=2)`,
+`fake.respond(path, hang=True)` (holds the request until the fake stops), `times=N` for only the
+next N calls. `fake.on(path, hook)` runs a hook on each successful call, e.g. to drop VRAM in the
+fake telemetry file like a real release would.
+Every call is recorded with its JSON body; `fake.busy_seconds` sums the time spent answering.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+from gaiaorch.telemetry import write_fake
+
+CONTRACT: dict[str, dict[str, dict[str, Any]]] = {
+    "gaia-core": {
+        "/gpu/release": {"ok": True, "message": "released", "state": "released"},
+        "/gpu/reclaim": {"ok": True, "message": "reclaimed", "state": "active"},
+        "/health": {"status": "healthy"},
+    },
+    "gaia-prime": {
+        "/sleep": {},
+        "/wake_up": {},
+        "/health": {},
+    },
+    "gaia-study": {
+        "/study/gpu-ready": {"ok": True, "message": "training may start", "gpu_available": True},
+        "/study/gpu-release": {"ok": True, "message": "released", "gpu_available": False},
+        "/health": {"status": "healthy"},
+    },
+}
+
+
+@dataclass
+class Script:
+    status: int = 200
+    delay: float = 0.0
+    hang: bool = False
+    body: dict[str, Any] | None = None
+    times: int | None = None  # answer like this this many times, then like the contract again
+
+
+@dataclass
+class Call:
+    method: str
+    path: str
+    body: dict[str, Any]
+
+
+@dataclass
+class FakeService:
+    name: str
+    routes: dict[str, dict[str, Any]]
+    scripts: dict[str, Script] = field(default_factory=dict)
+    hooks: dict[str, list[Callable[[], None]]] = field(default_factory=dict)
+    calls: list[Call] = field(default_factory=list)
+    busy_seconds: float = 0.0
+    stopping: threading.Event = field(default_factory=threading.Event)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    server: ThreadingHTTPServer | None = None
+
+    @property
+    def url(self) -> str:
+        host, port = self.server.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def respond(self, path: str, **script: Any) -> None:
+        self.scripts[path] = Script(**script)
+
+    def on(self, path: str, hook: Callable[[], None]) -> None:
+        self.hooks.setdefault(path, []).append(hook)
+
+    def called(self, path: str) -> list[Call]:
+        return [call for call in self.calls if call.path == path]
+
+    def start(self) -> FakeService:
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
+        self.server.daemon_threads = True
+        threading.Thread(target=self.server.serve_forever, name=self.name, daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+    def _script(self, path: str) -> Script:
+        with self.lock:
+            script = self.scripts.get(path, Script())
+            if script.times is not None:
+                script.times -= 1
+                if script.times <= 0:
+                    self.scripts.pop(path)
+        return script
+
+    def answer(self, method: str, raw_path: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        started = time.monotonic()
+        path = raw_path.split("?", 1)[0]
+        with self.lock:
+            self.calls.append(Call(method, raw_path, body))
+        script = self._script(path)
+        if script.hang:
+            self.stopping.wait()
+            return 503, {"detail": "fake stopped while hanging"}
+        if script.delay:
+            time.sleep(script.delay)
+        if path not in self.routes:
+            return 404, {"detail": f"{self.name} has no {path}"}
+        if 200 <= script.status < 300:
+            for hook in self.hooks.get(path, []):
+                hook()
+        answer = script.body if script.body is not None else self.routes[path]
+        with self.lock:
+            self.busy_seconds += time.monotonic() - started
+        return script.status, answer
+
+
+def _handler(fake: FakeService) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        def _serve(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            raw = self.rfile.read(length) if length else b""
+            try:
+                body = json.loads(raw) if raw else {}
+            except ValueError:
+                body = {"unparsed": raw.decode(errors="replace")}
+            status, answer = fake.answer(self.command, self.path, body)
+            payload = json.dumps(answer).encode()
+            try:
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+            except OSError:
+                pass  # the client gave up (its timeout); nothing to answer
+
+        do_GET = do_POST = _serve
+
+        def log_message(self, *args) -> None:
+            pass
+
+    return Handler
+
+
+class FakeGpu:
+    """The fake telemetry file, with the used figure a test (or a fake's hook) moves."""
+
+    def __init__(self, path: Path, total_mib: int = 24576, used_mib: int = 512):
+        self.path = path
+        self.total_mib = total_mib
+        self.set(used_mib)
+
+    def set(self, used_mib: int) -> None:
+        self.used_mib = used_mib
+        write_fake(self.path, [{"index": 0, "total_mib": self.total_mib, "used_mib": used_mib}])
+
+    def setter(self, used_mib: int) -> Callable[[], None]:
+        return lambda: self.set(used_mib)
+
+
+def stack_config(core: str, prime: str, study: str, **handoffs: Any) -> dict[str, Any]:
+    """The GAIA stack of config/orchestrator.yaml, pointed at the fakes' URLs."""
+    stack = {
+        "gpu": {"poll_ms": 20, "residual_mib": 512, "baseline_mib": 500},
+        "stacks": {
+            "live": {"gpu_requester": "gaia-core"},
+            "candidate": {"gpu_requester": "gaia-core-candidate"},
+        },
+        "services": {
+            "gaia-prime": {
+                "stack": "live",
+                "health_url": f"{prime}/health",
+                "gpu": True,
+                "vram_mib": 10240,
+                "release": {"http": {"method": "POST", "url": f"{prime}/sleep?level=1"}},
+                "reclaim": {"http": {"method": "POST", "url": f"{prime}/wake_up"}},
+            },
+            "gaia-core": {
+                "stack": "live",
+                "health_url": f"{core}/health",
+                "gpu": True,
+                "depends_on": ["gaia-prime", "gaia-mcp"],
+                "release": {"http": {"method": "POST", "url": f"{core}/gpu/release"}},
+                "reclaim": {"http": {"method": "POST", "url": f"{core}/gpu/reclaim"}},
+            },
+            "gaia-mcp": {"stack": "live"},
+            "gaia-study": {
+                "stack": "live",
+                "health_url": f"{study}/health",
+                "gpu": True,
+                "vram_mib": 16384,
+                "ready": {"http": {"method": "POST", "url": f"{study}/study/gpu-ready"}},
+                "release": {"http": {"method": "POST", "url": f"{study}/study/gpu-release"}},
+            },
+            "gaia-core-candidate": {
+                "stack": "candidate",
+                "health_url": f"{core}/health",
+                "gpu": True,
+                "vram_mib": [10240, 6144],
+            },
+            "gaia-web-candidate": {"stack": "candidate", "depends_on": ["gaia-core-candidate"]},
+        },
+        "handoffs": {
+            "prime_to_study": {"source": "gaia-core", "destination": "gaia-study"},
+            "study_to_prime": {"source": "gaia-study", "destination": "gaia-core"},
+            "live_to_candidate": {
+                "source": "gaia-core",
+                "destination": "gaia-core-candidate",
+                "release": "containers",
+                "signal": "containers",
+            },
+            "candidate_to_live": {
+                "source": "gaia-core-candidate",
+                "destination": "gaia-core",
+                "release": "containers",
+                "signal": "containers",
+            },
+            "phase_timeout_seconds": 2,
+            "http_timeout_seconds": 1,
+            "stale_after_seconds": 3,
+            "signal_retry_max_seconds": 1,
+            "on_recipient_unacknowledged": "rollback",
+            "accept_container_stopped_as_proof": False,
+            **handoffs,
+        },
+    }
+    for name, service in stack["services"].items():
+        service.setdefault("compose_service", name)  # how the containers app finds each container
+    return stack
+
+
+class FakeContainers:
+    """Stands in for the containers app's service layer: operations requested, then followed.
+
+    `fail` maps an operation kind to its error; `hooks` maps a kind to a hook run when it ends
+    (e.g. a stop freeing VRAM, a failed GPU start giving its lease back). Operations finish on
+    their first poll.
+    """
+
+    def __init__(self):
+        self.requested: list[tuple[str, list[str], dict]] = []
+        self.fail: dict[str, str] = {}
+        self.hooks: dict[str, Callable[[], None]] = {}
+        self.operations: dict[int, SimpleNamespace] = {}
+
+    def _new(self, kind: str, services: list[str], params: dict) -> SimpleNamespace:
+        self.requested.append((kind, services, params))
+        error = self.fail.get(kind, "")
+        operation = SimpleNamespace(
+            id=len(self.operations) + 1, kind=kind, services=services, status="running", error=error
+        )
+        self.operations[operation.id] = operation
+        return operation
+
+    def request_service_operation(self, kind: str, names: list[str], *, actor: str):
+        return self._new(kind, names, {"actor": actor})
+
+    def request_stack_operation(self, kind: str, *, actor: str, gpu_enabled: bool = False):
+        return self._new(kind, [kind.split("_")[0]], {"actor": actor, "gpu_enabled": gpu_enabled})
+
+    def operation(self, operation_id: int):
+        operation = self.operations[operation_id]
+        if operation.status == "running":
+            operation.status = "failed" if operation.error else "succeeded"
+            if operation.kind in self.hooks:
+                self.hooks[operation.kind]()
+        return operation
+
+    def kinds(self) -> list[str]:
+        return [kind for kind, _, _ in self.requested]
