@@ -7,6 +7,7 @@ run in a second pass with DATABASE_URL set (scripts/test does both passes).
 from __future__ import annotations
 
 import pytest
+from django.conf import settings
 from django.db import connection
 from rest_framework.test import APIClient
 
@@ -22,6 +23,16 @@ def pytest_collection_modifyitems(config, items):
     if drop:
         config.hook.pytest_deselected(items=drop)
         items[:] = keep
+
+
+@pytest.fixture(scope="session")
+def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix, tmp_path_factory):
+    """The SQLite test database is a file in WAL mode, as in production. Django's default, shared-cache
+    memory, takes table locks that fail a concurrent reader (a relay thread, an async view's thread)
+    at once instead of letting it read beside the writer."""
+    database = settings.DATABASES["default"]
+    if database["ENGINE"].endswith("sqlite3"):
+        database.setdefault("TEST", {})["NAME"] = str(tmp_path_factory.mktemp("sqlite") / "test.sqlite3")
 
 
 def client_for_token(token: str) -> APIClient:

@@ -1,17 +1,30 @@
-"""The one writer of the event log. Every app calls record_event inside its own transaction."""
+"""The event log's writer, webhook deliveries and Oracle-fallback notices.
+
+Every app calls record_event inside its own transaction. The functions below it are the only
+code that changes webhook deliveries and Oracle-fallback bursts.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
-from django.db import connection, transaction
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
-from notifications import dispatch
-from notifications.models import Event, Severity
+from notifications import dispatch, webhooks
+from notifications.conf import Webhook, notification_settings
+from notifications.feed import notification
+from notifications.models import DeliveryStatus, Event, OracleFallbackBurst, Severity, WebhookDelivery
 
 # Any constant works; it only has to be the same for every writer of the event log.
 EVENT_ORDER_LOCK = 0x6A1A0E
+ORACLE_FALLBACK = "notification.oracle_fallback"
+# Events about webhooks are never sent to webhooks: a dead one would otherwise feed itself forever.
+UNDELIVERED_PREFIX = "webhook."
+# A claimed delivery is left alone this long beyond its timeout before the ticker retries it.
+CLAIM_MARGIN_SECONDS = 30
 
 
 def _hold_event_order_lock() -> None:
@@ -34,9 +47,10 @@ def record_event(
     subject: tuple[str, Any] | None = None,
     correlation_id: str = "",
 ) -> Event:
-    """Append one event; it is pushed to listeners only once the caller's transaction commits."""
+    """Append one event (and its webhook outbox rows); it is pushed to listeners once committed."""
     subject_kind, subject_id = subject if subject else ("", "")
-    with transaction.atomic():
+    # No savepoint: an event that cannot be written must fail the caller's whole state change.
+    with transaction.atomic(savepoint=False):
         _hold_event_order_lock()
         event = Event.objects.create(
             type=type,
@@ -50,5 +64,266 @@ def record_event(
             correlation_id=str(correlation_id or ""),
             created_at=timezone.now(),
         )
-        transaction.on_commit(lambda: dispatch.event_committed(event))
+        delivery_ids = _create_deliveries(event)
+        transaction.on_commit(lambda: dispatch.event_committed(event.id, delivery_ids))
     return event
+
+
+# --- webhooks -------------------------------------------------------------------------------
+
+
+def _create_deliveries(event: Event) -> list[int]:
+    if event.type.startswith(UNDELIVERED_PREFIX):
+        return []
+    hooks = [hook for hook in notification_settings().webhooks if hook.wants(event.type)]
+    rows = [
+        WebhookDelivery(
+            event=event,
+            webhook=hook.name,
+            url=hook.url,
+            created_at=event.created_at,
+            # Claimed for the on-commit task; the ticker takes over if that task never runs.
+            next_attempt_at=event.created_at + _claim_window(hook),
+        )
+        for hook in hooks
+    ]
+    return [row.id for row in WebhookDelivery.objects.bulk_create(rows)]
+
+
+def _claim_window(hook: Webhook) -> timedelta:
+    return timedelta(seconds=hook.timeout_seconds + CLAIM_MARGIN_SECONDS)
+
+
+def retry_delay(attempt: int) -> float:
+    """Exponential backoff after the given failed attempt: base, 2*base, 4*base ... capped."""
+    config = notification_settings()
+    return min(config.retry_base_seconds * 2 ** (attempt - 1), config.retry_max_seconds)
+
+
+def attempt_delivery(delivery_id: int, attempt: int) -> WebhookDelivery | None:
+    """Make attempt number `attempt` of one delivery, unless another worker already made it."""
+    delivery = WebhookDelivery.objects.select_related("event").filter(id=delivery_id).first()
+    if delivery is None or delivery.status != DeliveryStatus.PENDING:
+        return None
+    hook = notification_settings().webhook_named(delivery.webhook)
+    if hook is None:
+        return _give_up(delivery_id, "the webhook is no longer configured")
+    # why: a task can be queued twice (the ticker re-dispatches after a slow queue); comparing
+    # attempts makes exactly one of them run attempt N.
+    claimed = WebhookDelivery.objects.filter(
+        id=delivery_id, status=DeliveryStatus.PENDING, attempts=attempt - 1
+    ).update(attempts=attempt, next_attempt_at=timezone.now() + _claim_window(hook))
+    if not claimed:
+        return None
+    outcome = webhooks.post(hook, notification(delivery.event), delivery_id)
+    return _record_attempt(delivery_id, attempt, hook, outcome)
+
+
+@transaction.atomic
+def _record_attempt(
+    delivery_id: int, attempt: int, hook: Webhook, outcome: webhooks.Outcome
+) -> WebhookDelivery:
+    delivery = WebhookDelivery.objects.select_for_update().get(id=delivery_id)
+    now = timezone.now()
+    delivery.attempt_log = [
+        *delivery.attempt_log,
+        {
+            "attempt": attempt,
+            "at": now.isoformat(),
+            "status_code": outcome.status_code,
+            "error": outcome.error,
+            "duration_ms": outcome.duration_ms,
+        },
+    ]
+    delivery.last_status_code, delivery.last_error = outcome.status_code, outcome.error
+    if outcome.ok:
+        delivery.status, delivery.delivered_at, delivery.next_attempt_at = DeliveryStatus.DELIVERED, now, None
+    elif attempt >= hook.max_attempts:
+        delivery.status, delivery.next_attempt_at = DeliveryStatus.FAILED, None
+        _record_gave_up(delivery)
+    else:
+        delivery.next_attempt_at = now + timedelta(seconds=retry_delay(attempt))
+    delivery.save()
+    return delivery
+
+
+@transaction.atomic
+def _give_up(delivery_id: int, reason: str) -> WebhookDelivery | None:
+    delivery = WebhookDelivery.objects.select_for_update().get(id=delivery_id)
+    if delivery.status != DeliveryStatus.PENDING:
+        return None
+    delivery.status, delivery.next_attempt_at, delivery.last_error = DeliveryStatus.FAILED, None, reason
+    delivery.save()
+    _record_gave_up(delivery)
+    return delivery
+
+
+def _record_gave_up(delivery: WebhookDelivery) -> None:
+    record_event(
+        "webhook.gave_up",
+        f"Webhook {delivery.webhook} gave up on event #{delivery.event_id}",
+        f"After {delivery.attempts} attempt(s): {delivery.last_error or delivery.last_status_code}",
+        severity=Severity.WARNING,
+        data={"delivery_id": delivery.id, "event_id": delivery.event_id, "attempts": delivery.attempts},
+        subject=("webhook_delivery", delivery.id),
+    )
+
+
+def retry_failed_deliveries(delivery_ids: list[int], actor: str) -> int:
+    """Operator action: give failed deliveries one more attempt now. Returns how many."""
+    with transaction.atomic():
+        retried = WebhookDelivery.objects.filter(id__in=delivery_ids, status=DeliveryStatus.FAILED).update(
+            status=DeliveryStatus.PENDING, next_attempt_at=timezone.now()
+        )
+        if retried:
+            record_event(
+                "webhook.retried",
+                f"{retried} failed webhook deliveries retried by {actor}",
+                actor=actor,
+                data={"delivery_ids": sorted(delivery_ids), "retried": retried},
+            )
+    return retried
+
+
+def dispatch_due_deliveries(limit: int = 200) -> int:
+    """Ticker: hand every delivery whose retry time has come to the worker. Returns how many."""
+    now, config = timezone.now(), notification_settings()
+    due = WebhookDelivery.objects.filter(status=DeliveryStatus.PENDING, next_attempt_at__lte=now)
+    rows = due.order_by("next_attempt_at").values_list("id", "webhook", "attempts")[:limit]
+    dispatched = 0
+    for delivery_id, webhook, attempts in rows:
+        hook = config.webhook_named(webhook)
+        window = _claim_window(hook) if hook else timedelta(seconds=CLAIM_MARGIN_SECONDS)
+        # why: several tickers may run; the conditional update lets one of them dispatch each retry.
+        claimed = WebhookDelivery.objects.filter(id=delivery_id, attempts=attempts, next_attempt_at__lte=now)
+        if claimed.update(next_attempt_at=now + window):
+            dispatch.enqueue_delivery(delivery_id, attempts + 1)
+            dispatched += 1
+    return dispatched
+
+
+# --- Oracle fallback ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class OracleFallbackReport:
+    burst: OracleFallbackBurst
+    deduplicated: bool
+
+    def body(self) -> dict[str, Any]:
+        return {
+            "success": True,
+            "notification_id": str(self.burst.first_event_id),
+            "event_id": self.burst.first_event_id,
+            "deduplicated": self.deduplicated,
+            "count": self.burst.count,
+            "window_ends_at": self.burst.window_ends_at.isoformat(),
+        }
+
+
+def report_oracle_fallback(
+    fallback_model: str,
+    original_role: str,
+    reason: str = "",
+    timestamp: datetime | None = None,
+    actor: str = "system",
+) -> OracleFallbackReport:
+    """Store and broadcast the notice, or fold it into the open burst of the same model and role."""
+    try:
+        return _report_oracle_fallback(fallback_model, original_role, reason, timestamp, actor)
+    except IntegrityError:
+        # why: two first notices raced; the open-burst constraint let one open it, so fold into it.
+        return _report_oracle_fallback(fallback_model, original_role, reason, timestamp, actor)
+
+
+@transaction.atomic
+def _report_oracle_fallback(
+    fallback_model: str, original_role: str, reason: str, timestamp: datetime | None, actor: str
+) -> OracleFallbackReport:
+    now = timezone.now()
+    burst = (
+        OracleFallbackBurst.objects.select_for_update()
+        .filter(fallback_model=fallback_model, original_role=original_role, closed_at__isnull=True)
+        .first()
+    )
+    if burst and burst.window_ends_at > now:
+        burst.repeats += 1
+        burst.last_reason = reason or burst.last_reason
+        burst.save(update_fields=["repeats", "last_reason"])
+        return OracleFallbackReport(burst, deduplicated=True)
+    if burst:
+        _close_burst(burst, now)
+    event = record_event(
+        ORACLE_FALLBACK,
+        f"Cloud model {fallback_model} is answering as {original_role}",
+        f"Prime was unavailable, so {fallback_model} answered for {original_role}."
+        + (f" Reason: {reason}" if reason else ""),
+        actor=actor,
+        severity=Severity.WARNING,
+        data={
+            "fallback_model": fallback_model,
+            "original_role": original_role,
+            "reason": reason,
+            "reported_at": timestamp.isoformat() if timestamp else None,
+            "count": 1,
+            "summary": False,
+        },
+        subject=("oracle_fallback", original_role),
+    )
+    window = timedelta(seconds=notification_settings().oracle_dedup_window_seconds)
+    burst = OracleFallbackBurst.objects.create(
+        fallback_model=fallback_model,
+        original_role=original_role,
+        first_event=event,
+        last_reason=reason,
+        opened_at=now,
+        window_ends_at=now + window,
+    )
+    return OracleFallbackReport(burst, deduplicated=False)
+
+
+def _close_burst(burst: OracleFallbackBurst, now: datetime) -> None:
+    """End a burst; when notices were folded into it, tell users how many in one summary event."""
+    if burst.repeats:
+        seconds = int((burst.window_ends_at - burst.opened_at).total_seconds())
+        burst.summary_event = record_event(
+            ORACLE_FALLBACK,
+            f"Cloud model {burst.fallback_model} answered as {burst.original_role} {burst.count} times",
+            f"{burst.count} fallback notices within {seconds} s; {burst.repeats} were folded into this one."
+            + (f" Last reason: {burst.last_reason}" if burst.last_reason else ""),
+            severity=Severity.WARNING,
+            data={
+                "fallback_model": burst.fallback_model,
+                "original_role": burst.original_role,
+                "reason": burst.last_reason,
+                "count": burst.count,
+                "summary": True,
+                "first_event_id": burst.first_event_id,
+                "window_seconds": seconds,
+            },
+            subject=("oracle_fallback", burst.original_role),
+            correlation_id=str(burst.first_event_id),
+        )
+    burst.closed_at = now
+    burst.save(update_fields=["summary_event", "closed_at"])
+
+
+def close_expired_oracle_bursts(limit: int = 100) -> int:
+    """Ticker: close bursts whose window has passed, sending their summaries. Returns how many."""
+    now = timezone.now()
+    expired = OracleFallbackBurst.objects.filter(closed_at__isnull=True, window_ends_at__lte=now)
+    return sum(
+        _close_expired_burst(burst_id, now) for burst_id in expired.values_list("id", flat=True)[:limit]
+    )
+
+
+@transaction.atomic
+def _close_expired_burst(burst_id: int, now: datetime) -> bool:
+    # why: a notice may be closing the same burst right now; the row lock lets exactly one close it.
+    burst = (
+        OracleFallbackBurst.objects.select_for_update().filter(id=burst_id, closed_at__isnull=True).first()
+    )
+    if burst is None or burst.window_ends_at > now:
+        return False
+    _close_burst(burst, now)
+    return True

@@ -1,6 +1,10 @@
 from rest_framework import mixins, serializers, viewsets
+from rest_framework.response import Response
+from rest_framework.views import APIView
 
-from notifications.api.serializers import EventSerializer
+from gaiaorch.auth import actor_name
+from notifications import services
+from notifications.api.serializers import EventSerializer, OracleFallbackSerializer
 from notifications.models import Event
 
 
@@ -26,3 +30,13 @@ class EventViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Ge
         if after is not None:
             return queryset.filter(id__gt=after).order_by("id")
         return queryset.order_by("-id")
+
+
+class OracleFallbackView(APIView):
+    """POST /notify/oracle-fallback: store and broadcast the notice (bursts are folded)."""
+
+    def post(self, request):
+        notice = OracleFallbackSerializer(data=request.data)
+        notice.is_valid(raise_exception=True)
+        report = services.report_oracle_fallback(**notice.validated_data, actor=actor_name(request.user))
+        return Response(report.body())

@@ -107,3 +107,10 @@ def test_it_refuses_to_update_an_event_on_postgres(db):
     with pytest.raises(Exception, match="append-only"), transaction.atomic():
         Event.objects.filter(id=event.id).update(title="rewritten")
     assert Event.objects.get(id=event.id).title == "GPU 0 granted to gaia-study"
+
+
+def test_it_puts_a_live_event_panel_on_the_admin_list(client, django_user_model, db):
+    client.force_login(django_user_model.objects.create_superuser("root", password="x" * 12))
+    listing = client.get("/admin/notifications/event/")
+    assert b'id="live-events"' in listing.content
+    assert b"notifications/live-events.js" in listing.content

@@ -1,0 +1,228 @@
+"""WS /ws/notifications: every event in id order, with replay and type filters.
+
+Each connection has a cursor (the last event id it has accounted for), a pump that moves events
+past the cursor into a bounded queue, and a sender that drains the queue into the socket. Replay
+and live delivery are the same loop reading by id, so there is no seam to gap or duplicate at.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from functools import partial
+from urllib.parse import parse_qs, urlparse
+
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncWebsocketConsumer
+from django.conf import settings
+from django.http.request import validate_host
+from rest_framework.authtoken.models import Token
+
+from gaiaorch.errors import InvalidRequest
+from notifications import feed
+from notifications.conf import notification_settings
+from notifications.hub import FETCH_BATCH, hub_for_running_loop
+
+logger = logging.getLogger(__name__)
+
+CLOSE_UNAUTHORIZED = 4401
+CLOSE_BAD_REQUEST = 4400
+CLOSE_TOO_SLOW = 4008
+CLOSE_SERVER_ERROR = 1011
+MAX_TYPE_PATTERNS = 50
+
+
+class SlowClient(Exception):
+    pass
+
+
+class NotificationConsumer(AsyncWebsocketConsumer):
+    tasks: list[asyncio.Task]
+
+    async def connect(self) -> None:
+        self.tasks, self.hub, self.gauge = [], None, TransportGauge()
+        self.params = parse_qs(self.scope.get("query_string", b"").decode("latin-1"))
+        if not await self.authenticated():
+            await self.close(code=CLOSE_UNAUTHORIZED)  # before accept: daphne answers 403
+            return
+        try:
+            after, self.wants = stream_options(self.params)
+        except InvalidRequest as error:
+            await self.accept()
+            await self.send(text_data=json.dumps(error.body()))
+            await self.close(code=CLOSE_BAD_REQUEST)
+            return
+        await self.start_stream(after)
+
+    async def start_stream(self, after: int | None) -> None:
+        config = notification_settings()
+        self.queue: asyncio.Queue[str] = asyncio.Queue(maxsize=config.client_queue_size)
+        self.slow_after = config.slow_client_timeout_seconds
+        self.hub = hub_for_running_loop()
+        await self.hub.join(self)
+        cursor = self.hub.last_id if after is None else await replay_cursor(after, config.replay_limit)
+        self.gauge = TransportGauge.attach(self.base_send)
+        await self.accept()
+        self.tasks = [asyncio.create_task(self.pump(cursor)), asyncio.create_task(self.drain())]
+
+    async def disconnect(self, code: int) -> None:
+        for task in self.tasks:
+            task.cancel()
+        self.gauge.detach()
+        if self.hub is not None:
+            await self.hub.leave(self)
+
+    async def receive(self, text_data=None, bytes_data=None) -> None:
+        """Clients only listen; anything they send is ignored."""
+
+    async def authenticated(self) -> bool:
+        token = self.params.get("token", [""])[-1] or header_token(self.scope)
+        if token:
+            return await token_is_valid(token)
+        user = self.scope.get("user")
+        return bool(user and user.is_authenticated and user.is_staff and same_origin(self.scope))
+
+    async def pump(self, cursor: int) -> None:
+        """Move every wanted event after the cursor into the queue, in id order, forever."""
+        try:
+            while True:
+                advanced, upto = self.hub.advanced, self.hub.last_id
+                if cursor >= upto:
+                    await advanced.wait()
+                    continue
+                items = self.hub.items_after(cursor)
+                if items is None:  # behind the hub's ring: catch up from the database
+                    items = await read_items(cursor, upto)
+                    upto = upto if len(items) < FETCH_BATCH else items[-1].id
+                for item in items:
+                    if self.wants(item.type):
+                        await self.enqueue(item.text)
+                cursor = upto
+        except SlowClient:
+            logger.warning("dropping a client that stopped reading (%s)", self.scope.get("client"))
+            await self.close(code=CLOSE_TOO_SLOW)
+        except Exception:  # e.g. the database went away: the client reconnects with ?after=
+            logger.exception("notification stream failed; closing the connection")
+            await self.close(code=CLOSE_SERVER_ERROR)
+
+    async def enqueue(self, text: str) -> None:
+        if not self.queue.full():
+            self.queue.put_nowait(text)
+            return
+        try:
+            await asyncio.wait_for(self.queue.put(text), self.slow_after)
+        except TimeoutError:
+            raise SlowClient from None
+
+    async def drain(self) -> None:
+        while True:
+            text = await self.queue.get()
+            await self.gauge.writable()
+            await self.send(text_data=text)
+
+
+def stream_options(params: dict[str, list[str]]):
+    """`?after=<id>` (replay from there) and `?types=a.*,b` (repeatable)."""
+    after = params.get("after", [None])[-1]
+    if after is not None and (not (after.isascii() and after.isdigit()) or len(after) > 18):
+        raise InvalidRequest("after must be an event id (a non-negative integer).", field="after")
+    patterns = [p.strip() for raw in params.get("types", []) for p in raw.split(",") if p.strip()]
+    if len(patterns) > MAX_TYPE_PATTERNS or any(len(p) > 64 for p in patterns):
+        raise InvalidRequest(
+            f"types takes at most {MAX_TYPE_PATTERNS} patterns, 64 characters each.", field="types"
+        )
+    return (None if after is None else int(after)), feed.type_filter(patterns)
+
+
+def header_token(scope) -> str:
+    for name, value in scope.get("headers", []):
+        if name == b"authorization":
+            scheme, _, key = value.decode("latin-1").partition(" ")
+            return key.strip() if scheme.lower() == "token" else ""
+    return ""
+
+
+def same_origin(scope) -> bool:
+    """Session logins come from browsers: refuse pages of other sites riding the admin's cookie."""
+    origin = next((value for name, value in scope.get("headers", []) if name == b"origin"), None)
+    if origin is None:
+        return True
+    host = urlparse(origin.decode("latin-1")).hostname or ""
+    return validate_host(host, settings.ALLOWED_HOSTS)
+
+
+@database_sync_to_async
+def token_is_valid(key: str) -> bool:
+    return Token.objects.filter(key=key, user__is_active=True).exists()
+
+
+@database_sync_to_async
+def replay_cursor(after: int, limit: int) -> int:
+    return feed.replay_cursor(after, limit)
+
+
+@database_sync_to_async
+def read_items(cursor: int, upto: int) -> list[feed.FeedItem]:
+    return feed.items_after(cursor, upto, FETCH_BATCH)
+
+
+class TransportGauge:
+    """Tells the sender when the client's socket can take more.
+
+    Under daphne it is registered as a Twisted streaming producer on the connection's socket, so
+    Twisted pauses it when the client stops reading and the send buffer fills; the queue then fills and the
+    client is dropped. Under other servers it is always writable.
+    """
+
+    def __init__(self, transport=None) -> None:
+        self.transport = transport
+        self._writable = asyncio.Event()
+        self._writable.set()
+
+    @classmethod
+    def attach(cls, send) -> TransportGauge:
+        transport = getattr(daphne_protocol(send), "transport", None)
+        gauge = cls(transport)
+        if transport is not None:
+            try:
+                # Daphne leaves the HTTP channel registered after the upgrade; the socket is ours now.
+                if getattr(transport, "producer", None) is not None:
+                    transport.unregisterProducer()
+                transport.registerProducer(gauge, True)
+            except Exception:
+                logger.warning("cannot watch this connection's send buffer", exc_info=True)
+                gauge.transport = None
+        return gauge
+
+    def detach(self) -> None:
+        if self.transport is not None:
+            try:
+                self.transport.unregisterProducer()
+            except Exception:
+                logger.debug("connection gone before its producer was removed", exc_info=True)
+
+    async def writable(self) -> None:
+        await self._writable.wait()
+
+    # Twisted's IPushProducer, called on the event loop's thread (daphne runs Twisted on asyncio).
+    def pauseProducing(self) -> None:
+        self._writable.clear()
+
+    def resumeProducing(self) -> None:
+        self._writable.set()
+
+    def stopProducing(self) -> None:
+        self._writable.set()
+
+
+def daphne_protocol(send):
+    """Daphne's send is a functools.partial bound to the connection; Channels' session middleware
+    wraps it (keeping it as `real_send`). Returns the connection, or None under other servers."""
+    for _ in range(8):
+        if isinstance(send, partial):
+            return next((arg for arg in send.args if hasattr(arg, "registerProducer")), None)
+        send = getattr(getattr(send, "__self__", None), "real_send", None)
+        if send is None:
+            return None
+    return None

@@ -1,0 +1,201 @@
+import asyncio
+
+import pytest
+from channels.db import database_sync_to_async
+from django.db import DatabaseError
+from django.test import Client
+
+from notifications import consumers, dispatch
+from notifications.models import Event
+from notifications.tests.conftest import emit, fresh_redis, receive_all
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+async def test_it_refuses_a_connection_without_credentials(connect):
+    _, connected, code = await connect(token=None)
+    assert (connected, code) == (False, consumers.CLOSE_UNAUTHORIZED)
+
+
+async def test_it_refuses_a_wrong_token(connect):
+    _, connected, _ = await connect(token="not-a-token")
+    assert not connected
+
+
+async def test_it_accepts_a_token_in_the_authorization_header(connect, web_token):
+    _, connected, _ = await connect(token=None, headers=[(b"authorization", f"Token {web_token}".encode())])
+    assert connected
+
+
+def session_cookie(user) -> bytes:
+    browser = Client()
+    browser.force_login(user)
+    return f"sessionid={browser.cookies['sessionid'].value}".encode()
+
+
+async def test_it_accepts_an_admin_session(connect, operator):
+    cookie = await database_sync_to_async(session_cookie)(operator)
+    _, connected, _ = await connect(
+        token=None, headers=[(b"cookie", cookie), (b"origin", b"http://127.0.0.1:6410")]
+    )
+    assert connected
+
+
+async def test_it_refuses_an_admin_session_from_another_site(connect, operator):
+    cookie = await database_sync_to_async(session_cookie)(operator)
+    _, connected, _ = await connect(
+        token=None, headers=[(b"cookie", cookie), (b"origin", b"https://evil.example")]
+    )
+    assert not connected
+
+
+async def test_it_refuses_the_session_of_a_user_who_is_not_staff(connect, django_user_model):
+    mallory = await database_sync_to_async(django_user_model.objects.create_user)(
+        "mallory", password="x" * 12
+    )
+    cookie = await database_sync_to_async(session_cookie)(mallory)
+    _, connected, _ = await connect(token=None, headers=[(b"cookie", cookie)])
+    assert not connected
+
+
+async def test_it_pushes_a_new_event_in_the_notification_shape(connect):
+    socket, _, _ = await connect()
+    event = await emit("lease.granted", "GPU 0 granted to gaia-study", "by FIFO", data={"gpu": 0})
+    pushed = await socket.receive_json_from(timeout=5)
+    assert pushed["id"] == event.id
+    assert pushed["notification_id"] == str(event.id)
+    assert pushed["notification_type"] == "lease.granted"
+    assert (pushed["title"], pushed["message"], pushed["data"]) == (
+        "GPU 0 granted to gaia-study",
+        "by FIFO",
+        {"gpu": 0},
+    )
+    assert pushed["timestamp"] == event.created_at.isoformat()
+    assert pushed["severity"] == "info"
+
+
+async def test_it_pushes_events_in_id_order(connect):
+    socket, _, _ = await connect()
+    made = [(await emit("lease.granted", f"grant {n}")).id for n in range(20)]
+    assert [pushed["id"] for pushed in await receive_all(socket, 20)] == made
+
+
+async def test_it_sends_events_written_by_another_process_without_a_wake_up(connect):
+    socket, _, _ = await connect()
+    # Another process writes the row and its announcement never reaches us: the relay's poll must.
+    event = await database_sync_to_async(Event.objects.create)(
+        type="worker.ping", title="from the worker", actor="worker", created_at="2026-01-01T00:00:00Z"
+    )
+    assert (await socket.receive_json_from(timeout=2))["id"] == event.id
+
+
+async def test_it_replays_missed_events_then_continues_live_without_gap_or_duplicate(connect):
+    seen = (await emit("test.ping", "seen before the disconnect")).id
+    missed = [(await emit("test.ping", f"missed {n}")).id for n in range(5)]
+    socket, _, _ = await connect(f"after={seen}")
+    live = [(await emit("test.ping", f"live {n}")).id for n in range(5)]
+    received = [pushed["id"] for pushed in await receive_all(socket, 10)]
+    assert received == missed + live
+    assert await socket.receive_nothing(timeout=0.3)
+
+
+async def test_it_bounds_the_replay_to_the_most_recent_events(connect, notifications_config):
+    notifications_config(replay_limit=3)
+    ids = [(await emit("test.ping", f"old {n}")).id for n in range(6)]
+    socket, _, _ = await connect("after=0")
+    assert [pushed["id"] for pushed in await receive_all(socket, 3)] == ids[-3:]
+    assert await socket.receive_nothing(timeout=0.3)
+
+
+async def test_it_replays_from_the_database_when_behind_the_relays_memory(connect, monkeypatch):
+    monkeypatch.setattr("notifications.hub.RING_SIZE", 2)
+    first = await connect()
+    first_socket = first[0]
+    ids = [(await emit("test.ping", f"burst {n}")).id for n in range(8)]
+    assert [p["id"] for p in await receive_all(first_socket, 8)] == ids
+    late, _, _ = await connect(f"after={ids[0]}")
+    assert [p["id"] for p in await receive_all(late, 7)] == ids[1:]
+
+
+@pytest.mark.parametrize(
+    ("types", "wanted"),
+    [
+        ("handoff.*", ["handoff.started", "handoff.completed"]),
+        ("lease", ["lease.granted"]),
+        ("lease.granted,notification.*", ["lease.granted", "notification.oracle_fallback"]),
+    ],
+)
+async def test_it_sends_only_the_types_asked_for(connect, types, wanted):
+    socket, _, _ = await connect(f"types={types}")
+    for event_type in ["handoff.started", "lease.granted", "leases.other", "notification.oracle_fallback"]:
+        await emit(event_type, event_type)
+    await emit("handoff.completed", "done")
+    received = [pushed["notification_type"] for pushed in await receive_all(socket, len(wanted))]
+    assert received == wanted
+    assert await socket.receive_nothing(timeout=0.3)
+
+
+async def test_it_explains_a_bad_after_and_closes(connect):
+    socket, connected, _ = await connect("after=yesterday")
+    assert connected
+    error = await socket.receive_json_from(timeout=2)
+    assert (error["error"], error["field"]) == ("invalid_request", "after")
+    assert (await socket.receive_output(timeout=2))["code"] == consumers.CLOSE_BAD_REQUEST
+
+
+async def test_it_drops_a_client_that_stops_reading_without_delaying_others(
+    connect, notifications_config, monkeypatch
+):
+    notifications_config(client_queue_size=3, slow_client_timeout_seconds=0.2)
+    stalled = consumers.TransportGauge()
+    stalled.pauseProducing()  # what daphne does when the client's socket buffer is full
+    gauges = iter([stalled, consumers.TransportGauge()])
+    monkeypatch.setattr(consumers.TransportGauge, "attach", classmethod(lambda cls, send: next(gauges)))
+    slow, _, _ = await connect()
+    fast, _, _ = await connect()
+    made = [(await emit("test.ping", f"n{n}")).id for n in range(10)]
+    assert [p["id"] for p in await receive_all(fast, 10)] == made
+    assert (await slow.receive_output(timeout=2)) == {
+        "type": "websocket.close",
+        "code": consumers.CLOSE_TOO_SLOW,
+    }
+
+
+async def test_it_announces_an_event_committed_inside_an_event_loop(connect):
+    socket, _, _ = await connect()
+    event = await emit("test.ping", "from a worker thread")
+    dispatch.announce(event.id)  # called with a running loop: must schedule, not raise
+    assert (await socket.receive_json_from(timeout=2))["id"] == event.id
+    await asyncio.sleep(0.05)
+    assert not dispatch._announcements
+
+
+@pytest.mark.slow
+@pytest.mark.redis
+async def test_it_is_woken_through_redis_long_before_its_next_poll(connect, notifications_config, settings):
+    settings.CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {"hosts": [fresh_redis()]},
+        }
+    }
+    notifications_config(relay_poll_ms=10_000)
+    socket, _, _ = await connect()
+    event = await database_sync_to_async(Event.objects.create)(
+        type="worker.ping", title="written elsewhere", actor="worker", created_at="2026-01-01T00:00:00Z"
+    )
+    assert await socket.receive_nothing(timeout=1)  # no wake-up yet, and the next poll is 10 s away
+    await asyncio.to_thread(dispatch.announce, event.id)  # what the writing process does after commit
+    assert (await socket.receive_json_from(timeout=2))["id"] == event.id
+
+
+async def test_it_closes_the_stream_when_the_event_log_cannot_be_read(connect, monkeypatch):
+    monkeypatch.setattr("notifications.hub.RING_SIZE", 0)  # every connection reads the database itself
+
+    async def unreadable(*args):
+        raise DatabaseError("the database is gone")
+
+    monkeypatch.setattr(consumers, "read_items", unreadable)
+    socket, _, _ = await connect()
+    await emit("test.ping", "unreadable")
+    assert (await socket.receive_output(timeout=3))["code"] == consumers.CLOSE_SERVER_ERROR
