@@ -3,6 +3,7 @@
 from rest_framework import serializers
 
 from containers.models import Container, Operation, OperationStep, SwapTarget
+from gaiaorch.serializers import StepRecordSerializer
 
 
 class CandidateStartSerializer(serializers.Serializer):
@@ -14,11 +15,6 @@ class SwapSerializer(serializers.Serializer):
     target = serializers.ChoiceField(choices=SwapTarget.choices, default=SwapTarget.CANDIDATE)
 
 
-class ErrorSerializer(serializers.Serializer):
-    error = serializers.CharField()
-    detail = serializers.CharField()
-
-
 class OperationAcceptedSerializer(serializers.Serializer):
     operation_id = serializers.IntegerField()
     kind = serializers.CharField()
@@ -27,14 +23,8 @@ class OperationAcceptedSerializer(serializers.Serializer):
     services = serializers.ListField(child=serializers.CharField())
 
 
-class StepSerializer(serializers.Serializer):
-    name = serializers.CharField()
+class StepSerializer(StepRecordSerializer):
     service = serializers.CharField()
-    outcome = serializers.CharField()
-    detail = serializers.CharField()
-    figures = serializers.DictField()
-    started_at = serializers.DateTimeField()
-    finished_at = serializers.DateTimeField(allow_null=True)
 
 
 class OperationDetailSerializer(OperationAcceptedSerializer):

@@ -12,13 +12,13 @@ from containers.serializers import (
     CandidateStartSerializer,
     ContainerRowSerializer,
     ContainerStatusSerializer,
-    ErrorSerializer,
     OperationAcceptedSerializer,
     OperationDetailSerializer,
     OperationRowSerializer,
     SwapSerializer,
 )
 from gaiaorch.auth import actor_name
+from gaiaorch.serializers import ErrorSerializer
 
 OPERATION_RESPONSES = {
     202: OperationAcceptedSerializer,

@@ -1,5 +1,6 @@
 from rest_framework import serializers
 
+from gaiaorch.serializers import StepRecordSerializer
 from handoffs.models import Handoff, HandoffType
 
 
@@ -13,15 +14,6 @@ class StartSeedSerializer(serializers.Serializer):
 class StartSerializer(StartSeedSerializer):
     type = serializers.ChoiceField(choices=HandoffType.choices)
     gpu = serializers.IntegerField(required=False, min_value=0, default=0)
-
-
-class PhaseRecordSerializer(serializers.Serializer):
-    name = serializers.CharField()
-    started_at = serializers.DateTimeField()
-    finished_at = serializers.DateTimeField(allow_null=True)
-    outcome = serializers.CharField()
-    detail = serializers.CharField()
-    figures = serializers.DictField()
 
 
 class StartedSerializer(serializers.Serializer):
@@ -57,13 +49,13 @@ class StatusSerializer(serializers.Serializer):
     warnings = serializers.ListField(child=serializers.DictField())
     lease_id = serializers.UUIDField(allow_null=True)
     fencing_token = serializers.IntegerField(allow_null=True)
-    phases = PhaseRecordSerializer(many=True)
+    phases = StepRecordSerializer(many=True)
 
 
 class HandoffSerializer(serializers.ModelSerializer):
     handoff_id = serializers.UUIDField(source="id", read_only=True)
     progress_pct = serializers.IntegerField(read_only=True)
-    phases = PhaseRecordSerializer(many=True, read_only=True)
+    phases = StepRecordSerializer(many=True, read_only=True)
     status_url = serializers.SerializerMethodField()
 
     class Meta:
