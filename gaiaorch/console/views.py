@@ -50,6 +50,7 @@ def dashboard(request: HttpRequest) -> TemplateResponse:
     context = {
         **admin.site.each_context(request),
         "title": "Operator dashboard",
+        "is_nav_sidebar_enabled": False,  # the panels need the page's full width
         "snapshot": snapshot(),
         "handoff_types": list(handoffs_config.load().types),
     }
@@ -81,6 +82,7 @@ def action(request: HttpRequest, name: str) -> HttpResponse:
     context = {
         **admin.site.each_context(request),
         "title": operator_action.title,
+        "is_nav_sidebar_enabled": False,
         "operator_action": operator_action,
         "form": form,
     }

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 from django.contrib.messages import get_messages
+from django.test import Client
 
 from containers import services as containers
 from containers.models import Operation, OperationKind, OperationStatus
@@ -262,3 +263,25 @@ def test_it_shows_a_busy_stack_as_a_message(console):
 
 def test_it_answers_404_for_an_unknown_action(console):
     assert console.get(action_url("format-disk")).status_code == 404
+
+
+def test_it_refuses_a_post_without_the_csrf_token(operator, fake_gpu):
+    browser = Client(enforce_csrf_checks=True)
+    browser.force_login(operator)
+    lease = prime_holds_gpu()
+    response = browser.post(action_url("revoke-lease"), {"lease_id": lease.id, "reason": "forged"})
+    assert response.status_code == 403
+    lease.refresh_from_db()
+    assert lease.status == LeaseStatus.ACTIVE
+
+
+def test_it_accepts_the_confirmation_form_with_its_csrf_token(operator, fake_gpu):
+    browser = Client(enforce_csrf_checks=True)
+    browser.force_login(operator)
+    lease = prime_holds_gpu()
+    page = browser.get(action_url("revoke-lease"), {"lease_id": lease.id})
+    token = page.context["csrf_token"]
+    answer = {"lease_id": lease.id, "reason": "confirmed", "csrfmiddlewaretoken": token}
+    assert browser.post(action_url("revoke-lease"), answer).status_code == 302
+    lease.refresh_from_db()
+    assert lease.status == LeaseStatus.REVOKED

@@ -9,7 +9,7 @@
     for (const [key, value] of Object.entries(attrs || {})) {
       if (value !== null && value !== undefined) node.setAttribute(key, value);
     }
-    for (const child of children.flat()) {
+    for (const child of children.flat(Infinity)) {
       if (child === null || child === undefined) continue;
       node.append(child instanceof Node ? child : document.createTextNode(String(child)));
     }
@@ -23,7 +23,7 @@
   }
 
   function time(iso) {
-    return iso ? new Date(iso).toLocaleTimeString() : "—";
+    return iso ? new Date(iso).toLocaleTimeString([], { hour12: false }) : "—";
   }
 
   function gib(mib) {
@@ -132,7 +132,7 @@
   }
 
   function replace(id, ...children) {
-    document.getElementById(id).replaceChildren(...children.flat().filter((child) => child !== null));
+    document.getElementById(id).replaceChildren(...children.flat(Infinity).filter((child) => child !== null));
   }
 
   function draw(snapshot) {
