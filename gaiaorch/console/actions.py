@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from django import forms
+from django.urls import reverse
+from django.utils.http import urlencode
 
 from containers import config as containers_config
 from containers import services as containers
@@ -36,6 +38,16 @@ class CandidateStartForm(ReasonForm):
     gpu_enabled = forms.BooleanField(
         required=False, label="With GPU", help_text="Take a GPU lease for the candidate stack first."
     )
+
+
+def _configured_services() -> list[tuple[str, str]]:
+    return [
+        (name, f"{name} ({service.stack})") for name, service in containers_config.current().services.items()
+    ]
+
+
+class ServicesForm(ReasonForm):
+    services = forms.MultipleChoiceField(choices=_configured_services, widget=forms.CheckboxSelectMultiple)
 
 
 def _swappable() -> list[tuple[str, str]]:
@@ -73,6 +85,12 @@ class OperatorAction:
     perform: Callable[[str, str, dict[str, Any]], str]
     danger: bool = True
 
+    def url(self, **query: Any) -> str:
+        """The confirmation page, prefilled; admin list actions redirect here."""
+        return reverse("console-action", args=[self.name]) + (
+            f"?{urlencode(query, doseq=True)}" if query else ""
+        )
+
 
 def _revoke(actor: str, reason: str, params: dict[str, Any]) -> str:
     lease = leases.revoke(params["lease_id"], actor=actor, reason=reason)
@@ -87,6 +105,14 @@ def _cancel_lease(actor: str, reason: str, params: dict[str, Any]) -> str:
 def _stack(kind: str) -> Callable[[str, str, dict[str, Any]], str]:
     def perform(actor: str, reason: str, params: dict[str, Any]) -> str:
         operation = containers.request_stack_operation(kind, actor=actor, reason=reason, **params)
+        return _queued(operation)
+
+    return perform
+
+
+def _services(kind: str) -> Callable[[str, str, dict[str, Any]], str]:
+    def perform(actor: str, reason: str, params: dict[str, Any]) -> str:
+        operation = containers.request_service_operation(kind, params["services"], actor=actor, reason=reason)
         return _queued(operation)
 
     return perform
@@ -156,6 +182,28 @@ ACTIONS = {
             "Every candidate service stops and its GPU lease is released.",
             ReasonForm,
             _stack(OperationKind.CANDIDATE_STOP),
+        ),
+        OperatorAction(
+            "service-start",
+            "Start services",
+            "The chosen services start, with the services they depend on, and must turn healthy.",
+            ServicesForm,
+            _services(OperationKind.SERVICE_START),
+            danger=False,
+        ),
+        OperatorAction(
+            "service-stop",
+            "Stop services",
+            "The chosen services stop, with the services that depend on them (dependents first).",
+            ServicesForm,
+            _services(OperationKind.SERVICE_STOP),
+        ),
+        OperatorAction(
+            "service-restart",
+            "Restart services",
+            "The chosen services stop and start again, and must turn healthy.",
+            ServicesForm,
+            _services(OperationKind.SERVICE_RESTART),
         ),
         OperatorAction(
             "swap",

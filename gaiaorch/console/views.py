@@ -61,14 +61,18 @@ def feed(request: HttpRequest) -> JsonResponse:
     return JsonResponse(snapshot(), encoder=DjangoJSONEncoder)
 
 
+def _prefill(query) -> dict[str, Any]:
+    """Query parameters as form initial values; repeated ones (several services) as lists."""
+    return {key: values if len(values) > 1 else values[0] for key, values in query.lists()}
+
+
 def action(request: HttpRequest, name: str) -> HttpResponse:
     """GET: the confirmation form (prefilled from the query). POST: call the one service, report."""
     operator_action = ACTIONS.get(name)
     if operator_action is None:
         raise Http404(f"No console action {name!r}.")
-    form = operator_action.form(
-        request.POST if request.method == "POST" else None, initial=request.GET.dict()
-    )
+    data = request.POST if request.method == "POST" else None
+    form = operator_action.form(data, initial=_prefill(request.GET))
     if request.method == "POST" and form.is_valid():
         params = dict(form.cleaned_data)
         reason = params.pop("reason")

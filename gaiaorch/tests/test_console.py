@@ -285,3 +285,20 @@ def test_it_accepts_the_confirmation_form_with_its_csrf_token(operator, fake_gpu
     assert browser.post(action_url("revoke-lease"), answer).status_code == 302
     lease.refresh_from_db()
     assert lease.status == LeaseStatus.REVOKED
+
+
+def test_it_prefills_several_services_and_stops_them_with_the_reason(console, monkeypatch):
+    calls = []
+
+    def request_service_operation(kind, names, **options):
+        calls.append((kind, names, options))
+        return Operation(id=9, kind=kind, services=names)
+
+    monkeypatch.setattr(containers, "request_service_operation", request_service_operation)
+    page = console.get(action_url("service-stop"), {"services": ["gaia-web", "gaia-mcp"]})
+    assert page.content.count(b" checked>") == 2
+    answer = {"services": ["gaia-web", "gaia-mcp"], "reason": "memory leak"}
+    console.post(action_url("service-stop"), answer)
+    assert calls == [
+        (OperationKind.SERVICE_STOP, ["gaia-web", "gaia-mcp"], {"actor": "olivia", "reason": "memory leak"})
+    ]
