@@ -11,12 +11,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from django import forms
+from django.core.exceptions import ValidationError
 from django.urls import reverse
 from django.utils.http import urlencode
 
 from containers import config as containers_config
 from containers import services as containers
 from containers.models import OperationKind, SwapTarget
+from gaiaorch.errors import DomainError
 from handoffs import config as handoffs_config
 from handoffs import services as handoffs
 from leases import services as leases
@@ -84,12 +86,39 @@ class OperatorAction:
     form: type[ReasonForm]
     perform: Callable[[str, str, dict[str, Any]], str]
     danger: bool = True
+    describe: Callable[[dict[str, Any]], str] | None = None
+
+    def target(self, initial: dict[str, Any]) -> str:
+        """One sentence about what the action would act on, for the confirmation page."""
+        if self.describe is None:
+            return ""
+        try:
+            return self.describe(initial)
+        except DomainError as missing:
+            return missing.detail
+        except (KeyError, ValueError, ValidationError):
+            return ""
 
     def url(self, **query: Any) -> str:
         """The confirmation page, prefilled; admin list actions redirect here."""
         return reverse("console-action", args=[self.name]) + (
             f"?{urlencode(query, doseq=True)}" if query else ""
         )
+
+
+def _lease(initial: dict[str, Any]) -> str:
+    lease = leases.get_lease(initial["lease_id"])
+    token = f", fencing token {lease.fencing_token}" if lease.fencing_token else ""
+    return (
+        f"{lease.requester} on GPU {lease.gpu.index} ({lease.status}{token}), "
+        f"asked for: {lease.reason or 'no reason given'}."
+    )
+
+
+def _handoff(initial: dict[str, Any]) -> str:
+    handoff = handoffs.get(initial["handoff_id"])
+    route = f"{handoff.source} → {handoff.destination}"
+    return f"{handoff.type} on GPU {handoff.gpu_index} ({route}), now {handoff.phase}."
 
 
 def _revoke(actor: str, reason: str, params: dict[str, Any]) -> str:
@@ -145,6 +174,7 @@ ACTIONS = {
             "The holder loses the GPU at once and the next waiter is granted it.",
             LeaseForm,
             _revoke,
+            describe=_lease,
         ),
         OperatorAction(
             "cancel-lease",
@@ -152,6 +182,7 @@ ACTIONS = {
             "The request leaves the queue; the requester is told it was cancelled.",
             LeaseForm,
             _cancel_lease,
+            describe=_lease,
         ),
         OperatorAction(
             "live-stop",
@@ -225,6 +256,7 @@ ACTIONS = {
             "The handoff rolls back at its next check and the source gets the GPU back.",
             HandoffForm,
             _cancel_handoff,
+            describe=_handoff,
         ),
     ]
 }

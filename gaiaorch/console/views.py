@@ -88,6 +88,7 @@ def action(request: HttpRequest, name: str) -> HttpResponse:
         "title": operator_action.title,
         "is_nav_sidebar_enabled": False,
         "operator_action": operator_action,
+        "target": operator_action.target(form.initial),
         "form": form,
     }
     return TemplateResponse(request, "console/confirm.html", context)

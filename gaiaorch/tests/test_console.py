@@ -105,6 +105,7 @@ def test_it_shows_a_confirmation_with_a_reason_before_revoking(console):
     assert response.status_code == 200
     assert b'name="reason"' in response.content
     assert b"csrfmiddlewaretoken" in response.content
+    assert response.context["target"] == "gaia-prime on GPU 0 (active, fencing token 1), asked for: serving."
     lease.refresh_from_db()
     assert lease.status == LeaseStatus.ACTIVE
 
@@ -185,6 +186,8 @@ def test_it_cancels_the_running_handoff_with_the_reason(console):
     handoff = Handoff.objects.create(
         type="prime_to_study", source="gaia-prime", destination="gaia-study", requested_by="x"
     )
+    page = console.get(action_url("cancel-handoff"), {"handoff_id": handoff.id})
+    assert "prime_to_study on GPU 0 (gaia-prime → gaia-study), now initiated." in page.content.decode()
     console.post(action_url("cancel-handoff"), {"handoff_id": handoff.id, "reason": "wrong night"})
     handoff.refresh_from_db()
     assert handoff.cancel_requested_by == "olivia"
@@ -259,6 +262,12 @@ def test_it_shows_a_busy_stack_as_a_message(console):
     assert any("refused" in message and "still running" in message for message in messages), (
         f"{messages}: is dockerd running? scripts/provision starts it"
     )
+
+
+def test_it_says_when_the_lease_to_confirm_does_not_exist(console):
+    page = console.get(action_url("revoke-lease"), {"lease_id": "7d3c4a52-0000-4000-8000-000000000000"})
+    assert page.status_code == 200
+    assert "7d3c4a52" in page.context["target"]
 
 
 def test_it_answers_404_for_an_unknown_action(console):
