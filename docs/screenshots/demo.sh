@@ -39,6 +39,7 @@ session.create()
 print(session.session_key)" 2>/dev/null | tail -1)
 shot() { .venv/bin/python $SHOTS/capture.py "$B" "$SESSION" "$SHOTS/$1" "$2" "${3:-3}" "${4:-}"; }
 
+shot admin-index.png /admin/ 1
 shot confirm-revoke.png "/admin/dashboard/action/revoke-lease?lease_id=$(curl -s -b "sessionid=$SESSION" "$B/admin/dashboard/feed" \
   | python3 -c 'import json,sys; print(json.load(sys.stdin)["gpu"]["gpus"][1]["lease_id"])')" 2
 

@@ -311,3 +311,8 @@ def test_it_prefills_several_services_and_stops_them_with_the_reason(console, mo
     assert calls == [
         (OperationKind.SERVICE_STOP, ["gaia-web", "gaia-mcp"], {"actor": "olivia", "reason": "memory leak"})
     ]
+
+
+def test_it_links_the_dashboard_from_the_header_of_admin_pages(console):
+    page = console.get(action_url("live-stop"))
+    assert b'<a href="/admin/dashboard/">Operator dashboard</a>' in page.content
