@@ -148,6 +148,7 @@
     const problem = document.getElementById("console-error");
     try {
       const response = await fetch(root.dataset.feed, { credentials: "same-origin", headers: { Accept: "application/json" } });
+      if (response.redirected) throw new Error("logged out: reload the page to log in again");
       if (!response.ok) throw new Error(`feed answered ${response.status}`);
       draw(await response.json());
       problem.textContent = "";
