@@ -1,49 +1,31 @@
-"""The operator's console: reality rows with allowlisted actions, operations read-only."""
+"""The operator's console: reality rows with allowlisted, confirmed actions; operations read-only."""
 
 from django.contrib import admin, messages
+from django.http import HttpResponseRedirect
 
-from containers import services
-from containers.models import Container, Operation, OperationKind, OperationStep, Swap, SwapTarget
+from containers.models import Container, Operation, OperationStep, Swap, SwapTarget
 from gaiaorch.admin_mixins import EstimatedCountPaginator, ReadOnlyAdmin
-from gaiaorch.auth import actor_name
-from gaiaorch.errors import DomainError
+from gaiaorch.console.actions import ACTIONS
 
 
-def _report(modeladmin, request, attempt) -> None:
-    try:
-        operation = attempt()
-    except DomainError as exc:
-        modeladmin.message_user(request, exc.detail, level=messages.ERROR)
-        return
-    modeladmin.message_user(
-        request,
-        f"Operation #{operation.id} ({operation.kind}) queued for {', '.join(operation.services)}.",
-        level=messages.SUCCESS,
-    )
+def _confirm_services(name: str, description: str):
+    """The list action leads to the console's confirmation page, which asks for a reason."""
 
-
-def _service_action(kind: str, description: str):
     def action(modeladmin, request, queryset):
-        names = list(queryset.values_list("service", flat=True))
-        _report(
-            modeladmin,
-            request,
-            lambda: services.request_service_operation(kind, names, actor=actor_name(request.user)),
+        return HttpResponseRedirect(
+            ACTIONS[name].url(services=list(queryset.values_list("service", flat=True)))
         )
 
-    action.__name__ = f"{kind}_action"
+    action.__name__ = f"{name.replace('-', '_')}_action"
     return admin.action(description=description)(action)
 
 
-def _swap_action(target: str, description: str):
+def _confirm_swap(target: str, description: str):
     def action(modeladmin, request, queryset):
         if queryset.count() != 1:
             modeladmin.message_user(request, "Select exactly one service to swap.", level=messages.ERROR)
-            return
-        name = queryset.get().service
-        _report(
-            modeladmin, request, lambda: services.request_swap(name, target, actor=actor_name(request.user))
-        )
+            return None
+        return HttpResponseRedirect(ACTIONS["swap"].url(service=queryset.get().service, target=target))
 
     action.__name__ = f"swap_to_{target}_action"
     return admin.action(description=description)(action)
@@ -66,11 +48,11 @@ class ContainerAdmin(ReadOnlyAdmin):
     search_fields = ["service", "name", "image", "container_id"]
     # Allowlist: only these actions exist, and every one goes through a service.
     actions = [
-        _service_action(OperationKind.SERVICE_START, "Start the selected services (and their dependencies)"),
-        _service_action(OperationKind.SERVICE_STOP, "Stop the selected services (and their dependents)"),
-        _service_action(OperationKind.SERVICE_RESTART, "Restart the selected services"),
-        _swap_action(SwapTarget.CANDIDATE, "Swap: send the live name's traffic to the candidate"),
-        _swap_action(SwapTarget.LIVE, "Swap back: send the live name's traffic to the live service"),
+        _confirm_services("service-start", "Start the selected services (and their dependencies)…"),
+        _confirm_services("service-stop", "Stop the selected services (and their dependents)…"),
+        _confirm_services("service-restart", "Restart the selected services…"),
+        _confirm_swap(SwapTarget.CANDIDATE, "Swap: send the live name's traffic to the candidate…"),
+        _confirm_swap(SwapTarget.LIVE, "Swap back: send the live name's traffic to the live service…"),
     ]
 
 

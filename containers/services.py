@@ -200,26 +200,28 @@ def _swap_dict(swap: Swap) -> dict[str, Any]:
 # --- requesting operations -----------------------------------------------------------------
 
 
-def request_stack_operation(kind: str, *, actor: str, gpu_enabled: bool = False) -> Operation:
+def request_stack_operation(
+    kind: str, *, actor: str, gpu_enabled: bool = False, reason: str = ""
+) -> Operation:
     stack, action = STACK_KINDS[OperationKind(kind)]
     config = containers_config.current()
     targets = config.stack_services(stack)
     plan = config.start_order(targets) if action == "start" else config.stop_order(targets)
     params = {"stack": stack, "action": action, "gpu_enabled": bool(gpu_enabled and action == "start")}
-    return _request(kind, plan, params, actor=actor)
+    return _request(kind, plan, params, actor=actor, reason=reason)
 
 
-def request_service_operation(kind: str, names: list[str], *, actor: str) -> Operation:
+def request_service_operation(kind: str, names: list[str], *, actor: str, reason: str = "") -> Operation:
     """Start, stop or restart some configured services (with their dependencies / dependents)."""
     config = containers_config.current()
     targets = [_configured(config, name) for name in names]
     action = SERVICE_KINDS[OperationKind(kind)]
     plan = config.start_order(targets) if action == "start" else config.stop_order(targets)
     params = {"action": action, "targets": [service.name for service in targets], "gpu_enabled": False}
-    return _request(kind, plan, params, actor=actor)
+    return _request(kind, plan, params, actor=actor, reason=reason)
 
 
-def request_swap(service_name: str, target: str, *, actor: str) -> Operation:
+def request_swap(service_name: str, target: str, *, actor: str, reason: str = "") -> Operation:
     config = containers_config.current()
     live, candidate = swap_pair(config, service_name)
     if target not in SwapTarget.values:
@@ -236,7 +238,7 @@ def request_swap(service_name: str, target: str, *, actor: str) -> Operation:
         "target": target,
         "gpu_enabled": False,
     }
-    return _request(OperationKind.SWAP, [live, candidate], params, actor=actor)
+    return _request(OperationKind.SWAP, [live, candidate], params, actor=actor, reason=reason)
 
 
 def swap_pair(config: ContainersConfig, name: str) -> tuple[Service, Service]:
@@ -269,7 +271,9 @@ def require_docker() -> None:
     docker_reachable(reachable=True)
 
 
-def _request(kind: str, plan: list[Service], params: dict[str, Any], *, actor: str) -> Operation:
+def _request(
+    kind: str, plan: list[Service], params: dict[str, Any], *, actor: str, reason: str = ""
+) -> Operation:
     require_docker()  # outside the transaction: never wait on Docker while holding locks
     config = containers_config.current()
     try:
@@ -291,6 +295,7 @@ def _request(kind: str, plan: list[Service], params: dict[str, Any], *, actor: s
             record_event(
                 "container.operation_requested",
                 f"{kind} requested by {actor}",
+                reason,
                 data={"operation_id": operation.id, "services": operation.services, "params": params},
                 actor=actor,
                 subject=("container_operation", operation.id),

@@ -6,6 +6,7 @@ from gaiaorch import views
 
 urlpatterns = [
     path("health", views.health, name="health"),
+    path("admin/dashboard/", include("gaiaorch.console.urls")),
     path("admin/", admin.site.urls),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from django import forms
 from django.contrib import admin, messages
+from django.http import HttpResponseRedirect
 from django.shortcuts import redirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 
+from gaiaorch.console.actions import ACTIONS
 from gaiaorch.errors import DomainError
 from handoffs import services
 from handoffs.models import GpuBaseline, Handoff, HandoffPhase, HandoffType
@@ -68,11 +70,13 @@ class HandoffAdmin(admin.ModelAdmin):
         context = {**self.admin_site.each_context(request), "form": form, "title": "Start a handoff"}
         return TemplateResponse(request, "admin/handoffs/handoff/start.html", context)
 
-    @admin.action(description="Cancel selected handoffs (roll back)")
+    @admin.action(description="Cancel the selected handoff (roll back)…")
     def cancel_handoffs(self, request, queryset):
-        self._each(
-            request, queryset, lambda handoff: services.cancel(handoff.id, actor=request.user.get_username())
-        )
+        """Leads to the console's confirmation page, which asks for a reason."""
+        if queryset.count() != 1:
+            self.message_user(request, "Select exactly one handoff to cancel.", messages.ERROR)
+            return None
+        return HttpResponseRedirect(ACTIONS["cancel-handoff"].url(handoff_id=queryset.get().id))
 
     @admin.action(description="Retry selected failed or cancelled handoffs")
     def retry_handoffs(self, request, queryset):

@@ -133,7 +133,7 @@ def enqueue(handoff_id: UUID) -> None:
     async_task(TASK, str(handoff_id), group="handoffs")
 
 
-def cancel(handoff_id: UUID | str, *, actor: str) -> Handoff:
+def cancel(handoff_id: UUID | str, *, actor: str, reason: str = "") -> Handoff:
     """Ask the runner to stop; it rolls back to `cancelled` at its next check (at most one poll later)."""
     with transaction.atomic():
         # Row lock: a cancel racing the runner's last transition must see the phase it ends in.
@@ -153,6 +153,7 @@ def cancel(handoff_id: UUID | str, *, actor: str) -> Handoff:
         record_event(
             "handoff.cancel_requested",
             f"Cancel requested for handoff {handoff.type} in {handoff.phase}",
+            reason,
             actor=actor,
             data=handoff.event_data(),
             subject=("handoff", handoff.id),

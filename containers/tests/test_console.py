@@ -8,6 +8,7 @@ from django.core.management import CommandError, call_command
 from containers import services
 from containers.models import Container, Operation
 from containers.tests.conftest import stack_config
+from notifications.models import Event
 
 pytestmark = pytest.mark.django_db
 
@@ -37,15 +38,33 @@ def test_it_shows_containers_with_stack_state_and_health(configured, admin_clien
 def test_it_starts_services_from_the_console_through_the_service(configured, admin_client_for):
     row = Container.objects.create(service="t-web", stack="live", role="web", state="exited")
 
-    admin_client_for.post(
+    asked = admin_client_for.post(
         "/admin/containers/container/",
         {"action": "service_start_action", "_selected_action": [row.pk]},
     )
+    assert asked.status_code == 302
+    assert asked["Location"] == "/admin/dashboard/action/service-start?services=t-web"
+    assert not Operation.objects.exists()
+    confirmation = admin_client_for.get(asked["Location"])
+    assert b'value="t-web" id="id_services_' in confirmation.content
+    admin_client_for.post(asked["Location"], {"services": ["t-web"], "reason": "it crashed"})
 
     operation = Operation.objects.get()
     assert operation.kind == "service_start"
     assert operation.services == ["t-mcp", "t-core", "t-web"]
     assert operation.requested_by == "ada"
+    assert Event.objects.get(type="container.operation_requested").message == "it crashed"
+
+
+def test_it_asks_to_confirm_a_swap_of_one_service(configured, admin_client_for):
+    row = Container.objects.create(service="t-core", stack="live", role="core", state="running")
+
+    asked = admin_client_for.post(
+        "/admin/containers/container/",
+        {"action": "swap_to_candidate_action", "_selected_action": [row.pk]},
+    )
+
+    assert asked["Location"] == "/admin/dashboard/action/swap?service=t-core&target=candidate"
 
 
 def test_it_offers_only_allowlisted_actions(configured, admin_client_for):

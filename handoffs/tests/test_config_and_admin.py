@@ -92,7 +92,10 @@ def test_it_shows_the_timeline_and_acts_from_the_admin(gaia, hold_gpu, admin_cli
     assert b"initiated" in page.content
     assert admin_client.get("/admin/handoffs/handoff/").status_code == 200
     change_list = "/admin/handoffs/handoff/"
-    admin_client.post(change_list, {"action": "cancel_handoffs", "_selected_action": [str(handoff.id)]})
+    selected = {"_selected_action": [str(handoff.id)]}
+    asked = admin_client.post(change_list, {"action": "cancel_handoffs", **selected})
+    assert asked["Location"] == f"/admin/dashboard/action/cancel-handoff?handoff_id={handoff.id}"
+    admin_client.post(asked["Location"], {"handoff_id": str(handoff.id), "reason": "wrong night"})
     tasks.run_handoff(str(handoff.id))
     handoff.refresh_from_db()
     assert handoff.phase == Phase.CANCELLED
