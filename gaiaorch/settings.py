@@ -149,6 +149,15 @@ if REDIS_URL:
 else:
     Q_CLUSTER["orm"] = "default"
 
+# The ticker enqueues a tiny task this often; the worker stamps it, so the stamp's age proves that
+# the worker consumes tasks. Readiness fails once the stamp is older than the maximum age.
+WORKER_HEARTBEAT_INTERVAL_SECONDS = CONFIG.get(
+    "GAIAORCH_WORKER_HEARTBEAT_INTERVAL", "worker.heartbeat_interval_seconds", 5, int_parser(1, 300)
+)
+WORKER_HEARTBEAT_MAX_AGE_SECONDS = CONFIG.get(
+    "GAIAORCH_WORKER_HEARTBEAT_MAX_AGE", "worker.heartbeat_max_age_seconds", 30, int_parser(2, 3600)
+)
+
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},

@@ -5,7 +5,10 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from gaiaorch import views
 
 urlpatterns = [
+    path("", views.index, name="index"),
+    path("status", views.overview, name="status"),
     path("health", views.health, name="health"),
+    path("ready", views.ready, name="ready"),
     path("admin/", admin.site.urls),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
