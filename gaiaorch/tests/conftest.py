@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import docker
 import pytest
+from rest_framework.authtoken.models import Token
 
-from gaiaorch import telemetry
+from containers.services import docker_reachable
+from gaiaorch import services, telemetry
+from leases import services as leases
 
 
 @pytest.fixture
@@ -27,3 +30,23 @@ def no_docker_calls(monkeypatch):
 
     monkeypatch.setattr(docker.APIClient, "__init__", refuse)
     monkeypatch.setattr(docker.DockerClient, "__init__", refuse)
+
+
+@pytest.fixture
+def everything_up(fake_gpu, db):
+    docker_reachable(reachable=True)
+    services.stamp_worker_heartbeat()
+
+
+@pytest.fixture
+def core_lease(db):
+    """gaia-core holds GPU 0."""
+    return leases.acquire(requester="gaia-core", reason="serving", actor="gaia-core").lease
+
+
+@pytest.fixture
+def operator_token_client(anonymous_client, django_user_model, db):
+    """Olivia with a real token, so the async /gpu/wait (token-only) accepts her too."""
+    olivia = django_user_model.objects.create_user("olivia", is_staff=True)
+    anonymous_client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=olivia).key}")
+    return anonymous_client

@@ -2,19 +2,12 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-import pytest
 from django.utils import timezone
 from django_q.conf import Conf
 
 from containers.services import docker_reachable
 from gaiaorch import services, ticker
 from gaiaorch.models import WorkerHeartbeat
-
-
-@pytest.fixture
-def everything_up(fake_gpu, db):
-    docker_reachable(reachable=True)
-    services.stamp_worker_heartbeat()
 
 
 def _checks(client) -> tuple[int, dict]:
