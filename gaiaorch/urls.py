@@ -9,6 +9,7 @@ urlpatterns = [
     path("status", views.overview, name="status"),
     path("health", views.health, name="health"),
     path("ready", views.ready, name="ready"),
+    path("metrics", views.prometheus, name="metrics"),
     path("admin/", admin.site.urls),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),

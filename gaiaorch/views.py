@@ -1,13 +1,15 @@
 from django.conf import settings
 from django.urls import reverse
 from django.utils import timezone
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema, inline_serializer
-from rest_framework import serializers
-from rest_framework.decorators import api_view, authentication_classes, permission_classes
+from prometheus_client import CONTENT_TYPE_LATEST
+from rest_framework import renderers, serializers
+from rest_framework.decorators import api_view, authentication_classes, permission_classes, renderer_classes
 from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 
-from gaiaorch import services
+from gaiaorch import metrics, services
 
 HEALTH_SCHEMA = inline_serializer(
     "Health",
@@ -113,3 +115,20 @@ def ready(request):
     """Readiness: 200 when the database, the worker, Docker and telemetry all work, else 503."""
     report = services.readiness()
     return Response(report, status=200 if report["ready"] else 503)
+
+
+class PrometheusTextRenderer(renderers.BaseRenderer):
+    media_type = "text/plain"
+    format = "txt"
+    charset = "utf-8"
+
+    def render(self, data, accepted_media_type=None, renderer_context=None):
+        return data
+
+
+@extend_schema(responses={(200, "text/plain"): OpenApiTypes.STR})
+@api_view(["GET"])
+@renderer_classes([PrometheusTextRenderer])
+def prometheus(request):
+    """Prometheus text exposition, computed from the database at scrape time."""
+    return Response(metrics.exposition(), content_type=CONTENT_TYPE_LATEST)
