@@ -18,3 +18,6 @@ urlpatterns = [
     path("", include("containers.urls")),
     path("", include("handoffs.urls")),
 ]
+
+handler404 = "gaiaorch.views.not_found"
+handler500 = "gaiaorch.views.server_error"

@@ -1,6 +1,8 @@
 from django.conf import settings
+from django.http import JsonResponse
 from django.urls import reverse
 from django.utils import timezone
+from django.views import defaults
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema, inline_serializer
 from prometheus_client import CONTENT_TYPE_LATEST
@@ -132,3 +134,19 @@ class PrometheusTextRenderer(renderers.BaseRenderer):
 def prometheus(request):
     """Prometheus text exposition, computed from the database at scrape time."""
     return Response(metrics.exposition(), content_type=CONTENT_TYPE_LATEST)
+
+
+def not_found(request, exception=None):
+    """Unknown paths answer in the API's error shape; the admin keeps its own page."""
+    if request.path.startswith("/admin/"):
+        return defaults.page_not_found(request, exception)
+    return JsonResponse(
+        {"error": "not_found", "detail": f"No endpoint answers {request.path}; GET / lists them."}, status=404
+    )
+
+
+def server_error(request):
+    """An unexpected failure, in the API's error shape (details go to the log, not the caller)."""
+    if request.path.startswith("/admin/"):
+        return defaults.server_error(request)
+    return JsonResponse({"error": "server_error", "detail": "The server failed; see its log."}, status=500)

@@ -72,3 +72,10 @@ def test_it_answers_status_in_a_bounded_number_of_queries(
 
 
 STATUS_QUERY_BUDGET = 10
+
+
+def test_it_answers_unknown_paths_in_the_error_shape(anonymous_client, db):
+    response = anonymous_client.get("/containers/operations/-1")
+    assert response.status_code == 404
+    assert response.json()["error"] == "not_found"
+    assert "text/html" in anonymous_client.get("/admin/no-such-page/").headers["Content-Type"]
