@@ -2,8 +2,8 @@
 
 Every operation of /api/schema/ is called with generated requests through the WSGI handler in
 this process, authenticated as an operator (staff token), with the dependencies up (fake GPU
-telemetry, Docker recorded reachable) so a 503 would be a real defect. Work that would leave
-the process (container operations, handoff phases) is enqueued nowhere.
+telemetry, Docker recorded reachable and its ping answered) so a 503 would be a real defect.
+Work that would leave the process (container operations, handoff phases) is enqueued nowhere.
 """
 
 from __future__ import annotations
@@ -60,6 +60,7 @@ def keep_test_connection():
 
 @pytest.fixture
 def dependencies_up(everything_up, monkeypatch):
+    monkeypatch.setattr("containers.services.require_docker", lambda: None)  # answers as if pinged
     monkeypatch.setattr("containers.services.enqueue", lambda operation_id: None)
     monkeypatch.setattr("handoffs.services.enqueue", lambda handoff_id: None)
 
