@@ -3,7 +3,8 @@
 Lease cycles run over HTTP while the web process and the worker are killed and restarted; a
 handoff against fake GAIA services loses its worker and its web process mid-phase. Afterwards:
 every lease change has its event, at most one active lease per GPU, fencing tokens increase in
-grant order, and no handoff or container operation is left in progress.
+grant order, no handoff or container operation is left in progress, and the restarted worker
+consumes the heartbeat tasks that /ready checks.
 """
 
 from __future__ import annotations
@@ -17,9 +18,11 @@ from pathlib import Path
 
 import httpx
 import pytest
+from django.utils import timezone
 from rest_framework.authtoken.models import Token
 
 from containers.models import Operation, OperationStatus
+from gaiaorch.models import WorkerHeartbeat
 from handoffs.models import Handoff, Phase
 from handoffs.tests.conftest import IDLE_MIB
 from handoffs.tests.processes import ROOT, Process, environment, wait_for
@@ -199,6 +202,7 @@ def test_it_keeps_lease_invariants_when_web_and_worker_are_killed_under_load(dep
     for victim in ("web", "worker", "web", "ticker", "web"):
         time.sleep(2)
         deployment.restart(victim)
+        restarted_at = timezone.now()
     time.sleep(2)
     load.stopping.set()
     for thread in threads:
@@ -207,6 +211,15 @@ def test_it_keeps_lease_invariants_when_web_and_worker_are_killed_under_load(dep
     assert len(load.grants) >= 10, f"only {len(load.grants)} grants: the load did not run"
     check_lease_invariants(load)
     check_nothing_in_progress()
+    check_worker_ready_after(deployment, restarted_at)
+
+
+def check_worker_ready_after(deployment: Deployment, moment) -> None:
+    """The restarted worker consumes the ticker's heartbeat tasks, and /ready says so."""
+    consumed = lambda: WorkerHeartbeat.objects.filter(consumed_at__gt=moment).exists()  # noqa: E731
+    wait_for(consumed, 20, "a heartbeat consumed by the restarted worker", interval=0.2)
+    worker = httpx.get(f"{deployment.url}/ready", timeout=5).json()["checks"]["worker"]
+    assert worker["ok"] is True, worker
 
 
 def test_it_finishes_a_handoff_whose_web_and_worker_were_killed(deployment, gaia, gpu, hold_gpu):
@@ -231,3 +244,4 @@ def test_it_finishes_a_handoff_whose_web_and_worker_were_killed(deployment, gaia
     assert Event.objects.filter(type="handoff.completed", subject_id=handoff_id).exists()
     assert Lease.objects.get(status=LeaseStatus.ACTIVE).requester == "gaia-study"
     check_nothing_in_progress()
+    check_worker_ready_after(deployment, timezone.now())
