@@ -100,3 +100,18 @@ async def test_it_refuses_bad_bodies_on_the_async_wait_under_asgi(async_client, 
     response = await async_client.post("/gpu/wait", body, content_type="application/json")
     assert response.status_code == 400
     assert response.json()["error"] == code
+
+
+def test_it_documents_the_shared_refusals_of_every_write():
+    from drf_spectacular.generators import SchemaGenerator
+
+    schema = SchemaGenerator().get_schema(request=None, public=True)
+    assert schema["components"]["schemas"]["Error"]["required"] == ["error", "detail"]
+    for path, operations in schema["paths"].items():
+        for method, operation in operations.items():
+            responses = operation["responses"]
+            if method == "post":
+                assert {"400", "401", "403"} <= set(responses), f"{method} {path}"
+            for code, response in responses.items():
+                if code >= "400":
+                    assert "application/json" in response["content"], f"{method} {path} {code}"
