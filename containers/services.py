@@ -171,7 +171,8 @@ def status() -> dict[str, Any]:
 
 
 def _service_status(service: Service, row: Container | None, available: bool) -> dict[str, Any]:
-    observed = row.observed() if row else {}
+    # A service Docker never reported still answers every field (empty), as the schema promises.
+    observed = (row or Container(service=service.name)).observed()
     entry = {
         "service": service.name,
         "stack": service.stack,

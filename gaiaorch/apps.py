@@ -4,3 +4,12 @@ from django.apps import AppConfig
 class GaiaorchConfig(AppConfig):
     name = "gaiaorch"
     verbose_name = "gaiaorch"
+
+    def ready(self) -> None:
+        from django.conf import settings
+
+        from gaiaorch import services, ticker
+
+        ticker.every(settings.WORKER_HEARTBEAT_INTERVAL_SECONDS, name="gaiaorch.worker_heartbeat")(
+            services.enqueue_worker_heartbeat
+        )

@@ -79,6 +79,7 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "gaiaorch.middleware.StaticFilesMiddleware",
+    "gaiaorch.middleware.RequestBodyMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -149,6 +150,15 @@ if REDIS_URL:
 else:
     Q_CLUSTER["orm"] = "default"
 
+# The ticker enqueues a tiny task this often; the worker stamps it, so the stamp's age proves that
+# the worker consumes tasks. Readiness fails once the stamp is older than the maximum age.
+WORKER_HEARTBEAT_INTERVAL_SECONDS = CONFIG.get(
+    "GAIAORCH_WORKER_HEARTBEAT_INTERVAL", "worker.heartbeat_interval_seconds", 5, int_parser(1, 300)
+)
+WORKER_HEARTBEAT_MAX_AGE_SECONDS = CONFIG.get(
+    "GAIAORCH_WORKER_HEARTBEAT_MAX_AGE", "worker.heartbeat_max_age_seconds", 30, int_parser(2, 3600)
+)
+
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
@@ -200,6 +210,10 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "gaiaorch.schema.document_refusals",
+    ],
 }
 
 LOGGING = {

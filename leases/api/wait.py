@@ -102,3 +102,6 @@ async def wait(request: HttpRequest) -> JsonResponse:
         return JsonResponse(exc.body(), status=exc.status_code)
     except DatabaseError as exc:
         return _error("database_unavailable", f"The database refused the request: {exc}", 503)
+
+
+wait.allowed_methods = ["POST"]  # read by the endpoint index (GET /)

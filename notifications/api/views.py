@@ -1,3 +1,4 @@
+from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import mixins, serializers, viewsets
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -32,9 +33,23 @@ class EventViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Ge
         return queryset.order_by("-id")
 
 
+ORACLE_FALLBACK_ANSWER = inline_serializer(
+    "OracleFallbackAnswer",
+    {
+        "success": serializers.BooleanField(),
+        "notification_id": serializers.CharField(),
+        "event_id": serializers.IntegerField(),
+        "deduplicated": serializers.BooleanField(),
+        "count": serializers.IntegerField(),
+        "window_ends_at": serializers.DateTimeField(),
+    },
+)
+
+
 class OracleFallbackView(APIView):
     """POST /notify/oracle-fallback: store and broadcast the notice (bursts are folded)."""
 
+    @extend_schema(request=OracleFallbackSerializer, responses={200: ORACLE_FALLBACK_ANSWER})
     def post(self, request):
         notice = OracleFallbackSerializer(data=request.data)
         notice.is_valid(raise_exception=True)

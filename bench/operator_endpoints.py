@@ -1,0 +1,178 @@
+"""Latency of GET /status, /ready and /metrics through a real daphne server, with a history.
+
+The database is filled as a busy box would leave it: LEASES ended leases (each with its
+requested/granted/released events), HANDOFFS completed handoffs with five phase records each.
+/metrics aggregates over all of these rows at every scrape, so its cost grows with history;
+/status and /ready do not.
+
+    .venv/bin/python bench/operator_endpoints.py [--requests 300] [--leases 10000] [--handoffs 500]
+
+Uses a throw-away SQLite database under a temporary directory (or DATABASE_URL when set).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.containers_status import free_port  # noqa: E402
+
+PATHS = ["/status", "/ready", "/metrics"]
+
+
+def fill(env: dict[str, str], leases: int, handoffs: int) -> None:
+    """Migrate and write the history in bulk (as the services would have, minus the waiting)."""
+    os.environ.update(env)
+    import django
+
+    django.setup()
+    from django.core.management import call_command
+    from django.utils import timezone
+
+    from containers.services import docker_reachable
+    from gaiaorch import services
+    from handoffs.models import Handoff, HandoffPhase, Phase
+    from leases.models import Gpu, Lease
+    from notifications.models import Event
+
+    call_command("migrate", verbosity=0)
+    now = timezone.now()
+    gpu, _ = Gpu.objects.get_or_create(index=0)
+    rows, events = [], []
+    for number in range(leases):
+        requested = now - timedelta(seconds=leases - number)
+        rows.append(
+            Lease(
+                gpu=gpu,
+                requester="gaia-study",
+                status="released",
+                arrival=number + 1,
+                fencing_token=number + 1,
+                requested_at=requested,
+                granted_at=requested + timedelta(milliseconds=number % 900),
+                ended_at=requested + timedelta(seconds=1),
+            )
+        )
+    Lease.objects.bulk_create(rows, batch_size=2000)
+    for lease in Lease.objects.all().iterator():
+        for kind in ("requested", "granted", "released"):
+            events.append(
+                Event(
+                    type=f"lease.{kind}",
+                    title=kind,
+                    actor="bench",
+                    subject_kind="lease",
+                    subject_id=str(lease.id),
+                    created_at=lease.requested_at,
+                )
+            )
+    Event.objects.bulk_create(events, batch_size=2000)
+    Gpu.objects.filter(pk=gpu.pk).update(next_fencing_token=leases + 1, next_arrival=leases + 1)
+    for number in range(handoffs):
+        started = now - timedelta(minutes=handoffs - number)
+        handoff = Handoff.objects.create(
+            type="prime_to_study",
+            source="gaia-core",
+            destination="gaia-study",
+            requested_by="bench",
+            phase=Phase.COMPLETED,
+            created_at=started,
+            completed_at=started + timedelta(seconds=20),
+        )
+        HandoffPhase.objects.bulk_create(
+            HandoffPhase(
+                handoff=handoff,
+                name=name,
+                started_at=started + timedelta(seconds=index * 4),
+                finished_at=started + timedelta(seconds=index * 4 + 3),
+                outcome="succeeded",
+                figures={"seconds": 2.5} if name == Phase.WAITING_CUDA_CLEANUP else {},
+            )
+            for index, name in enumerate(
+                [
+                    Phase.INITIATED,
+                    Phase.RELEASING_GPU,
+                    Phase.WAITING_CUDA_CLEANUP,
+                    Phase.TRANSFERRING_OWNERSHIP,
+                    Phase.SIGNALING_RECIPIENT,
+                ]
+            )
+        )
+    docker_reachable(reachable=True)
+    services.stamp_worker_heartbeat()
+
+
+def measure(client: httpx.Client, url: str, requests: int) -> list[float]:
+    for _ in range(10):  # warm-up
+        client.get(url)
+    timings = []
+    for _ in range(requests):
+        began = time.perf_counter()
+        response = client.get(url)
+        timings.append((time.perf_counter() - began) * 1000)
+        assert response.status_code in (200, 503), response.text
+    return sorted(timings)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--requests", type=int, default=300)
+    parser.add_argument("--leases", type=int, default=10000)
+    parser.add_argument("--handoffs", type=int, default=500)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        fake = Path(tmp) / "fake-gpu.json"
+        fake.write_text('{"gpus": [{"index": 0, "total_mib": 24576, "used_mib": 600}]}')
+        port = free_port()
+        env = {
+            **os.environ,
+            "DJANGO_SETTINGS_MODULE": "gaiaorch.settings",
+            "GAIAORCH_VAR_DIR": tmp,
+            "GAIAORCH_GPU_BACKEND": "fake",
+            "GAIAORCH_FAKE_GPU_FILE": str(fake),
+            "GAIAORCH_DOCKER_URL": f"unix://{tmp}/no-docker-here.sock",
+            "GAIAORCH_LOG_LEVEL": "WARNING",
+        }
+        fill(env, args.leases, args.handoffs)
+        command = ["-m", "daphne", "-v", "0", "-b", "127.0.0.1", "-p", str(port), "gaiaorch.asgi:application"]
+        server = subprocess.Popen([sys.executable, *command], env=env, cwd=ROOT)
+        try:
+            base = f"http://127.0.0.1:{port}"
+            with httpx.Client(timeout=30) as client:
+                deadline = time.monotonic() + 30
+                while time.monotonic() < deadline:
+                    try:
+                        client.get(f"{base}/health")
+                        break
+                    except httpx.HTTPError:
+                        time.sleep(0.2)
+                results = {path: measure(client, base + path, args.requests) for path in PATHS}
+        finally:
+            server.terminate()
+            server.wait(timeout=10)
+    print(
+        f"{args.leases} ended leases, {3 * args.leases} events, {args.handoffs} handoffs x 5 phases; "
+        f"{args.requests} sequential requests each"
+    )
+    for path, timings in results.items():
+        quantile = statistics.quantiles(timings, n=100)
+        print(
+            f"GET {path:<8} mean {statistics.mean(timings):7.2f} ms  p50 {quantile[49]:7.2f} ms  "
+            f"p95 {quantile[94]:7.2f} ms  max {timings[-1]:7.2f} ms"
+        )
+
+
+if __name__ == "__main__":
+    main()
