@@ -90,6 +90,7 @@ def test_it_answers_generated_requests_within_the_schema(
         max_examples=EXAMPLES_PER_OPERATION,
         deadline=None,
         database=None,
+        derandomize=True,  # the same examples on every run: what passed here passes in CI
         suppress_health_check=list(HealthCheck),
     )
     def call(case):

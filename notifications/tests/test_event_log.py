@@ -114,3 +114,12 @@ def test_it_puts_a_live_event_panel_on_the_admin_list(client, django_user_model,
     listing = client.get("/admin/notifications/event/")
     assert b'id="live-events"' in listing.content
     assert b"notifications/live-events.js" in listing.content
+
+
+def test_it_clamps_huge_paging_numbers_instead_of_failing(operator_client):
+    make_event()
+    response = operator_client.get("/api/events/?limit=20241769707150948433920&offset=99999999999999999999")
+    assert response.status_code == 200
+    assert response.json()["results"] == []
+    first_page = operator_client.get("/api/events/?limit=20241769707150948433920").json()
+    assert len(first_page["results"]) == 1
