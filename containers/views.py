@@ -48,18 +48,21 @@ def container_status(request):
     return Response(services.status())
 
 
-@operation_schema()
-@api_view(["POST"])
-def live_stop(request):
-    return accepted(services.request_stack_operation(OperationKind.LIVE_STOP, actor=actor_name(request.user)))
+def stack_operation_view(kind: str, name: str, summary: str):
+    """A body-less POST that requests one stack operation and answers 202."""
+
+    def view(request):
+        return accepted(services.request_stack_operation(kind, actor=actor_name(request.user)))
+
+    view.__name__, view.__doc__ = name, summary
+    return operation_schema()(api_view(["POST"])(view))
 
 
-@operation_schema()
-@api_view(["POST"])
-def live_start(request):
-    return accepted(
-        services.request_stack_operation(OperationKind.LIVE_START, actor=actor_name(request.user))
-    )
+live_stop = stack_operation_view(OperationKind.LIVE_STOP, "live_stop", "Stop the live stack.")
+live_start = stack_operation_view(OperationKind.LIVE_START, "live_start", "Start the live stack.")
+candidate_stop = stack_operation_view(
+    OperationKind.CANDIDATE_STOP, "candidate_stop", "Stop the candidate stack."
+)
 
 
 @operation_schema(CandidateStartSerializer)
@@ -71,14 +74,6 @@ def candidate_start(request):
         OperationKind.CANDIDATE_START, actor=actor_name(request.user), **params.validated_data
     )
     return accepted(operation)
-
-
-@operation_schema()
-@api_view(["POST"])
-def candidate_stop(request):
-    return accepted(
-        services.request_stack_operation(OperationKind.CANDIDATE_STOP, actor=actor_name(request.user))
-    )
 
 
 @operation_schema(SwapSerializer)

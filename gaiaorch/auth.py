@@ -32,10 +32,6 @@ def is_safe(request) -> bool:
     return request.method in SAFE_METHODS
 
 
-def is_service_account(user) -> bool:
-    return user.is_authenticated and not user.is_staff and user.groups.filter(name=SERVICE_GROUP).exists()
-
-
 def acts_for(user, requester: str) -> bool:
     """A service account acts only for its own name; staff act for anyone."""
     return user.is_authenticated and (user.is_staff or user.get_username() == requester)
