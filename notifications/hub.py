@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 import weakref
 from collections import deque
@@ -130,7 +131,9 @@ class Hub:
         if layer is None:
             return
         channel = await layer.new_channel()
-        renewed_at = 0.0
+        # -inf, not 0: time.monotonic() counts from boot, and a box up for less than
+        # GROUP_RENEW_SECONDS would otherwise never join the group.
+        renewed_at = -math.inf
         try:
             while True:
                 try:
@@ -143,7 +146,7 @@ class Hub:
                     continue
                 except Exception:  # the poll keeps events flowing while the layer is down
                     logger.warning("channel layer unavailable; relying on polling", exc_info=True)
-                    renewed_at = 0.0
+                    renewed_at = -math.inf
                     await asyncio.sleep(self._poll_seconds * 10)
         finally:
             await _quietly(layer.group_discard(EVENTS_GROUP, channel))
