@@ -54,7 +54,7 @@ def requester(number: int) -> str:
 def server_env(workdir: Path, database_url: str | None, clients: int) -> dict[str, str]:
     workdir.mkdir(parents=True, exist_ok=True)
     config = workdir / "orchestrator.yaml"
-    services = {requester(n): {"stack": "live", "compose_service": requester(n)} for n in range(clients)}
+    services = {requester(n): {} for n in range(clients)}  # plain processes: requesters, no containers
     config.write_text(json.dumps({"gpu": {"backend": "none", "count": 1}, "services": services}))
     env = {**os.environ, "GAIAORCH_CONFIG": str(config), "GAIAORCH_VAR_DIR": str(workdir)}
     env["GAIAORCH_LOG_LEVEL"] = "WARNING"

@@ -86,10 +86,10 @@ def check_worker() -> Check:
 
 
 def check_docker() -> Check:
-    from containers import config as containers_config
     from containers.services import docker_availability
+    from gaiaorch import config as gaiaorch_config
 
-    available, error = docker_availability(containers_config.current())
+    available, error = docker_availability(gaiaorch_config.current())
     return Check(available, "reachable" if available else error, {})
 
 

@@ -9,10 +9,11 @@ from django.shortcuts import redirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 
+from gaiaorch import config
 from gaiaorch.console.actions import ACTIONS
 from gaiaorch.errors import DomainError
 from handoffs import services
-from handoffs.models import GpuBaseline, Handoff, HandoffPhase, HandoffType
+from handoffs.models import GpuBaseline, Handoff, HandoffPhase
 
 
 class HandoffPhaseInline(admin.TabularInline):
@@ -28,7 +29,7 @@ class HandoffPhaseInline(admin.TabularInline):
 
 
 class StartForm(forms.Form):
-    type = forms.ChoiceField(choices=HandoffType.choices)
+    type = forms.ChoiceField(choices=lambda: [(name, name) for name in config.current().handoffs.types])
     reason = forms.CharField(required=False, max_length=500)
     timeout_seconds = forms.IntegerField(required=False, min_value=1, help_text="Deadline of each phase")
     gpu = forms.IntegerField(initial=0, min_value=0)

@@ -5,14 +5,13 @@ class HandoffsConfig(AppConfig):
     name = "handoffs"
 
     def ready(self):
-        from gaiaorch import ticker
-        from handoffs import config, tasks
+        from gaiaorch import config, ticker
+        from handoffs import tasks
 
-        settings = config.load()
         # Within stale_after + this interval of a worker being alive, a dead worker's handoff resumes.
-        ticker.every(settings.recovery_interval_seconds, name="handoffs.recover")(
+        ticker.every(lambda: config.current().handoffs.recovery_interval_seconds, name="handoffs.recover")(
             tasks.recover_stale_handoffs
         )
-        ticker.every(settings.baseline_interval_seconds, name="handoffs.baseline")(
+        ticker.every(lambda: config.current().gpu.baseline_interval_seconds, name="handoffs.baseline")(
             tasks.sample_idle_baselines
         )

@@ -17,9 +17,9 @@ from django.db.models import Q
 from django.utils import timezone
 from django_q.tasks import async_task
 
-from gaiaorch import jobs, telemetry
+from gaiaorch import config, jobs, telemetry
 from gaiaorch.errors import Conflict, InvalidRequest, NotFound, Unavailable
-from handoffs import cleanup, config, ownership
+from handoffs import cleanup, ownership
 from handoffs.models import ACTIVE, TERMINAL, Handoff, HandoffPhase, Phase
 from handoffs.runner import Runner
 from notifications.services import record_event
@@ -48,11 +48,11 @@ def _conflict_with_active(gpu: int) -> Conflict:
     )
 
 
-def _require_telemetry(settings: config.HandoffSettings, kind: config.HandoffType) -> None:
+def _require_telemetry(stack: config.Config, kind: config.HandoffType) -> None:
     sample = telemetry.sample()
     if sample.available:
         return
-    if settings.accept_container_stopped_as_proof and settings.stops_container(kind):
+    if stack.handoffs.accept_container_stopped_as_proof and stack.stops_container(kind):
         return
     raise Unavailable(
         f"GPU telemetry is unavailable ({sample.reason}), so freed VRAM cannot be verified.",
@@ -76,19 +76,28 @@ def _require_source_holds(gpu: int, kind: config.HandoffType) -> ownership.Holdi
     return holding
 
 
+def configured_type(name: str, stack: config.Config | None = None) -> config.HandoffType:
+    """The configured handoff type of that name (prime_to_study or prime-to-study); 400 otherwise."""
+    types = (stack or config.current()).handoffs
+    kind = types.type_named(name)
+    if kind is None:
+        raise InvalidRequest(
+            f"Handoff type {name!r} is not configured.",
+            code="unknown_handoff_type",
+            known=sorted(types.types),
+            fields={"type": [f"must be one of: {', '.join(sorted(types.types))}"]},
+        )
+    return kind
+
+
 def start(
     *, type: str, actor: str, reason: str = "", timeout_seconds: int | None = None, gpu: int = 0
 ) -> Handoff:
     """Create a handoff in `initiated` and wake a worker; refuse with 409/503 before anything moves."""
-    settings = config.load()
-    kind = settings.types.get(type)
-    if kind is None:
-        raise InvalidRequest(
-            f"Handoff type {type!r} is not configured.",
-            code="unknown_handoff_type",
-            known=sorted(settings.types),
-        )
-    _require_telemetry(settings, kind)
+    stack = config.current()
+    kind = configured_type(type, stack)
+    type = kind.name
+    _require_telemetry(stack, kind)
     with transaction.atomic():
         if Handoff.objects.active().filter(gpu_index=gpu).exists():
             raise _conflict_with_active(gpu)
@@ -186,25 +195,23 @@ def retry(handoff_id: UUID | str, *, actor: str) -> Handoff:
 
 def run(handoff_id: UUID | str) -> None:
     """Drive one handoff to its end, if no live worker drives it already."""
-    settings = config.load()
-    if not jobs.claim(Handoff, handoff_id, settings.stale_after_seconds, phase__in=ACTIVE):
+    stack = config.current()
+    if not jobs.claim(Handoff, handoff_id, stack.handoffs.stale_after_seconds, phase__in=ACTIVE):
         return
     try:
-        Runner(handoff_id, settings).drive()
+        Runner(handoff_id, stack).drive()
     finally:
         jobs.release_claim(Handoff, handoff_id)
 
 
 def recover() -> list[UUID]:
     """Re-enqueue active handoffs whose worker stopped beating; the runner resumes them."""
-    settings = config.load()
+    stale_after = config.current().handoffs.stale_after_seconds
     now = timezone.now()
-    limit = now - timezone.timedelta(seconds=settings.stale_after_seconds)
+    limit = now - timezone.timedelta(seconds=stale_after)
     not_recently_enqueued = Q(enqueued_at__isnull=True) | Q(enqueued_at__lt=limit)
     recovered = []
-    for handoff in jobs.stale(Handoff, settings.stale_after_seconds, phase__in=ACTIVE).filter(
-        not_recently_enqueued
-    ):
+    for handoff in jobs.stale(Handoff, stale_after, phase__in=ACTIVE).filter(not_recently_enqueued):
         with transaction.atomic():
             # Conditional update: of several tickers, exactly one re-enqueues each handoff.
             won = Handoff.objects.filter(not_recently_enqueued, pk=handoff.pk).update(enqueued_at=now)

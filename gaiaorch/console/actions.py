@@ -15,11 +15,10 @@ from django.core.exceptions import ValidationError
 from django.urls import reverse
 from django.utils.http import urlencode
 
-from containers import config as containers_config
 from containers import services as containers
 from containers.models import OperationKind, SwapTarget
+from gaiaorch import config as gaiaorch_config
 from gaiaorch.errors import DomainError
-from handoffs import config as handoffs_config
 from handoffs import services as handoffs
 from leases import services as leases
 
@@ -44,7 +43,8 @@ class CandidateStartForm(ReasonForm):
 
 def _configured_services() -> list[tuple[str, str]]:
     return [
-        (name, f"{name} ({service.stack})") for name, service in containers_config.current().services.items()
+        (service.name, f"{service.name} ({service.stack})")
+        for service in gaiaorch_config.current().containers()
     ]
 
 
@@ -53,7 +53,7 @@ class ServicesForm(ReasonForm):
 
 
 def _swappable() -> list[tuple[str, str]]:
-    config = containers_config.current()
+    config = gaiaorch_config.current()
     live = [service for service in config.stack_services("live") if config.twin(service)]
     return [(service.name, f"{service.name} ⇄ {config.twin(service).name}") for service in live]
 
@@ -64,7 +64,7 @@ class SwapForm(ReasonForm):
 
 
 def _handoff_types() -> list[tuple[str, str]]:
-    types = handoffs_config.load().types
+    types = gaiaorch_config.current().handoffs.types
     return [(name, f"{name}: {kind.source} → {kind.destination}") for name, kind in types.items()]
 
 

@@ -15,10 +15,10 @@ from django.template.response import TemplateResponse
 from django.utils import timezone
 
 from containers import services as containers
+from gaiaorch import config as gaiaorch_config
 from gaiaorch.auth import actor_name
 from gaiaorch.console.actions import ACTIONS
 from gaiaorch.errors import DomainError
-from handoffs import config as handoffs_config
 from handoffs import services as handoffs
 from handoffs.models import Handoff
 from leases import services as leases
@@ -52,7 +52,7 @@ def dashboard(request: HttpRequest) -> TemplateResponse:
         "title": "Operator dashboard",
         "is_nav_sidebar_enabled": False,  # the panels need the page's full width
         "snapshot": snapshot(),
-        "handoff_types": list(handoffs_config.load().types),
+        "handoff_types": list(gaiaorch_config.current().handoffs.types),
     }
     return TemplateResponse(request, "console/dashboard.html", context)
 

@@ -8,8 +8,8 @@ from django.test import Client
 
 from containers import services as containers
 from containers.models import Operation, OperationKind, OperationStatus
+from gaiaorch import config as gaiaorch_config
 from gaiaorch import telemetry
-from handoffs import config as handoffs_config
 from handoffs.models import Handoff, Phase
 from leases import services as leases
 from leases.models import LeaseStatus
@@ -149,7 +149,7 @@ def test_it_shows_a_refusal_as_a_message_not_a_server_error(console):
 
 
 def source_holds_gpu(handoff_type: str = "prime_to_study"):
-    source = handoffs_config.load().types[handoff_type].source
+    source = gaiaorch_config.current().handoffs.types[handoff_type].source
     return leases.acquire(requester=source, reason="serving", actor=source).lease
 
 

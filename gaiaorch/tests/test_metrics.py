@@ -7,7 +7,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from containers.models import Container, State
 from gaiaorch.jobs import StepOutcome
-from handoffs.models import Handoff, HandoffPhase, HandoffType, Phase
+from handoffs.models import Handoff, HandoffPhase, Phase
 from leases import services as leases
 from leases.models import Lease
 from notifications.models import DeliveryStatus, Event, WebhookDelivery
@@ -71,7 +71,7 @@ def _phase(handoff: Handoff, name: str, lasted: float, **figures) -> None:
 
 def test_it_builds_phase_and_vram_reclaim_histograms(anonymous_client, db):
     handoff = Handoff.objects.create(
-        type=HandoffType.PRIME_TO_STUDY,
+        type="prime_to_study",
         source="gaia-prime",
         destination="gaia-study",
         requested_by="olivia",

@@ -3,7 +3,7 @@ from __future__ import annotations
 from django.urls import resolve
 
 from containers.services import docker_reachable
-from handoffs.models import Handoff, HandoffType
+from handoffs.models import Handoff
 from leases import services as leases
 
 
@@ -42,7 +42,7 @@ def test_it_reports_the_active_handoff_and_degraded_parts(anonymous_client, sett
     settings.GPU_BACKEND = "fake"
     settings.FAKE_GPU_FILE = "/nonexistent/gpus.json"
     handoff = Handoff.objects.create(
-        type=HandoffType.PRIME_TO_STUDY, source="gaia-prime", destination="gaia-study", requested_by="olivia"
+        type="prime_to_study", source="gaia-prime", destination="gaia-study", requested_by="olivia"
     )
     body = anonymous_client.get("/status").json()
     assert body["active_handoff"]["handoff_id"] == str(handoff.id)

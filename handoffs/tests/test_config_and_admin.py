@@ -1,21 +1,22 @@
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 
+from gaiaorch import config
 from gaiaorch.errors import Unavailable
-from handoffs import config, services, tasks
+from handoffs import services, tasks
 from handoffs.models import Handoff, Phase
 
 
 def test_it_releases_the_gpu_dependencies_after_the_service_and_sums_what_they_need(gaia):
-    settings = config.load()
+    settings = config.current()
     assert [service.name for service in settings.gpu_chain("gaia-core")] == ["gaia-core", "gaia-prime"]
     assert settings.vram_needed_mib("gaia-core") == 10240
     assert settings.vram_needed_mib("gaia-study") == 16384
 
 
-def test_it_sums_a_list_of_vram_figures(gaia, settings):
-    settings.GAIAORCH["services"]["gaia-study"]["vram_mib"] = [10240, 6144]
-    assert config.load().vram_needed_mib("gaia-study") == 16384
+def test_it_sums_a_list_of_vram_figures(gaia, configure_service):
+    configure_service("gaia-study", vram_mib=[10240, 6144])
+    assert config.current().vram_needed_mib("gaia-study") == 16384
 
 
 @pytest.mark.parametrize(
@@ -40,13 +41,13 @@ def test_it_sums_a_list_of_vram_figures(gaia, settings):
 def test_it_refuses_nonsense_configuration_naming_the_key(gaia, configure, section, values, complaint):
     configure(section, **values)
     with pytest.raises(ImproperlyConfigured, match=complaint):
-        config.load()
+        config.current()
 
 
-def test_it_refuses_a_bad_strategy(gaia, settings):
-    settings.GAIAORCH["services"]["gaia-core"]["release"] = {"container": "explode"}
+def test_it_refuses_a_bad_strategy(gaia, configure_service):
+    configure_service("gaia-core", release={"container": "explode"})
     with pytest.raises(ImproperlyConfigured, match=r"services\.gaia-core\.release\.container"):
-        config.load()
+        config.current()
 
 
 @pytest.mark.django_db
@@ -60,11 +61,11 @@ def test_it_does_not_take_a_missing_container_stop_as_proof(gaia, hold_gpu, sett
 
 @pytest.mark.django_db
 def test_it_accepts_a_stopped_container_as_proof_when_configured(
-    gaia, hold_gpu, settings, configure, monkeypatch
+    gaia, hold_gpu, settings, configure, configure_service, monkeypatch
 ):
     hold_gpu("gaia-core")
     configure("handoffs", accept_container_stopped_as_proof=True)
-    settings.GAIAORCH["services"]["gaia-prime"]["release"] = {"container": "stop"}
+    configure_service("gaia-prime", release={"container": "stop"})
     stopped = []
     monkeypatch.setattr(
         "handoffs.strategies.container_action", lambda action, names, waiting: stopped.append((action, names))
