@@ -128,7 +128,7 @@ def main() -> None:
         manage(env, "migrate", "--noinput")
         session = manage(env, "shell", stdin=SETUP).strip().splitlines()[-1]
         server = subprocess.Popen(
-            [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "gaiaorch.asgi:application"],
+            [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "console.asgi:application"],
             cwd=ROOT,
             env=env,
             stdout=subprocess.DEVNULL,

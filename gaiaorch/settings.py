@@ -74,6 +74,7 @@ INSTALLED_APPS = [
     "leases",
     "containers",
     "handoffs",
+    "console",  # the top layer: it may import every app, no app imports it (docs/DEVELOPING.md)
 ]
 
 MIDDLEWARE = [
@@ -88,7 +89,7 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
 
-ROOT_URLCONF = "gaiaorch.urls"
+ROOT_URLCONF = "console.urls"
 APPEND_SLASH = False  # seed paths have no trailing slash; never redirect a POST
 
 TEMPLATES = [
@@ -107,7 +108,7 @@ TEMPLATES = [
 ]
 
 WSGI_APPLICATION = None
-ASGI_APPLICATION = "gaiaorch.asgi.application"
+ASGI_APPLICATION = "console.asgi.application"
 
 DATABASE_URL = CONFIG.get("DATABASE_URL", "database.url", None)
 DATABASES = {

@@ -3,7 +3,7 @@
 
 import pytest
 
-from gaiaorch.tests import test_hardening, test_metrics, test_readiness, test_summary
+from console.tests import test_hardening, test_metrics, test_readiness, test_summary
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db]
 
