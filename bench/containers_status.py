@@ -132,7 +132,7 @@ def main() -> None:
                 "127.0.0.1",
                 "-p",
                 str(port),
-                "gaiaorch.asgi:application",
+                "console.asgi:application",
             ],
             env=env,
             cwd=ROOT,

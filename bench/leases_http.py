@@ -192,12 +192,12 @@ def main() -> None:
             sqlite_env = server_env(Path(tmp) / f"sqlite-{clients}", None, clients)
             targets = [("floor (bare ASGI)", "bench.floor_app:application", sqlite_env, {})]
             targets.append(
-                ("Django GET /health x2 (no lease work)", "gaiaorch.asgi:application", sqlite_env, {})
+                ("Django GET /health x2 (no lease work)", "console.asgi:application", sqlite_env, {})
             )
-            targets.append(("gaiaorch SQLite", "gaiaorch.asgi:application", sqlite_env, None))
+            targets.append(("gaiaorch SQLite", "console.asgi:application", sqlite_env, None))
             if args.postgres:
                 pg_env = server_env(Path(tmp) / f"pg-{clients}", args.postgres, clients)
-                targets.append(("gaiaorch PostgreSQL", "gaiaorch.asgi:application", pg_env, None))
+                targets.append(("gaiaorch PostgreSQL", "console.asgi:application", pg_env, None))
             for label, app, env, tokens in targets:
                 tokens = helper(env, "prepare", str(clients)) if tokens is None else tokens
                 rows.append(measure(label, app, env, tokens, clients, args.seconds))

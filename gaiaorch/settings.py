@@ -64,6 +64,7 @@ INSTALLED_APPS = [
     "leases",
     "containers",
     "handoffs",
+    "console",  # the top layer: it may import every app, no app imports it (docs/DEVELOPING.md)
 ]
 
 MIDDLEWARE = [
@@ -78,7 +79,7 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
 
-ROOT_URLCONF = "gaiaorch.urls"
+ROOT_URLCONF = "console.urls"
 APPEND_SLASH = False  # seed paths have no trailing slash; never redirect a POST
 
 TEMPLATES = [
@@ -97,7 +98,7 @@ TEMPLATES = [
 ]
 
 WSGI_APPLICATION = None
-ASGI_APPLICATION = "gaiaorch.asgi.application"
+ASGI_APPLICATION = "console.asgi.application"
 
 DATABASE_URL = model.database.url
 DATABASES = {

@@ -94,6 +94,15 @@ def start(
     *, type: str, actor: str, reason: str = "", timeout_seconds: int | None = None, gpu: int = 0
 ) -> Handoff:
     """Create a handoff in `initiated` and wake a worker; refuse with 409/503 before anything moves."""
+    return _start(
+        type=type, actor=actor, reason=reason, timeout_seconds=timeout_seconds, gpu=gpu, note=reason
+    )
+
+
+def _start(
+    *, type: str, actor: str, reason: str, timeout_seconds: int | None, gpu: int, note: str
+) -> Handoff:
+    """`start`, with `note` as the message of the handoff.started event (the operator's reason)."""
     stack = config.current()
     kind = configured_type(type, stack)
     type = kind.name
@@ -129,7 +138,7 @@ def start(
         record_event(
             "handoff.started",
             f"Handoff {type} started: {kind.source} → {kind.destination}",
-            reason,
+            note,
             actor=actor,
             data=handoff.event_data(),
             subject=("handoff", handoff.id),
@@ -175,8 +184,9 @@ def get_for_update(handoff_id: UUID | str) -> Handoff:
     return Handoff.objects.select_for_update().get(pk=handoff_id)
 
 
-def retry(handoff_id: UUID | str, *, actor: str) -> Handoff:
-    """Start a new handoff with the same parameters as an ended one."""
+def retry(handoff_id: UUID | str, *, actor: str, reason: str) -> Handoff:
+    """Start a new handoff with the same parameters as an ended one; `reason` (why it is retried)
+    is the message of its handoff.started event, the handoff keeps the reason it was started for."""
     previous = get(handoff_id)
     if previous.phase not in (Phase.FAILED, Phase.CANCELLED):
         raise Conflict(
@@ -184,12 +194,13 @@ def retry(handoff_id: UUID | str, *, actor: str) -> Handoff:
             code="not_retryable",
             phase=previous.phase,
         )
-    return start(
+    return _start(
         type=previous.type,
         actor=actor,
         reason=previous.reason or f"retry of {previous.id}",
         timeout_seconds=previous.timeout_seconds,
         gpu=previous.gpu_index,
+        note=f"Retry of {previous.id}: {reason}",
     )
 
 

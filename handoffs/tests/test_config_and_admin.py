@@ -5,6 +5,7 @@ from gaiaorch import config
 from gaiaorch.errors import Unavailable
 from handoffs import services, tasks
 from handoffs.models import Handoff, Phase
+from notifications.models import Event
 
 
 def test_it_releases_the_gpu_dependencies_after_the_service_and_sums_what_they_need(gaia):
@@ -82,8 +83,10 @@ def test_it_accepts_a_stopped_container_as_proof_when_configured(
 @pytest.mark.django_db
 def test_it_shows_the_timeline_and_acts_from_the_admin(gaia, hold_gpu, admin_client):
     hold_gpu("gaia-core")
+    start = admin_client.get("/admin/handoffs/handoff/start/")
+    assert start["Location"] == "/admin/dashboard/action/start-handoff"
     started = admin_client.post(
-        "/admin/handoffs/handoff/start/", {"type": "prime_to_study", "reason": "from admin", "gpu": 0}
+        start["Location"], {"type": "prime_to_study", "reason": "from admin", "gpu": 0}
     )
     assert started.status_code == 302
     handoff = Handoff.objects.get()
@@ -100,6 +103,10 @@ def test_it_shows_the_timeline_and_acts_from_the_admin(gaia, hold_gpu, admin_cli
     tasks.run_handoff(str(handoff.id))
     handoff.refresh_from_db()
     assert handoff.phase == Phase.CANCELLED
-    admin_client.post(change_list, {"action": "retry_handoffs", "_selected_action": [str(handoff.id)]})
+    asked = admin_client.post(change_list, {"action": "retry_handoffs", **selected})
+    assert asked["Location"] == f"/admin/dashboard/action/retry-handoff?handoff_id={handoff.id}"
+    admin_client.post(asked["Location"], {"handoff_id": str(handoff.id), "reason": "the right night"})
     retried = Handoff.objects.exclude(pk=handoff.pk).get()
     assert (retried.type, retried.phase, retried.reason) == ("prime_to_study", Phase.INITIATED, "from admin")
+    started = Event.objects.filter(type="handoff.started", actor="admin").order_by("-id").first()
+    assert started.message == f"Retry of {handoff.id}: the right night"

@@ -18,6 +18,23 @@ from notifications.services import record_event
 
 DASHBOARD = "/admin/dashboard/"
 FEED = "/admin/dashboard/feed"
+GPUS = "/admin/dashboard/gpus"
+GPU_CARDS = "leases/gpu_cards.html"
+OPERATOR_ACTIONS = [
+    "revoke-lease",
+    "cancel-lease",
+    "live-stop",
+    "live-start",
+    "candidate-start",
+    "candidate-stop",
+    "service-start",
+    "service-stop",
+    "service-restart",
+    "swap",
+    "start-handoff",
+    "cancel-handoff",
+    "retry-handoff",
+]
 
 
 def action_url(name: str) -> str:
@@ -54,7 +71,7 @@ def test_it_links_the_dashboard_from_the_admin_index(console):
 
 
 def test_it_sends_anonymous_visitors_to_the_login_page(client, fake_gpu):
-    for url in (DASHBOARD, FEED, action_url("live-stop")):
+    for url in (DASHBOARD, FEED, GPUS, action_url("live-stop")):
         response = client.get(url)
         assert response.status_code == 302
         assert response["Location"].startswith("/admin/login/")
@@ -316,3 +333,63 @@ def test_it_prefills_several_services_and_stops_them_with_the_reason(console, mo
 def test_it_links_the_dashboard_from_the_header_of_admin_pages(console):
     page = console.get(action_url("live-stop"))
     assert b'<a href="/admin/dashboard/">Operator dashboard</a>' in page.content
+
+
+def template_names(response) -> list[str]:
+    return [template.name for template in response.templates]
+
+
+def test_it_draws_the_gpu_cards_on_the_page_with_the_template_of_the_gpu_admin(console):
+    lease = prime_holds_gpu()
+    waiting = leases.acquire(requester="gaia-study", reason="training", actor="gaia-study").lease
+    page = console.get(DASHBOARD)
+    assert GPU_CARDS in template_names(page)
+    assert GPU_CARDS in template_names(console.get("/admin/leases/gpu/"))
+    html = page.content.decode()
+    assert 'id="gpu-0"' in html and "Held by <strong>gaia-prime</strong>" in html
+    assert 'style="width: 46%"' in html  # 11 of 24 GiB measured in use
+    assert f'href="/admin/dashboard/action/revoke-lease?lease_id={lease.id}"' in html
+    assert f'href="/admin/dashboard/action/cancel-lease?lease_id={waiting.id}"' in html
+
+
+def test_it_redraws_the_gpu_cards_from_the_same_template_for_the_page_to_poll(console):
+    prime_holds_gpu()
+    cards = console.get(GPUS)
+    assert cards.status_code == 200 and template_names(cards)[-1] == GPU_CARDS
+    html = cards.content.decode()
+    assert html.lstrip().startswith('<div class="gpu-card" id="gpu-0">')
+    assert "fencing token <strong>1</strong>" in html and "<html" not in html
+    leases.revoke(leases.current_holder(0).id, actor="olivia", reason="test")
+    assert "Free. Next fencing token 2." in console.get(GPUS).content.decode()
+
+
+@pytest.mark.parametrize("name", OPERATOR_ACTIONS)
+def test_it_confirms_every_registered_action_and_requires_a_reason(console, name):
+    assert console.get(action_url(name)).status_code == 200
+    events = Event.objects.count()
+    for reason in ("", "x" * 501):
+        response = console.post(action_url(name), {"reason": reason})
+        assert response.status_code == 200 and response.context["form"].errors["reason"]
+    assert Event.objects.count() == events
+
+
+def test_it_retries_an_ended_handoff_with_the_reason(console):
+    source_holds_gpu()
+    ended = Handoff.objects.create(
+        type="prime_to_study",
+        source="gaia-prime",
+        destination="gaia-study",
+        requested_by="x",
+        reason="nightly training",
+        phase=Phase.FAILED,
+    )
+    page = console.get(action_url("retry-handoff"), {"handoff_id": ended.id})
+    assert "prime_to_study on GPU 0 (gaia-prime → gaia-study), now failed." in page.content.decode()
+    response = console.post(
+        action_url("retry-handoff"), {"handoff_id": ended.id, "reason": "driver fixed"}, follow=True
+    )
+    assert any(f"a retry of {ended.id}" in message for message in shown(response))
+    retried = Handoff.objects.exclude(pk=ended.pk).get()
+    assert (retried.reason, retried.requested_by) == ("nightly training", "olivia")
+    event = Event.objects.get(type="handoff.started")
+    assert (event.actor, event.message) == ("olivia", f"Retry of {ended.id}: driver fixed")

@@ -41,7 +41,7 @@ class Daphne(Process):
 
     def __init__(self, env: dict[str, str], port: int, log: Path):
         self.log = log.open("ab")
-        command = ["-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "gaiaorch.asgi:application"]
+        command = ["-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "console.asgi:application"]
         self.popen = subprocess.Popen(
             [sys.executable, *command],
             cwd=ROOT,

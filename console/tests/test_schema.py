@@ -16,9 +16,3 @@ def test_it_serves_the_docs_page_without_a_cdn(anonymous_client, db):
     page = response.content.decode()
     assert "swagger-ui" in page
     assert "cdn." not in page and "jsdelivr" not in page
-
-
-def test_it_serves_the_admin_stylesheet_itself(client, db):
-    response = client.get("/static/admin/css/base.css")
-    assert response.status_code == 200
-    assert b"".join(response.streaming_content).startswith(b"/*")

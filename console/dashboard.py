@@ -1,6 +1,7 @@
-"""The dashboard page, its JSON feed (polled every two seconds) and the confirmation pages.
+"""The dashboard page, its JSON feed and GPU cards (both polled every two seconds) and the
+confirmation page of every registered operator action (gaiaorch.actions).
 
-All three are wrapped by `admin.site.admin_view`: staff only, CSRF-protected, never cached.
+All are wrapped by `admin.site.admin_view`: staff only, CSRF-protected, never cached.
 """
 
 from __future__ import annotations
@@ -15,9 +16,9 @@ from django.template.response import TemplateResponse
 from django.utils import timezone
 
 from containers import services as containers
+from gaiaorch import actions
 from gaiaorch import config as gaiaorch_config
 from gaiaorch.auth import actor_name
-from gaiaorch.console.actions import ACTIONS
 from gaiaorch.errors import DomainError
 from handoffs import services as handoffs
 from handoffs.models import Handoff
@@ -61,6 +62,11 @@ def feed(request: HttpRequest) -> JsonResponse:
     return JsonResponse(snapshot(), encoder=DjangoJSONEncoder)
 
 
+def gpus(request: HttpRequest) -> TemplateResponse:
+    """The GPU cards alone, drawn by the same template as on the page, for the page to swap in."""
+    return TemplateResponse(request, "console/gpus.html", {"gpu": leases.gpu_status()})
+
+
 def _prefill(query) -> dict[str, Any]:
     """Query parameters as form initial values; repeated ones (several services) as lists."""
     return {key: values if len(values) > 1 else values[0] for key, values in query.lists()}
@@ -68,7 +74,7 @@ def _prefill(query) -> dict[str, Any]:
 
 def action(request: HttpRequest, name: str) -> HttpResponse:
     """GET: the confirmation form (prefilled from the query). POST: call the one service, report."""
-    operator_action = ACTIONS.get(name)
+    operator_action = actions.registered(name)
     if operator_action is None:
         raise Http404(f"No console action {name!r}.")
     data = request.POST if request.method == "POST" else None

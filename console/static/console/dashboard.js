@@ -1,4 +1,5 @@
-// Draws the operator dashboard from the feed and redraws it every two seconds.
+// Draws the operator dashboard from the feed and redraws it every two seconds. The GPU cards are
+// drawn on the server (leases/gpu_cards.html, as on the GPU admin page) and swapped in as HTML.
 (function () {
   const root = document.getElementById("console");
   if (!root) return;
@@ -26,47 +27,8 @@
     return iso ? new Date(iso).toLocaleTimeString([], { hour12: false }) : "—";
   }
 
-  function gib(mib) {
-    return (mib / 1024).toFixed(1);
-  }
-
-  function memoryBar(memory) {
-    const { total_mb: total, used_mb: used, free_mb: free, baseline_mb: baseline } = memory;
-    if (!total || used === null || used === undefined) return el("p", { class: "console-muted" }, "Memory not measured.");
-    const percent = Math.round((100 * used) / total);
-    const bar = el("div", { class: "console-bar", title: `${percent}% used` },
-      el("span", { style: `width: ${percent}%` }),
-      el("em", {}, `${gib(used)} / ${gib(total)} GiB (${percent}%)`));
-    if (baseline) bar.append(el("i", { class: "baseline", style: `left: ${(100 * baseline) / total}%`, title: `idle baseline ${baseline} MiB` }));
-    const note = `${free} MiB free` + (baseline ? `, idle baseline ${baseline} MiB` : "");
-    return [bar, el("p", { class: "console-muted" }, note)];
-  }
-
-  function holder(gpu) {
-    if (!gpu.owner) return el("p", {}, `Free. Next fencing token ${gpu.next_fencing_token}.`);
-    return el("p", {},
-      "Held by ", el("strong", {}, gpu.owner), ` — ${gpu.reason || "no reason given"}; fencing token `,
-      el("strong", {}, gpu.fencing_token), `; since ${time(gpu.acquired_at)}`,
-      gpu.expires_at ? `, expires ${time(gpu.expires_at)}` : "", " ",
-      actionLink("revoke-lease", "Revoke…", { lease_id: gpu.lease_id }, true));
-  }
-
-  function queue(gpu) {
-    if (!gpu.queue.length) return el("p", { class: "console-muted" }, "Nobody waits.");
-    return el("table", {},
-      el("thead", {}, el("tr", {}, ["#", "requester", "priority", "reason", "waiting for", "since", ""].map((h) => el("th", {}, h)))),
-      el("tbody", {}, gpu.queue.map((entry) => el("tr", {},
-        el("td", {}, entry.position), el("td", {}, entry.requester), el("td", {}, entry.priority),
-        el("td", {}, entry.reason), el("td", {}, entry.waiting_for), el("td", {}, time(entry.requested_at)),
-        el("td", {}, actionLink("cancel-lease", "Cancel…", { lease_id: entry.lease_id }, true))))));
-  }
-
-  function drawGpus(status) {
-    const cards = status.gpus.map((gpu) => el("div", { class: "console-card", id: `console-gpu-${gpu.gpu}` },
-      el("h3", {}, `GPU ${gpu.gpu}`, gpu.name ? ` — ${gpu.name}` : ""),
-      memoryBar(gpu.memory), holder(gpu), queue(gpu)));
-    const warning = status.telemetry_available ? null : el("p", { class: "errornote" }, `Telemetry unavailable: ${status.telemetry_reason}`);
-    return [warning, cards.length ? cards : el("p", {}, "No GPUs known.")];
+  function localizeTimes(node) {
+    for (const stamp of node.querySelectorAll("time[datetime]")) stamp.textContent = time(stamp.getAttribute("datetime"));
   }
 
   function phases(handoff) {
@@ -136,7 +98,6 @@
   }
 
   function draw(snapshot) {
-    replace("console-gpus", drawGpus(snapshot.gpu));
     replace("console-handoff", drawHandoffs(snapshot.handoffs));
     replace("console-docker", docker(snapshot.containers));
     replace("console-stacks", drawStacks(snapshot.containers));
@@ -144,13 +105,21 @@
     document.getElementById("console-updated").textContent = time(snapshot.generated_at);
   }
 
+  async function get(url, accept) {
+    const response = await fetch(url, { credentials: "same-origin", headers: { Accept: accept } });
+    if (response.redirected) throw new Error("logged out: reload the page to log in again");
+    if (!response.ok) throw new Error(`${url} answered ${response.status}`);
+    return response;
+  }
+
   async function poll() {
     const problem = document.getElementById("console-error");
     try {
-      const response = await fetch(root.dataset.feed, { credentials: "same-origin", headers: { Accept: "application/json" } });
-      if (response.redirected) throw new Error("logged out: reload the page to log in again");
-      if (!response.ok) throw new Error(`feed answered ${response.status}`);
-      draw(await response.json());
+      const [snapshot, cards] = await Promise.all([get(root.dataset.feed, "application/json"), get(root.dataset.gpus, "text/html")]);
+      const gpus = document.getElementById("console-gpus");
+      gpus.innerHTML = await cards.text(); // rendered and escaped by the server's template
+      localizeTimes(gpus);
+      draw(await snapshot.json());
       problem.textContent = "";
     } catch (error) {
       problem.textContent = `(not updating: ${error.message})`;
@@ -158,6 +127,7 @@
     setTimeout(poll, POLL_MS);
   }
 
+  localizeTimes(document.getElementById("console-gpus"));
   draw(JSON.parse(document.getElementById("console-snapshot").textContent));
   setTimeout(poll, POLL_MS);
 })();

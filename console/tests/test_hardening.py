@@ -7,7 +7,7 @@ import uuid
 
 import pytest
 
-from gaiaorch.services import endpoint_index
+from console.services import endpoint_index
 
 MUTATING = {"POST", "PUT", "PATCH", "DELETE"}
 
