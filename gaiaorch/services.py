@@ -132,12 +132,12 @@ def _run_check(check) -> Check:
 
 def overview() -> dict[str, Any]:
     """The seed's GET /status: {service, status, gpu, containers, active_handoff, last_updated}."""
-    from containers.services import status as containers_status
+    from containers.services import seed_status
     from handoffs.services import active_status
-    from leases.services import gpu_status
+    from leases.services import seed_gpu_status
 
-    gpu = gpu_status()
-    containers = containers_status()
+    gpu = seed_gpu_status()
+    containers = seed_status()
     problems = _problems(gpu, containers)
     return {
         "service": settings.SERVICE_NAME,

@@ -246,6 +246,10 @@ LEASE_REAPER_INTERVAL_SECONDS = CONFIG.get(
     "GAIAORCH_LEASE_REAPER_INTERVAL", "leases.reaper_interval_seconds", 1, int_parser(1, 60)
 )
 
+# Seconds a seed handoff start (POST /handoff/...) waits for the handoff's end when the caller
+# does not say (?wait= / Prefer: wait=N). 0 answers 202 at once. YAML: handoffs.default_wait_seconds.
+HANDOFF_DEFAULT_WAIT_SECONDS = 0
+
 # The Docker Engine the containers app drives (unix:///…, tcp://127.0.0.1:2375, …).
 DOCKER_URL = CONFIG.get("GAIAORCH_DOCKER_URL", "docker.url", "unix:///var/run/docker.sock")
 DOCKER_TIMEOUT_SECONDS = CONFIG.get(

@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
-from drf_spectacular.utils import OpenApiResponse, extend_schema
+from typing import Any
+
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.views.decorators.csrf import csrf_exempt
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action, api_view
 from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.utils.encoders import JSONEncoder
 
 from gaiaorch.auth import actor_name
-from gaiaorch.errors import Forbidden
+from gaiaorch.errors import DomainError, Forbidden, InvalidRequest
 from handoffs import config, services
 from handoffs.api.serializers import (
     HandoffSerializer,
@@ -17,8 +25,10 @@ from handoffs.api.serializers import (
     StartSeedSerializer,
     StartSerializer,
     StatusSerializer,
+    WaitedSerializer,
+    WaitSerializer,
 )
-from handoffs.models import Handoff
+from handoffs.models import Handoff, Phase
 
 
 def _require_party(request: Request, handoff_type: str) -> None:
@@ -60,23 +70,113 @@ def start_from_request(request: Request, handoff_type: str, serializer_class=Sta
 
 REFUSALS = {
     409: OpenApiResponse(
-        description="handoff_active (names the running handoff) or not_holder (names the holder)"
+        description="handoff_active (names the running handoff), not_holder (names the holder), "
+        "or handoff_cancelled (after a wait: cancelled before it completed)"
     ),
+    502: OpenApiResponse(description="handoff_failed (after a wait): the handoff ended failed; body.handoff"),
     503: OpenApiResponse(description="telemetry_unavailable: freed VRAM cannot be verified"),
 }
-START_SCHEMA = extend_schema(request=StartSeedSerializer, responses={202: StartedSerializer, **REFUSALS})
+WAIT_PARAMETERS = [
+    OpenApiParameter(
+        "wait",
+        OpenApiTypes.FLOAT,
+        description="seconds to wait for the handoff's end (0 to 3600; default handoffs.default_wait_seconds)",
+    ),
+    OpenApiParameter(
+        "Prefer", OpenApiTypes.STR, OpenApiParameter.HEADER, description="wait=SECONDS, as ?wait= (RFC 7240)"
+    ),
+]
+START_SCHEMA = extend_schema(
+    request=StartSeedSerializer,
+    parameters=WAIT_PARAMETERS,
+    responses={200: WaitedSerializer, 202: StartedSerializer, **REFUSALS},
+)
 
 
 @START_SCHEMA
 @api_view(["POST"])
-def prime_to_study(request: Request) -> Response:
+def start_prime_to_study(request: Request) -> Response:
     return start_from_request(request, "prime_to_study")
 
 
 @START_SCHEMA
 @api_view(["POST"])
-def study_to_prime(request: Request) -> Response:
+def start_study_to_prime(request: Request) -> Response:
     return start_from_request(request, "study_to_prime")
+
+
+def requested_wait(request: HttpRequest) -> float:
+    """Seconds the caller wants a seed start to wait: ?wait=, else a Prefer header's wait=N,
+    else settings.HANDOFF_DEFAULT_WAIT_SECONDS (0: answer 202 at once)."""
+    raw = request.GET.get("wait", preferred_wait(request.headers.get("Prefer", "")))
+    if raw is None:
+        return float(settings.HANDOFF_DEFAULT_WAIT_SECONDS)
+    wait = WaitSerializer(data={"wait": raw})
+    if not wait.is_valid():
+        raise InvalidRequest("wait must be a number of seconds from 0 to 3600.", fields=wait.errors)
+    return wait.validated_data["wait"]
+
+
+def preferred_wait(prefer: str) -> str | None:
+    """The value of `wait=N` in a Prefer header (`Prefer: respond-async, wait=30`), or None."""
+    for preference in prefer.split(","):
+        name, _, value = preference.split(";")[0].partition("=")
+        if name.strip().lower() == "wait":
+            return value.strip().strip('"')
+    return None
+
+
+def waiting(start_view):
+    """A seed start that may wait for the handoff's end without holding a thread: `start_view`
+    (authentication, body, refusals) starts it in a thread, then the wait polls the row."""
+
+    @csrf_exempt  # the DRF view inside checks CSRF for session logins itself
+    async def view(request: HttpRequest) -> HttpResponse:
+        try:
+            wait_seconds = requested_wait(request)
+        except DomainError as refusal:  # bad input: refused before anything starts
+            return JsonResponse(refusal.body(), status=refusal.status_code)
+        response = await sync_to_async(start_view)(request)
+        if response.status_code != status.HTTP_202_ACCEPTED or wait_seconds <= 0:
+            return response
+        ended = await services.wait_for_end(response.data["handoff_id"], timeout_seconds=wait_seconds)
+        return waited(ended, wait_seconds)
+
+    # The OpenAPI schema and the endpoint index (GET /) read the DRF view.
+    view.cls, view.initkwargs = start_view.cls, start_view.initkwargs
+    return view
+
+
+def waited(handoff: dict[str, Any], wait_seconds: float) -> JsonResponse:
+    """200 completed, 502 failed, 409 cancelled, 202 still running when the wait ran out."""
+    status_url = f"/handoff/{handoff['handoff_id']}/status"
+    phase = handoff["phase"]
+    if phase in (Phase.FAILED, Phase.CANCELLED):
+        code, http_status = ("handoff_failed", 502) if phase == Phase.FAILED else ("handoff_cancelled", 409)
+        body = {
+            "error": code,
+            "detail": handoff["error"] or f"The handoff ended {phase}.",
+            "success": False,
+            "handoff_id": handoff["handoff_id"],
+            "status_url": status_url,
+            "handoff": handoff,
+        }
+        return JsonResponse(body, status=http_status, encoder=JSONEncoder)
+    done = phase == Phase.COMPLETED
+    message = (
+        f"Handoff {handoff['handoff_type']} completed: {handoff['destination']} holds GPU {handoff['gpu']}"
+        if done
+        else f"Handoff {handoff['handoff_type']} still {phase} after {wait_seconds:g} s; follow {status_url}"
+    )
+    body = {"success": True, "status_url": status_url, "message": message, **handoff}
+    response = JsonResponse(body, status=200 if done else 202, encoder=JSONEncoder)
+    if not done:
+        response["Location"] = status_url
+    return response
+
+
+prime_to_study = waiting(start_prime_to_study)
+study_to_prime = waiting(start_study_to_prime)
 
 
 @extend_schema(responses={200: StatusSerializer})
