@@ -474,7 +474,9 @@ def _unnamed_gpu(requester: str | None) -> int | None:
     return indexes[0] if indexes else None
 
 
-def _nothing_held(requester: str | None, *, gpu: int | None, queue_length: int, holder: str | None) -> Conflict:
+def _nothing_held(
+    requester: str | None, *, gpu: int | None, queue_length: int, holder: str | None
+) -> Conflict:
     where = f"GPU {gpu}" if gpu is not None else "any GPU"
     if requester:
         detail = f"{requester} holds no lease and waits in no queue on {where}; nothing was released."

@@ -80,7 +80,8 @@ WAIT_PARAMETERS = [
     OpenApiParameter(
         "wait",
         OpenApiTypes.FLOAT,
-        description="seconds to wait for the handoff's end (0 to 3600; default handoffs.default_wait_seconds)",
+        description="seconds to wait for the handoff's end, 0 to 3600 "
+        "(default: handoffs.default_wait_seconds)",
     ),
     OpenApiParameter(
         "Prefer", OpenApiTypes.STR, OpenApiParameter.HEADER, description="wait=SECONDS, as ?wait= (RFC 7240)"

@@ -89,7 +89,7 @@ def test_it_says_nothing_was_released_when_nothing_is_held(core_client, study_cl
     assert not Event.objects.filter(type="lease.released").exists()
 
 
-def test_it_asks_which_gpu_when_a_release_without_an_id_could_mean_several(two_gpus, core_client, operator_client):
+def test_it_asks_which_gpu_when_a_release_without_an_id_is_ambiguous(two_gpus, core_client, operator_client):
     acquire(core_client, "gaia-core", gpu=0)
     acquire(core_client, "gaia-core", gpu=1)
     for client in (core_client, operator_client):
