@@ -234,7 +234,19 @@ transactional = pytest.mark.django_db(transaction=True)
 def test_it_answers_gaia_cores_preemption_with_200_once_the_gpu_is_back(
     gaia, study_trains, worker, seed_wait, auth
 ):
-    response = CORE_PREEMPTS_STUDY.replay(auth("gaia-core"))
+    assert_gaia_core_preempts(auth("gaia-core"))
+
+
+@pytest.mark.postgres
+@transactional
+def test_it_answers_gaia_cores_preemption_with_200_on_postgresql(
+    gaia, study_trains, worker, seed_wait, token_of
+):
+    assert_gaia_core_preempts(token_of("gaia-core"))
+
+
+def assert_gaia_core_preempts(token: str | None) -> None:
+    response = CORE_PREEMPTS_STUDY.replay(token)
     assert response.status_code == 200  # gaia-core counts only 200 as "preemption initiated"
     assert holder() == "gaia-core"
     assert response.json()["phase"] == "completed"
