@@ -70,18 +70,16 @@ def start_from_request(request: Request, handoff_type: str, serializer_class=Sta
 
 REFUSALS = {
     409: OpenApiResponse(
-        description="handoff_active (names the running handoff), not_holder (names the holder), "
-        "or handoff_cancelled (after a wait: cancelled before it completed)"
+        description="handoff_active (names the running handoff) or not_holder (names the holder)"
     ),
-    502: OpenApiResponse(description="handoff_failed (after a wait): the handoff ended failed; body.handoff"),
     503: OpenApiResponse(description="telemetry_unavailable: freed VRAM cannot be verified"),
 }
 WAIT_PARAMETERS = [
     OpenApiParameter(
         "wait",
         OpenApiTypes.FLOAT,
-        description="seconds to wait for the handoff's end, 0 to 3600 "
-        "(default: handoffs.default_wait_seconds)",
+        description="seconds to wait for the handoff's end, 0 to 3600 (default: the configured "
+        "default wait, 0 unless set)",
     ),
     OpenApiParameter(
         "Prefer", OpenApiTypes.STR, OpenApiParameter.HEADER, description="wait=SECONDS, as ?wait= (RFC 7240)"
@@ -90,7 +88,16 @@ WAIT_PARAMETERS = [
 START_SCHEMA = extend_schema(
     request=StartSeedSerializer,
     parameters=WAIT_PARAMETERS,
-    responses={200: WaitedSerializer, 202: StartedSerializer, **REFUSALS},
+    responses={
+        200: WaitedSerializer,
+        202: StartedSerializer,
+        **REFUSALS,
+        409: OpenApiResponse(
+            description="handoff_active (names the running handoff), not_holder (names the holder), "
+            "or, after a wait, handoff_cancelled (body.handoff holds its status)"
+        ),
+        502: OpenApiResponse(description="after a wait, handoff_failed (body.handoff holds its status)"),
+    },
 )
 
 
@@ -132,12 +139,12 @@ def waiting(start_view):
     (authentication, body, refusals) starts it in a thread, then the wait polls the row."""
 
     @csrf_exempt  # the DRF view inside checks CSRF for session logins itself
-    async def view(request: HttpRequest) -> HttpResponse:
+    async def view(request: HttpRequest, *args, **kwargs) -> HttpResponse:
         try:
             wait_seconds = requested_wait(request)
         except DomainError as refusal:  # bad input: refused before anything starts
             return JsonResponse(refusal.body(), status=refusal.status_code)
-        response = await sync_to_async(start_view)(request)
+        response = await sync_to_async(start_view)(request, *args, **kwargs)
         if response.status_code != status.HTTP_202_ACCEPTED or wait_seconds <= 0:
             return response
         ended = await services.wait_for_end(response.data["handoff_id"], timeout_seconds=wait_seconds)
