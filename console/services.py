@@ -107,8 +107,8 @@ def _run_check(check) -> Check:
 
 def overview() -> dict[str, Any]:
     """The seed's GET /status: {service, status, gpu, containers, active_handoff, last_updated}."""
-    gpu = leases.gpu_status()
-    stacks = containers.status()
+    gpu = leases.seed_gpu_status()
+    stacks = containers.seed_status()
     problems = _problems(gpu, stacks)
     return {
         "service": settings.SERVICE_NAME,

@@ -66,6 +66,21 @@ class ContainerStatusSerializer(serializers.Serializer):
     active_operation = serializers.DictField(allow_null=True)
 
 
+class SeedServiceSerializer(serializers.Serializer):
+    """One service as the seed described it."""
+
+    name = serializers.CharField()
+    state = serializers.ChoiceField(choices=["running", "stopped", "starting", "stopping", "unknown"])
+    port = serializers.IntegerField(allow_null=True)
+    healthy = serializers.BooleanField(help_text="running, with a passing Docker health check")
+    last_check = serializers.DateTimeField(allow_null=True, help_text="when Docker was last asked")
+
+
+class SeedContainerStatusSerializer(ContainerStatusSerializer):
+    live = serializers.DictField(child=SeedServiceSerializer(), help_text="role -> service")
+    candidate = serializers.DictField(child=SeedServiceSerializer(), help_text="role -> service")
+
+
 class ContainerRowSerializer(serializers.ModelSerializer):
     class Meta:
         model = Container

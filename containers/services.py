@@ -157,7 +157,7 @@ def status() -> dict[str, Any]:
     services = [_service_status(service, rows.get(service.name), available) for service in managed]
     stacks = {stack: {} for stack in gaiaorch_config.STACKS}
     for entry in services:
-        stacks[entry["stack"]][entry["role"]] = entry["state"]
+        stacks[entry["stack"]][_stack_key(entry)] = entry["state"]
     active = Operation.objects.filter(status__in=OperationStatus.active()).first()
     return {
         "docker_available": available,
@@ -167,6 +167,44 @@ def status() -> dict[str, Any]:
         "swaps": [_swap_dict(swap) for swap in Swap.objects.filter(target=SwapTarget.CANDIDATE)],
         "active_operation": operation_summary(active) if active else None,
     }
+
+
+def _stack_key(entry: dict[str, Any]) -> str:
+    return entry["role"] or entry["service"]
+
+
+# The seed's container states (running, stopped, starting, stopping, unknown) for Docker's.
+SEED_STATES = {
+    State.RUNNING: "running",
+    State.EXITED: "stopped",
+    State.CREATED: "stopped",
+    State.DEAD: "stopped",
+    State.ABSENT: "stopped",
+    State.RESTARTING: "starting",
+    State.PAUSED: "starting",
+    State.REMOVING: "stopping",
+    State.UNKNOWN: "unknown",
+}
+
+
+def seed_status() -> dict[str, Any]:
+    """status() in the seed's shape, for the seed paths (/containers/status, /status): `live` and
+    `candidate` map each role to {name, state, port, healthy, last_check}. healthy means running
+    with a passing Docker health check; last_check is when Docker was last asked."""
+    document = status()
+    for stack in gaiaorch_config.STACKS:
+        document[stack] = {
+            _stack_key(entry): {
+                "name": entry["service"],
+                "state": SEED_STATES[entry["state"]],
+                "port": entry["port"],
+                "healthy": entry["state"] == State.RUNNING and entry["health"] == "healthy",
+                "last_check": entry["last_seen_at"],
+            }
+            for entry in document["services"]
+            if entry["stack"] == stack
+        }
+    return document
 
 
 def _service_status(service: Service, row: Container | None, available: bool) -> dict[str, Any]:

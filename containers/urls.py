@@ -15,5 +15,7 @@ urlpatterns = [
     path("containers/candidate/stop", views.candidate_stop, name="containers-candidate-stop"),
     path("containers/swap", views.swap, name="containers-swap"),
     path("containers/operations/<int:operation_id>", views.operation_status, name="containers-operation"),
+    # Listed before the router, so that "status" is never read as a service name.
+    path("api/containers/status/", views.api_container_status, name="api-containers-status"),
     *router.urls,
 ]

@@ -15,6 +15,7 @@ from containers.serializers import (
     OperationAcceptedSerializer,
     OperationDetailSerializer,
     OperationRowSerializer,
+    SeedContainerStatusSerializer,
     SwapSerializer,
 )
 from gaiaorch.auth import actor_name
@@ -41,10 +42,18 @@ def _body(request) -> dict:
     return request.data if isinstance(request.data, dict) else {}
 
 
-@extend_schema(responses={200: ContainerStatusSerializer}, tags=["containers"])
+@extend_schema(responses={200: SeedContainerStatusSerializer}, tags=["containers"])
 @api_view(["GET"])
 def container_status(request):
-    """Observed state of every configured service, from the database (no Docker round trip)."""
+    """Observed state of every configured service, from the database (no Docker round trip);
+    `live` and `candidate` in the seed's shape."""
+    return Response(services.seed_status())
+
+
+@extend_schema(responses={200: ContainerStatusSerializer}, tags=["containers"])
+@api_view(["GET"])
+def api_container_status(request):
+    """The same document as /containers/status, with `live` and `candidate` mapping role -> state."""
     return Response(services.status())
 
 

@@ -7,10 +7,13 @@ event; the worker is woken through transaction.on_commit.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from typing import Any
 from uuid import UUID
 
+from asgiref.sync import sync_to_async
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.db.models import Q
@@ -27,6 +30,7 @@ from notifications.services import record_event
 logger = logging.getLogger(__name__)
 
 TASK = "handoffs.tasks.run_handoff"
+WAIT_POLL_SECONDS = 0.5  # how late a waiting caller learns that its handoff ended
 
 
 def get(handoff_id: UUID | str) -> Handoff:
@@ -145,6 +149,27 @@ def _start(
         )
         transaction.on_commit(lambda: enqueue(handoff.id))
     return handoff
+
+
+def _phase(handoff_id: UUID | str) -> str | None:
+    return Handoff.objects.filter(pk=handoff_id).values_list("phase", flat=True).first()
+
+
+async def wait_for_end(
+    handoff_id: UUID | str, *, timeout_seconds: float, poll_seconds: float = WAIT_POLL_SECONDS
+) -> dict[str, Any]:
+    """The handoff's status once it has ended, or as it stands when the timeout passes.
+
+    Holds no thread while it waits: it reads the row's phase (one primary-key lookup) every poll;
+    the worker that drives the handoff may be another process. A caller that gives up (its
+    connection closes) leaves the handoff running."""
+    deadline = time.monotonic() + timeout_seconds
+    while True:
+        phase = await sync_to_async(_phase)(handoff_id)
+        remaining = deadline - time.monotonic()
+        if phase in TERMINAL or remaining <= 0:
+            return await sync_to_async(lambda: status(get(handoff_id)))()
+        await asyncio.sleep(min(poll_seconds, remaining))
 
 
 def enqueue(handoff_id: UUID) -> None:

@@ -8,6 +8,6 @@ router.register("api/handoffs", views.HandoffViewSet, basename="handoff")
 
 urlpatterns = [
     path("handoff/<str:handoff_id>/status", views.handoff_status, name="handoff-status"),
-    path("handoff/<slug:handoff_type>", views.start_by_path, name="handoff-start"),
+    path("handoff/<slug:handoff_type>", views.waiting(views.start_by_path), name="handoff-start"),
     *router.urls,
 ]

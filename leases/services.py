@@ -424,13 +424,73 @@ def _end_live(lease_id: Any, actor: str, decide) -> Lease:
 def release(lease_id: Any, *, actor: str, reason: str = "") -> Lease:
     """End an active lease (or withdraw a waiting entry) and grant the next waiter."""
 
-    def decide(state: GpuState, lease: Lease) -> None:
-        if lease == state.holder:
-            _end(state, lease, LeaseStatus.RELEASED, actor, reason)
-        else:
-            _end(state, lease, LeaseStatus.CANCELLED, actor, reason or "released while waiting")
+    return _end_live(lease_id, actor, lambda state, lease: _release(state, lease, actor, reason))
 
-    return _end_live(lease_id, actor, decide)
+
+def _release(state: GpuState, lease: Lease, actor: str, reason: str) -> None:
+    if lease == state.holder:
+        _end(state, lease, LeaseStatus.RELEASED, actor, reason)
+    else:
+        _end(state, lease, LeaseStatus.CANCELLED, actor, reason or "released while waiting")
+
+
+def release_without_id(*, gpu: int | None, requester: str | None, actor: str, reason: str = "") -> Lease:
+    """Release without a lease id, as the seed's callers do.
+
+    With a requester (a service acting for itself): its own lease is released, or its own queue
+    entry withdrawn, on `gpu`, or on the only GPU where it has one. Without a requester (an
+    operator): the current holder of `gpu`, or of the only GPU, is released. Nothing to release
+    is a Conflict (`nothing_held`), raised after commit so that any expiry found on the way is kept.
+    """
+    index = gpu if gpu is not None else _unnamed_gpu(requester)
+    if index is None:
+        raise _nothing_held(requester, gpu=None, queue_length=0, holder=None)
+    if requester is None and not reason:
+        reason = f"{actor} released the holder of GPU {index} without a lease id"
+    with _deciding(index, actor) as state:
+        lease = state.for_requester(requester) if requester else state.holder
+        if lease is not None:
+            _release(state, lease, actor, reason)
+    if lease is None:
+        holder = state.holder.requester if state.holder else None
+        raise _nothing_held(requester, gpu=index, queue_length=len(state.queue), holder=holder)
+    return lease
+
+
+def _unnamed_gpu(requester: str | None) -> int | None:
+    """The GPU a release without id and without ?gpu= is about: the requester's (None when it has
+    a lease nowhere and the box has several GPUs), or the only GPU."""
+    present = [each.index for each in sync_gpus()]
+    indexes = present
+    if requester is not None:
+        where = Lease.objects.live().filter(requester=requester).values_list("gpu__index", flat=True)
+        indexes = sorted(set(where)) or (present if len(present) == 1 else [])
+    if len(indexes) > 1:
+        listed = ", ".join(map(str, indexes))
+        raise InvalidRequest(
+            f"Name the GPU to release (?gpu= or the body's gpu): it could be GPU {listed}.",
+            fields={"gpu": [f"required when more than one GPU is concerned; one of {listed}"]},
+        )
+    return indexes[0] if indexes else None
+
+
+def _nothing_held(
+    requester: str | None, *, gpu: int | None, queue_length: int, holder: str | None
+) -> Conflict:
+    where = f"GPU {gpu}" if gpu is not None else "any GPU"
+    if requester:
+        detail = f"{requester} holds no lease and waits in no queue on {where}; nothing was released."
+    else:
+        detail = f"Nobody holds {where}; nothing was released."
+    return Conflict(
+        detail,
+        code="nothing_held",
+        success=False,
+        message=detail,
+        gpu=gpu,
+        holder=holder,
+        queue_length=queue_length,
+    )
 
 
 def heartbeat(lease_id: Any, *, actor: str) -> Lease:
@@ -665,3 +725,16 @@ def gpu_status(gpu: int | None = None) -> dict[str, Any]:
         "telemetry_reason": sampled.reason,
         "gpus": entries,
     }
+
+
+FREE_OWNER = "none"  # the seed's owner of a free GPU (gaia-web shows "--" for it)
+
+
+def seed_gpu_status(gpu: int | None = None) -> dict[str, Any]:
+    """gpu_status in the seed's shape, for the seed paths (/gpu/status, /status): the owner of a
+    free GPU is "none" instead of null, at the top level and in every GPU entry."""
+    document = gpu_status(gpu)
+    for entry in [document, *document.get("gpus", [])]:
+        if entry["owner"] is None:
+            entry["owner"] = FREE_OWNER
+    return document

@@ -13,5 +13,6 @@ urlpatterns = [
     path("gpu/wait", wait, name="gpu-wait"),
     path("gpu/heartbeat", views.heartbeat, name="gpu-heartbeat"),
     path("gpu/status", views.gpu_status, name="gpu-status"),
+    path("api/gpu/status/", views.api_gpu_status, name="api-gpu-status"),
     *router.urls,
 ]

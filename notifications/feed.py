@@ -20,12 +20,20 @@ class FeedItem:
     text: str  # the notification, JSON-encoded once for every subscriber
 
 
+NOTICE_PREFIX = "notification."  # notices for users; the seed named them without the prefix
+
+
 def notification(event: Event) -> dict[str, Any]:
-    """The seed's notification shape, plus the event log's own fields."""
+    """The seed's notification shape, plus the event log's own fields.
+
+    `notification_type` is the seed's name for the notices it defined (`oracle_fallback` for the
+    event type `notification.oracle_fallback`) and the dotted event type for every other event;
+    `type` is always the dotted event type."""
     return {
         "id": event.id,
         "notification_id": str(event.id),
-        "notification_type": event.type,
+        "notification_type": event.type.removeprefix(NOTICE_PREFIX),
+        "type": event.type,
         "title": event.title,
         "message": event.message,
         "timestamp": event.created_at.isoformat(),

@@ -266,6 +266,7 @@ def _report_oracle_fallback(
             "original_role": original_role,
             "reason": reason,
             "reported_at": timestamp.isoformat() if timestamp else None,
+            "timestamp": (timestamp or now).isoformat(),  # the seed's: the reporter's time, or receipt
             "count": 1,
             "summary": False,
         },
@@ -299,6 +300,7 @@ def _close_burst(burst: OracleFallbackBurst, now: datetime) -> None:
                 "reason": burst.last_reason,
                 "count": burst.count,
                 "summary": True,
+                "timestamp": now.isoformat(),
                 "first_event_id": burst.first_event_id,
                 "window_seconds": seconds,
             },

@@ -26,7 +26,7 @@ def post(webhook: Webhook, payload: dict[str, Any], delivery_id: int) -> Outcome
     headers = {
         **dict(webhook.headers),
         "X-Gaiaorch-Delivery": str(delivery_id),
-        "X-Gaiaorch-Event-Type": payload["notification_type"],
+        "X-Gaiaorch-Event-Type": payload["type"],
     }
     started = time.monotonic()
     try:

@@ -8,7 +8,7 @@ from rest_framework.authtoken.models import Token
 
 from containers.services import docker_reachable
 from gaiaorch import services, telemetry
-from handoffs.tests.conftest import configure, gaia, gpu, hold_gpu  # noqa: F401 (crash suite)
+from handoffs.tests.conftest import configure, gaia, gpu, hold_gpu, worker  # noqa: F401 (crash suite, callers)
 from leases import services as leases
 
 

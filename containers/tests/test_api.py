@@ -52,7 +52,7 @@ def test_it_never_shows_a_stale_running_state_when_docker_is_unreachable(test_st
 
     status = operator_client.get("/containers/status").json()
     assert status["docker_available"] is False
-    assert status["live"]["core"] == "unknown"
+    assert status["live"]["core"]["state"] == "unknown"
     assert Container.objects.get(service="t-core").state == "unknown"
     assert Event.objects.filter(type="docker.unavailable").count() == 1
     changed = Event.objects.get(type="container.state_changed", subject_id="t-core")
@@ -67,7 +67,7 @@ def test_it_says_unknown_when_nobody_has_checked_docker_lately(test_stack, anony
 
     assert status["docker_available"] is False
     assert "is the ticker" in status["docker_error"]
-    assert status["live"]["core"] == "unknown"
+    assert status["live"]["core"]["state"] == "unknown"
 
 
 def test_it_serves_the_status_from_the_database(test_stack, anonymous_client, django_assert_max_num_queries):
@@ -78,10 +78,38 @@ def test_it_serves_the_status_from_the_database(test_stack, anonymous_client, dj
         status = anonymous_client.get("/containers/status").json()
 
     assert status["docker_available"] is True
-    assert status["live"]["core"] == "running"
     core = next(entry for entry in status["services"] if entry["service"] == "t-core")
     assert core["health"] == "healthy" and core["container_id"] == "c0ffee"
-    assert status["candidate"]["core"] == "unknown"  # never observed yet
+    assert status["live"]["core"] == {
+        "name": "t-core",
+        "state": "running",
+        "port": core["port"],
+        "healthy": True,
+        "last_check": core["last_seen_at"],
+    }
+    assert status["candidate"]["core"]["state"] == "unknown"  # never observed yet
+    assert status["candidate"]["core"]["healthy"] is False
+
+
+def test_it_keeps_the_role_to_state_maps_under_api(test_stack, anonymous_client):
+    running_row("t-core", health="healthy")
+    DockerStatus.objects.create(pk=1, available=True, checked_at=timezone.now())
+    status = anonymous_client.get("/api/containers/status/").json()
+    assert (status["live"]["core"], status["candidate"]["core"]) == ("running", "unknown")
+    assert [entry["service"] for entry in status["services"]] == [
+        entry["service"] for entry in anonymous_client.get("/containers/status").json()["services"]
+    ]
+
+
+@pytest.mark.parametrize(
+    "docker_state, seed_state",
+    [("running", "running"), ("exited", "stopped"), ("absent", "stopped"), ("restarting", "starting")],
+)
+def test_it_names_docker_states_as_the_seed_did(test_stack, anonymous_client, docker_state, seed_state):
+    Container.objects.create(service="t-core", stack="live", state=docker_state, health="healthy")
+    DockerStatus.objects.create(pk=1, available=True, checked_at=timezone.now())
+    entry = anonymous_client.get("/containers/status").json()["live"]["core"]
+    assert (entry["state"], entry["healthy"]) == (seed_state, docker_state == "running")
 
 
 def test_it_queues_an_operation_and_answers_202_with_its_status_url(docker_answers, operator_client):

@@ -190,6 +190,7 @@ class Handoffs:
     signal_retry_max_seconds: float = 5.0
     on_recipient_unacknowledged: str = "rollback"
     accept_container_stopped_as_proof: bool = False
+    default_wait_seconds: float = 0.0  # how long a seed start waits when its caller does not ask
 
     def type_named(self, name: str) -> HandoffType | None:
         """A type by name, in either spelling (prime_to_study or prime-to-study)."""

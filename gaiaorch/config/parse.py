@@ -47,6 +47,7 @@ HANDOFF_SETTINGS = (
     "signal_retry_max_seconds",
     "on_recipient_unacknowledged",
     "accept_container_stopped_as_proof",
+    "default_wait_seconds",
 )
 SECTIONS = (
     "orchestrator",
@@ -450,6 +451,7 @@ def _handoffs(node: Node, services: dict[str, Service]) -> Handoffs:
             "on_recipient_unacknowledged", "rollback", ("rollback", "complete_with_warning")
         ),
         accept_container_stopped_as_proof=node.boolean("accept_container_stopped_as_proof", False),
+        default_wait_seconds=node.number("default_wait_seconds", 0.0, 0, 3600),
     )
     node.finish()
     return parsed

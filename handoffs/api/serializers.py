@@ -11,6 +11,15 @@ class StartSeedSerializer(serializers.Serializer):
     timeout_seconds = serializers.IntegerField(required=False, allow_null=True, min_value=1, default=None)
 
 
+MAX_WAIT_SECONDS = 3600
+
+
+class WaitSerializer(serializers.Serializer):
+    """How long a seed start waits for the handoff's end (?wait=SECONDS or Prefer: wait=N)."""
+
+    wait = serializers.FloatField(min_value=0, max_value=MAX_WAIT_SECONDS)
+
+
 class StartSerializer(StartSeedSerializer):
     type = serializers.CharField(max_length=32, help_text="A handoff type configured under handoffs:")
     gpu = serializers.IntegerField(required=False, min_value=0, default=0)
@@ -50,6 +59,14 @@ class StatusSerializer(serializers.Serializer):
     lease_id = serializers.UUIDField(allow_null=True)
     fencing_token = serializers.IntegerField(allow_null=True)
     phases = StepRecordSerializer(many=True)
+
+
+class WaitedSerializer(StatusSerializer):
+    """A seed start that waited: the status, where to follow it, and what happened."""
+
+    success = serializers.BooleanField()
+    status_url = serializers.CharField()
+    message = serializers.CharField()
 
 
 class HandoffSerializer(serializers.ModelSerializer):

@@ -1,6 +1,9 @@
 from __future__ import annotations
 
+import threading
+
 import pytest
+from django.db import connection
 
 # The containers app's real-Docker fixtures (busybox stacks), for the live⇄candidate Docker tests.
 from containers.tests.conftest import (  # noqa: F401
@@ -102,3 +105,26 @@ def synchronous_worker(monkeypatch):
     from django_q.conf import Conf
 
     monkeypatch.setattr(Conf, "SYNC", True)
+
+
+@pytest.fixture
+def worker(monkeypatch):
+    """Drives every started handoff in a thread, as a worker process would, while the request waits.
+    Needs a transactional test (the thread sees committed rows only)."""
+    threads: list[threading.Thread] = []
+
+    def drive(handoff_id) -> None:
+        try:
+            tasks.run_handoff(str(handoff_id))
+        finally:
+            connection.close()
+
+    def enqueue(handoff_id) -> None:
+        thread = threading.Thread(target=drive, args=(handoff_id,), daemon=True)
+        threads.append(thread)
+        thread.start()
+
+    monkeypatch.setattr(services, "enqueue", enqueue)
+    yield threads
+    for thread in threads:
+        thread.join(30)

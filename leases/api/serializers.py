@@ -41,6 +41,13 @@ class LeaseIdSerializer(serializers.Serializer):
     reason = serializers.CharField(max_length=500, required=False, default="", allow_blank=True)
 
 
+class ReleaseSerializer(LeaseIdSerializer):
+    """The seed's release: by lease id, or without one (no body, `{}`, `{reason}`, `?gpu=N`)."""
+
+    lease_id = serializers.UUIDField(required=False)
+    gpu = serializers.IntegerField(min_value=0, max_value=63, required=False)
+
+
 class ReasonSerializer(serializers.Serializer):
     reason = serializers.CharField(max_length=500)
 

@@ -6,13 +6,13 @@ from __future__ import annotations
 from typing import Any
 
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action, api_view
 from rest_framework.response import Response
 
 from gaiaorch.auth import IsOperator, actor_name, acts_for
-from gaiaorch.errors import Forbidden, NotFound
+from gaiaorch.errors import Forbidden, InvalidRequest, NotFound
 from leases import services
 from leases.api.serializers import (
     AcquireSerializer,
@@ -21,6 +21,7 @@ from leases.api.serializers import (
     LeaseSerializer,
     OptionalReasonSerializer,
     ReasonSerializer,
+    ReleaseSerializer,
 )
 from leases.models import Lease
 
@@ -90,22 +91,50 @@ def acquire(request):
 
 
 @extend_schema(
-    request=LeaseIdSerializer,
-    parameters=[OpenApiParameter("lease_id", OpenApiTypes.UUID, required=False)],
-    responses=LeaseSerializer,
+    request=ReleaseSerializer,
+    parameters=[
+        OpenApiParameter("lease_id", OpenApiTypes.UUID, required=False),
+        OpenApiParameter("gpu", OpenApiTypes.INT, required=False, description="without a lease id"),
+    ],
+    responses={
+        200: LeaseSerializer,
+        409: OpenApiResponse(description="conflict (the lease already ended) or nothing_held"),
+    },
 )
 @api_view(["POST"])
 def release(request):
-    """Release by lease id, given in the JSON body or as ?lease_id=. Without an id: 400."""
+    """Release by lease id (JSON body or ?lease_id=). Without an id, a service releases its own
+    lease (or leaves its queue) and an operator releases the holder, on the named or only GPU."""
     data = {**request.query_params.dict(), **(request.data if isinstance(request.data, dict) else {})}
-    params = validated(LeaseIdSerializer, data)
-    lease = lease_for(request.user, params["lease_id"])
-    released = services.release(lease.id, actor=actor_name(request.user), reason=params["reason"])
+    params = validated(ReleaseSerializer, data)
+    actor = actor_name(request.user)
+    if "lease_id" in params:
+        lease = lease_for(request.user, params["lease_id"])
+        ensure_same_gpu(lease, params.get("gpu"))
+        released = services.release(lease.id, actor=actor, reason=params["reason"])
+    else:
+        requester = None if request.user.is_staff else request.user.get_username()
+        released = services.release_without_id(
+            gpu=params.get("gpu"), requester=requester, actor=actor, reason=params["reason"]
+        )
+    return Response(released_body(released))
+
+
+def ensure_same_gpu(lease: Lease, gpu: int | None) -> None:
+    if gpu is not None and gpu != lease.gpu.index:
+        raise InvalidRequest(
+            f"Lease {lease.id} is on GPU {lease.gpu.index}, not GPU {gpu}.",
+            fields={"gpu": [f"lease {lease.id} is on GPU {lease.gpu.index}"]},
+        )
+
+
+def released_body(released: Lease) -> dict[str, Any]:
+    """The seed's release answer (success, message, queue_length), the lease and the next holder."""
     body = lease_body(released, f"{released.requester} {released.status} GPU {released.gpu.index}")
-    body["next_holder"] = (
-        Lease.objects.active().filter(gpu=released.gpu).values_list("requester", flat=True).first()
-    )
-    return Response(body)
+    on_gpu = Lease.objects.filter(gpu=released.gpu)
+    body["next_holder"] = on_gpu.active().values_list("requester", flat=True).first()
+    body["queue_length"] = on_gpu.waiting().count()
+    return body
 
 
 @extend_schema(request=LeaseIdSerializer, responses=LeaseSerializer)
@@ -117,16 +146,31 @@ def heartbeat(request):
     return Response(lease_body(renewed, "Lease renewed"))
 
 
-@extend_schema(
+GPU_STATUS_SCHEMA = extend_schema(
     parameters=[OpenApiParameter("gpu", OpenApiTypes.INT, required=False)], responses=OpenApiTypes.OBJECT
 )
-@api_view(["GET"])
-def gpu_status(request):
-    """Every GPU (seed fields describe GPU 0); `?gpu=N` for one."""
+
+
+def status_of(request, document) -> Response:
     gpu = request.query_params.get("gpu")
     if gpu is None:
-        return Response(services.gpu_status())
-    return Response(services.gpu_status(validated(LeaseFilter, {"gpu": gpu})["gpu"]))
+        return Response(document())
+    return Response(document(validated(LeaseFilter, {"gpu": gpu})["gpu"]))
+
+
+@GPU_STATUS_SCHEMA
+@api_view(["GET"])
+def gpu_status(request):
+    """The seed's GPU status: every GPU (top-level fields describe GPU 0), `?gpu=N` for one;
+    a free GPU's owner is "none"."""
+    return status_of(request, services.seed_gpu_status)
+
+
+@GPU_STATUS_SCHEMA
+@api_view(["GET"])
+def api_gpu_status(request):
+    """The same document as /gpu/status, with null as the owner of a free GPU."""
+    return status_of(request, services.gpu_status)
 
 
 class LeaseViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):

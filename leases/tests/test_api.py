@@ -48,11 +48,62 @@ def test_it_releases_by_body_or_query_and_grants_the_next_waiter(core_client, st
     assert response.status_code == 200
 
 
-def test_it_refuses_a_release_without_an_id(core_client):
+def test_it_lets_a_service_release_its_own_lease_without_an_id(core_client, study_client):
     acquire(core_client, "gaia-core")
-    response = core_client.post("/gpu/release", {}, format="json")
-    assert response.status_code == 400
-    assert "lease_id" in response.json()["fields"]
+    waiting = acquire(study_client, "gaia-study").json()["lease_id"]
+    response = core_client.post("/gpu/release", {"reason": "done"}, format="json")
+    assert response.status_code == 200
+    body = response.json()
+    assert (body["success"], body["status"], body["requester"]) == (True, "released", "gaia-core")
+    assert (body["next_holder"], body["queue_length"]) == ("gaia-study", 0)
+    assert Lease.objects.get(pk=waiting).status == "active"
+    assert Event.objects.filter(type="lease.released").get().message == "done"
+
+
+def test_it_withdraws_a_services_own_queue_entry_without_an_id(core_client, study_client):
+    acquire(core_client, "gaia-core")
+    acquire(study_client, "gaia-study")
+    response = study_client.post("/gpu/release")
+    assert response.status_code == 200 and response.json()["status"] == "cancelled"
+    assert Lease.objects.active().get().requester == "gaia-core"
+
+
+def test_it_lets_an_operator_release_the_holder_with_the_reason_in_the_event(core_client, operator_client):
+    acquire(core_client, "gaia-core")
+    response = operator_client.post("/gpu/release?gpu=0", {"reason": "wedged"}, format="json")
+    assert response.status_code == 200
+    assert (response.json()["requester"], response.json()["status"]) == ("gaia-core", "released")
+    event = Event.objects.filter(type="lease.released").get()
+    assert (event.actor, event.message) == ("olivia", "wedged")
+
+
+def test_it_says_nothing_was_released_when_nothing_is_held(core_client, study_client, operator_client):
+    assert operator_client.post("/gpu/release").json()["error"] == "nothing_held"
+    acquire(core_client, "gaia-core")
+    response = study_client.post("/gpu/release", {}, format="json")
+    assert response.status_code == 409
+    body = response.json()
+    assert (body["success"], body["holder"], body["gpu"], body["queue_length"]) == (False, "gaia-core", 0, 0)
+    assert body["message"] == body["detail"]
+    assert Lease.objects.active().get().requester == "gaia-core"
+    assert not Event.objects.filter(type="lease.released").exists()
+
+
+def test_it_asks_which_gpu_when_a_release_without_an_id_is_ambiguous(two_gpus, core_client, operator_client):
+    acquire(core_client, "gaia-core", gpu=0)
+    acquire(core_client, "gaia-core", gpu=1)
+    for client in (core_client, operator_client):
+        response = client.post("/gpu/release")
+        assert response.status_code == 400 and "gpu" in response.json()["fields"]
+    assert core_client.post("/gpu/release", {"gpu": 1}, format="json").json()["gpu"] == 1
+    assert core_client.post("/gpu/release").json()["gpu"] == 0  # now its only lease
+    assert Lease.objects.active().count() == 0
+
+
+def test_it_refuses_a_lease_id_on_another_gpu_than_named(two_gpus, core_client):
+    held = acquire(core_client, "gaia-core", gpu=1).json()["lease_id"]
+    response = core_client.post("/gpu/release", {"lease_id": held, "gpu": 0}, format="json")
+    assert response.status_code == 400 and "gpu" in response.json()["fields"]
     assert Lease.objects.active().count() == 1
 
 
@@ -132,7 +183,16 @@ def test_it_shows_status_with_holder_queue_and_memory(core_client, study_client,
     assert status["queue"][0]["position"] == 1 and status["queue"][0]["requester"] == "gaia-study"
     assert [gpu["gpu"] for gpu in status["gpus"]] == [0, 1]
     one = core_client.get("/gpu/status?gpu=1").json()
-    assert one["owner"] is None and one["memory"]["baseline_mb"] == 512
+    assert one["owner"] == "none" and one["memory"]["baseline_mb"] == 512
+    assert status["gpus"][1]["owner"] == "none"
+
+
+def test_it_keeps_null_for_a_free_gpus_owner_under_api(core_client, fake_gpus):
+    acquire(core_client, "gaia-core", gpu=1)
+    status = core_client.get("/api/gpu/status/").json()
+    assert (status["owner"], status["gpus"][1]["owner"]) == (None, "gaia-core")
+    assert core_client.get("/api/gpu/status/?gpu=1").json()["owner"] == "gaia-core"
+    assert core_client.get("/api/gpu/status/?gpu=7").status_code == 404
 
 
 def test_it_reports_telemetry_failure_without_failing(core_client, settings):

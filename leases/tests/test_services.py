@@ -108,6 +108,27 @@ def test_it_expires_an_unrenewed_lease_and_grants_the_next_waiter():
     assert "lease.expired" in event_types()
 
 
+def test_it_releases_without_an_id_a_requesters_own_lease_or_the_operators_holder():
+    acquire("gaia-core")
+    waiting = acquire("gaia-study").lease
+    released = services.release_without_id(gpu=None, requester="gaia-core", actor="gaia-core")
+    assert released.status == LeaseStatus.RELEASED
+    assert services.current_holder(0).id == waiting.id
+    by_operator = services.release_without_id(gpu=0, requester=None, actor="olivia")
+    assert by_operator.requester == "gaia-study" and by_operator.ended_by == "olivia"
+    assert "olivia released the holder of GPU 0" in by_operator.end_reason
+
+
+def test_it_keeps_the_expiry_it_found_when_a_release_without_an_id_finds_nothing():
+    holder = acquire("gaia-core", ttl_seconds=30).lease
+    Lease.objects.filter(pk=holder.pk).update(expires_at=timezone.now() - timedelta(seconds=1))
+    with pytest.raises(Conflict) as refusal:
+        services.release_without_id(gpu=None, requester="gaia-core", actor="gaia-core")
+    assert refusal.value.code == "nothing_held" and refusal.value.context["gpu"] == 0
+    assert Lease.objects.get(pk=holder.pk).status == LeaseStatus.EXPIRED
+    assert "lease.released" not in event_types()
+
+
 def test_it_expires_lazily_on_reads_without_the_reaper():
     holder = acquire("gaia-core", ttl_seconds=30).lease
     Lease.objects.filter(pk=holder.pk).update(expires_at=timezone.now() - timedelta(seconds=1))

@@ -52,7 +52,7 @@ def test_it_waits_for_the_gpu_holds_it_with_heartbeats_and_releases_it(server):
     assert held["lease"].fencing_token > core_lease.fencing_token
     assert held["holder_while_training"] == "gaia-study"
     after = gpu_status(server)
-    assert after["owner"] is None and after["queue"] == []
+    assert after["owner"] == "none" and after["queue"] == []
 
 
 def test_it_gives_up_waiting_without_leaving_a_queue_entry(server):

@@ -111,7 +111,8 @@ async def test_it_broadcasts_an_oracle_fallback_burst_once_then_the_tickers_summ
         notice = await next_message(socket)
         summary = await next_message(socket, 10)  # recorded by the ticker process when the window ends
         assert await nothing_more(socket)
-    assert notice["notification_type"] == summary["notification_type"] == "notification.oracle_fallback"
+    assert notice["notification_type"] == summary["notification_type"] == "oracle_fallback"
+    assert notice["type"] == summary["type"] == "notification.oracle_fallback"
     assert (notice["data"]["count"], notice["data"]["summary"]) == (1, False)
     assert (summary["data"]["count"], summary["data"]["summary"]) == (3, True)
     assert summary["data"]["first_event_id"] == notice["id"]

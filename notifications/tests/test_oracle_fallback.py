@@ -46,7 +46,7 @@ def test_it_stores_a_notice_as_an_event(core_client):
     )
     assert event.severity == "warning" and event.actor == "gaia-core"
     assert event.data["fallback_model"] == "groq/llama-3.3-70b"
-    assert event.data["reported_at"] == "2026-11-26T10:00:00+00:00"
+    assert event.data["reported_at"] == event.data["timestamp"] == "2026-11-26T10:00:00+00:00"
     assert "groq/llama-3.3-70b" in event.title and "prime" in event.title
 
 

@@ -59,7 +59,9 @@ def test_it_delivers_the_notification_with_the_configured_headers(db, gaia_web):
         delivery = attempt_delivery(WebhookDelivery.objects.get().id, 1)
         [request] = receiver.requests
     assert delivery.status == DeliveryStatus.DELIVERED and delivery.delivered_at is not None
-    assert request["body"]["id"] == event.id and request["body"]["notification_type"] == event.type
+    assert request["body"]["id"] == event.id and request["body"]["type"] == event.type
+    assert request["body"]["notification_type"] == "oracle_fallback"
+    assert request["headers"]["X-Gaiaorch-Event-Type"] == "notification.oracle_fallback"
     assert request["body"]["data"] == {"count": 1}
     assert request["headers"]["X-Gaia-Secret"] == "s3cret"
     assert request["headers"]["X-Gaiaorch-Delivery"] == str(delivery.id)

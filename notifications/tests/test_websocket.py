@@ -64,7 +64,7 @@ async def test_it_pushes_a_new_event_in_the_notification_shape(connect):
     pushed = await socket.receive_json_from(timeout=5)
     assert pushed["id"] == event.id
     assert pushed["notification_id"] == str(event.id)
-    assert pushed["notification_type"] == "lease.granted"
+    assert pushed["notification_type"] == pushed["type"] == "lease.granted"
     assert (pushed["title"], pushed["message"], pushed["data"]) == (
         "GPU 0 granted to gaia-study",
         "by FIFO",
@@ -130,7 +130,7 @@ async def test_it_sends_only_the_types_asked_for(connect, types, wanted):
     for event_type in ["handoff.started", "lease.granted", "leases.other", "notification.oracle_fallback"]:
         await emit(event_type, event_type)
     await emit("handoff.completed", "done")
-    received = [pushed["notification_type"] for pushed in await receive_all(socket, len(wanted))]
+    received = [pushed["type"] for pushed in await receive_all(socket, len(wanted))]
     assert received == wanted
     assert await socket.receive_nothing(timeout=0.3)
 
