@@ -111,7 +111,9 @@ class FakeHttpServer:
     def start(self):
         self.server = ThreadingHTTPServer(("127.0.0.1", self.port), _handler(self))
         self.server.daemon_threads = True
-        threading.Thread(target=self.server.serve_forever, name=self.name, daemon=True).start()
+        # A short poll interval: stop() waits for the serving loop to notice, once per interval.
+        serve = threading.Thread(target=self.server.serve_forever, args=(0.05,), name=self.name, daemon=True)
+        serve.start()
         return self
 
     def stop(self) -> None:
