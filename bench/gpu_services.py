@@ -178,17 +178,19 @@ class AllocationFailed(Exception):
 
 
 class TorchMemory:
-    """Memory really allocated on one GPU, in blocks so a share of it can be freed."""
+    """Memory really allocated on one GPU, in blocks so a share of it can be freed.
 
-    BLOCK_MIB = 256
+    The CUDA context (~600 MiB on an H200) is created with the first allocation and stays until
+    the process exits, as in a real engine; a fake that never allocates never touches the GPU.
+    """
+
+    BLOCK_MIB = 1024
 
     def __init__(self, gpu: int):
         import torch
 
         self.torch = torch
         self.device = f"cuda:{gpu}"
-        torch.cuda.init()
-        torch.empty(1, device=self.device)  # the CUDA context, as an engine has one before its model
         self.blocks: list[tuple[Any, int]] = []
 
     @property
@@ -198,11 +200,12 @@ class TorchMemory:
     def total_mib(self) -> int:
         return self.torch.cuda.mem_get_info(self.device)[1] // MIB
 
-    def grow(self, mib: int) -> None:
+    def grow(self, mib: int, whole: bool = False) -> None:
+        """Allocate `mib` more, in blocks (or in one piece), all or nothing."""
         added: list[tuple[Any, int]] = []
         try:
             while mib > 0:
-                size = min(mib, self.BLOCK_MIB)
+                size = mib if whole else min(mib, self.BLOCK_MIB)
                 added.append((self.torch.empty(size * MIB, dtype=self.torch.uint8, device=self.device), size))
                 mib -= size
             self.torch.cuda.synchronize(self.device)
@@ -213,6 +216,8 @@ class TorchMemory:
         self.blocks.extend(added)
 
     def shrink(self, mib: int) -> None:
+        if mib <= 0 or not self.blocks:
+            return  # nothing to free: never create a CUDA context just to free nothing
         while mib > 0 and self.blocks:
             _, size = self.blocks.pop()
             mib -= size
@@ -255,7 +260,7 @@ class FakeFileMemory:
         update_fake(self.path, change)
         self.held_mib += delta
 
-    def grow(self, mib: int) -> None:
+    def grow(self, mib: int, whole: bool = False) -> None:
         self._change(mib)
 
     def shrink(self, mib: int) -> None:
@@ -336,11 +341,12 @@ class FakeEngine(FakeHttpServer):
         """Allocate back up to hold_mib; the error text when the allocation fails ("" when it worked)."""
         with self.memory_lock:
             wanted = self.behaviour.hold_mib - self.memory.held_mib
-            if self.behaviour.reclaim == "oom" and step != "start":
+            impossible = self.behaviour.reclaim == "oom" and step != "start"
+            if impossible:
                 wanted = self.memory.total_mib() + 1024  # more than the card has: a real failure
             try:
                 if wanted > 0:
-                    self.memory.grow(wanted)
+                    self.memory.grow(wanted, whole=impossible)
             except AllocationFailed as exc:
                 self._event("allocation_failed", step=step, mib=wanted, error=str(exc))
                 return str(exc)
