@@ -1,9 +1,14 @@
 import json
+import sys
+import threading
+import types
 from types import SimpleNamespace
 
 import pytest
 
 from gaiaorch import telemetry
+
+MIB = telemetry.MIB
 
 
 @pytest.fixture
@@ -52,48 +57,122 @@ def test_it_says_when_telemetry_is_off(settings):
     assert not result.available and "off" in result.reason
 
 
-class FakeNvml:
-    """Stands in for the pynvml module: two devices, one with a process list that fails."""
+def fake_pynvml(*, v2: bool = True, compute=None, graphics=None, fail=()) -> types.ModuleType:
+    """A stand-in for the pynvml module: one H200, NVML's figures in bytes.
 
-    def nvmlInit(self):
-        pass
+    compute/graphics: {pid: MiB or None} per list; `fail` names the lists that raise.
+    """
+    module = types.ModuleType("pynvml")
+    module.nvmlMemory_v2 = 0x02000028
+    module.nvmlInit = lambda: None
+    module.nvmlDeviceGetCount = lambda: 1
+    module.nvmlDeviceGetHandleByIndex = lambda index: f"handle-{index}"
+    module.nvmlDeviceGetUUID = lambda handle: b"GPU-5c1e"
+    module.nvmlDeviceGetName = lambda handle: "NVIDIA H200"
 
-    def nvmlDeviceGetCount(self):
-        return 2
+    def memory_info(handle, version=None):
+        total, reserved, used = 143771 * MIB, 615 * MIB, 8810 * MIB
+        if version is None:
+            return SimpleNamespace(total=total, free=total - used - reserved, used=used + reserved)
+        if not v2 or version != module.nvmlMemory_v2:
+            raise RuntimeError("NVML_ERROR_FUNCTION_NOT_FOUND")
+        return SimpleNamespace(
+            version=version, total=total, reserved=reserved, free=total - used - reserved, used=used
+        )
 
-    def nvmlDeviceGetHandleByIndex(self, index):
-        return index
+    def listing(name, processes):
+        def running(handle):
+            if name in fail:
+                raise RuntimeError("NVML_ERROR_NOT_SUPPORTED")
+            return [
+                SimpleNamespace(pid=pid, usedGpuMemory=None if mib is None else mib * MIB)
+                for pid, mib in (processes or {}).items()
+            ]
 
-    def nvmlDeviceGetMemoryInfo(self, handle):
-        return SimpleNamespace(total=80 * 1024 * telemetry.MIB, used=(480 + handle) * telemetry.MIB)
+        return running
 
-    def nvmlDeviceGetUUID(self, handle):
-        return f"GPU-{handle}".encode()
-
-    def nvmlDeviceGetName(self, handle):
-        return "NVIDIA H100"
-
-    def nvmlDeviceGetComputeRunningProcesses(self, handle):
-        if handle == 1:
-            raise RuntimeError("not supported")
-        return [SimpleNamespace(pid=42, usedGpuMemory=100 * telemetry.MIB)]
+    module.nvmlDeviceGetMemoryInfo = memory_info
+    module.nvmlDeviceGetComputeRunningProcesses = listing("compute", compute)
+    module.nvmlDeviceGetGraphicsRunningProcesses = listing("graphics", graphics)
+    return module
 
 
-def test_it_turns_nvml_figures_into_mib(monkeypatch, settings):
+@pytest.fixture
+def nvml(monkeypatch, settings):
+    """Install a fake pynvml module; returns a function that installs another."""
     settings.GPU_BACKEND = "nvml"
-    monkeypatch.setattr(telemetry.Nvml, "_init", classmethod(lambda cls: FakeNvml()))
+
+    def install(**options) -> None:
+        monkeypatch.setitem(sys.modules, "pynvml", fake_pynvml(**options))
+        monkeypatch.setattr(telemetry.Nvml, "_ready", False)
+
+    return install
+
+
+def test_it_keeps_the_drivers_reservation_apart_with_memory_info_v2(nvml):
+    nvml(compute={4242: 8800})
     result = telemetry.sample()
     assert result.available and result.backend == "nvml"
     assert result.gpu(0).as_dict() == {
         "index": 0,
-        "uuid": "GPU-0",
-        "name": "NVIDIA H100",
-        "total_mb": 81920,
-        "used_mb": 480,
-        "free_mb": 81440,
-        "processes": [{"pid": 42, "used_mib": 100}],
+        "uuid": "GPU-5c1e",
+        "name": "NVIDIA H200",
+        "total_mb": 143771,
+        "used_mb": 8810,
+        "free_mb": 143771 - 8810 - 615,
+        "reserved_mb": 615,
+        "processes": [{"pid": 4242, "used_mib": 8800}],
+        "processes_visible": True,
+        "processes_reason": "",
     }
-    assert result.gpu(1).processes == []
+
+
+def test_it_falls_back_to_memory_info_v1_with_the_reservation_unknown(nvml):
+    nvml(v2=False, compute={4242: 8800})
+    gpu = telemetry.sample().gpu(0)
+    assert (gpu.used_mib, gpu.reserved_mib, gpu.free_mib) == (8810 + 615, None, 143771 - 8810 - 615)
+    assert not gpu.visibility().visible
+    assert "v1" in gpu.visibility().reason
+
+
+def test_it_merges_compute_and_graphics_processes_by_pid(nvml):
+    nvml(compute={10: 4000, 11: 300}, graphics={10: 4200, 12: 100})
+    gpu = telemetry.sample().gpu(0)
+    assert gpu.processes == (
+        telemetry.GpuProcess(10, 4200),
+        telemetry.GpuProcess(11, 300),
+        telemetry.GpuProcess(12, 100),
+    )
+    assert gpu.listed_mib == 4600 and gpu.unlisted_mib == 8810 - 4600
+
+
+def test_it_tolerates_one_process_list_failing(nvml):
+    nvml(compute={4242: 8800}, fail=("graphics",))
+    gpu = telemetry.sample().gpu(0)
+    assert gpu.process_error == "" and gpu.visibility().visible
+
+
+def test_it_says_when_nvml_cannot_list_processes(nvml):
+    nvml(fail=("compute", "graphics"))
+    gpu = telemetry.sample().gpu(0)
+    assert "NVML_ERROR_NOT_SUPPORTED" in gpu.process_error
+    assert not gpu.visibility().visible
+    assert "cannot list the processes on GPU 0" in gpu.visibility().reason
+
+
+def test_it_says_when_nvml_lists_processes_without_their_memory(nvml):
+    nvml(compute={4242: None})
+    gpu = telemetry.sample().gpu(0)
+    assert gpu.process(4242).used_mib is None
+    assert "without their memory (pids [4242])" in gpu.visibility().reason
+
+
+def test_it_says_when_memory_is_used_but_nvml_lists_no_process(nvml):
+    nvml()
+    visibility = telemetry.sample().gpu(0).visibility()
+    assert not visibility.visible
+    assert "lists no process on GPU 0 while 8810 MiB beyond the driver's reservation" in visibility.reason
+    assert "pid: host" in visibility.reason
 
 
 def test_it_reports_an_nvml_failure_as_unavailable(monkeypatch, settings):
@@ -106,3 +185,57 @@ def test_it_reports_an_nvml_failure_as_unavailable(monkeypatch, settings):
     result = telemetry.sample()
     assert not result.available
     assert "NVML failed: libnvidia-ml.so.1" in result.reason
+
+
+def test_it_reads_reservation_and_processes_from_the_fake_file(fake_file):
+    telemetry.write_fake(
+        fake_file,
+        [{"index": 0, "total_mib": 24576, "used_mib": 9000, "reserved_mib": 600,
+          "processes": [{"pid": 4242, "used_mib": 8900}]}],
+    )  # fmt: skip
+    gpu = telemetry.sample().gpu(0)
+    assert (gpu.used_mib, gpu.reserved_mib, gpu.free_mib) == (9000, 600, 24576 - 9000 - 600)
+    assert gpu.processes == (telemetry.GpuProcess(4242, 8900),)
+    assert gpu.visibility().visible
+
+
+def test_it_reads_the_old_fake_file_shape_as_memory_info_v1(fake_file):
+    telemetry.write_fake(fake_file, [{"index": 0, "total_mib": 24576, "used_mib": 512}])
+    gpu = telemetry.sample().gpu(0)
+    assert (gpu.reserved_mib, gpu.processes, gpu.free_mib) == (None, (), 24064)
+
+
+@pytest.mark.parametrize(
+    "entry, reason",
+    [
+        ({"reserved_mib": 24000}, "between 0 and total"),
+        ({"reserved_mib": -1}, "reserved_mib must be a non-negative integer"),
+        ({"processes": {"pid": 1}}, "processes must be a list"),
+        ({"processes": [{"used_mib": 5}]}, "'pid' is missing"),
+        ({"processes": [{"pid": "x"}]}, "pid must be a non-negative integer"),
+    ],
+)
+def test_it_reports_malformed_reservation_and_processes(fake_file, entry, reason):
+    telemetry.write_fake(fake_file, [{"index": 0, "total_mib": 24576, "used_mib": 1000, **entry}])
+    result = telemetry.sample()
+    assert not result.available
+    assert reason in result.reason
+
+
+def test_it_loses_no_update_when_several_writers_change_the_fake_file(fake_file):
+    telemetry.write_fake(fake_file, [{"index": 0, "total_mib": 24576, "used_mib": 0, "processes": []}])
+
+    def add(pid: int) -> None:
+        def change(gpus):
+            gpus[0]["processes"].append({"pid": pid, "used_mib": 10})
+            gpus[0]["used_mib"] += 10
+
+        telemetry.update_fake(fake_file, change)
+
+    threads = [threading.Thread(target=add, args=(pid,)) for pid in range(1, 41)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    gpu = telemetry.sample().gpu(0)
+    assert gpu.used_mib == 400 and sorted(p.pid for p in gpu.processes) == list(range(1, 41))

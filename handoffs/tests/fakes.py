@@ -1,5 +1,8 @@
 """Fake gaia-core, gaia-prime and gaia-study: real HTTP servers on 127.0.0.1 speaking the contract.
 
+The HTTP plumbing is bench/gpu_services.py's FakeHttpServer (the same the GPU harness's engine
+fakes run on); these fakes hold no memory themselves, a test moves the fake GPU's figures.
+
 Each route answers like the real service (ARCHITECTURE.md §5 "What gaiaorch calls") unless a test
 scripts it otherwise: `fake.respond(path, status=500)`, `fake.respond(path, delay=2)`,
 `fake.respond(path, hang=True)` (holds the request until the fake stops), `times=N` for only the
@@ -10,16 +13,14 @@ Every call is recorded with its JSON body; `fake.busy_seconds` sums the time spe
 
 from __future__ import annotations
 
-import json
-import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+from bench.gpu_services import FakeHttpServer, Reply, Request
 from gaiaorch.telemetry import write_fake
 
 CONTRACT: dict[str, dict[str, dict[str, Any]]] = {
@@ -50,49 +51,20 @@ class Script:
     times: int | None = None  # answer like this this many times, then like the contract again
 
 
-@dataclass
-class Call:
-    method: str
-    path: str
-    body: dict[str, Any]
+class FakeService(FakeHttpServer):
+    """One GAIA service: answers its contract routes unless a test scripts them otherwise."""
 
-
-@dataclass
-class FakeService:
-    name: str
-    routes: dict[str, dict[str, Any]]
-    scripts: dict[str, Script] = field(default_factory=dict)
-    hooks: dict[str, list[Callable[[], None]]] = field(default_factory=dict)
-    calls: list[Call] = field(default_factory=list)
-    busy_seconds: float = 0.0
-    stopping: threading.Event = field(default_factory=threading.Event)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    server: ThreadingHTTPServer | None = None
-
-    @property
-    def url(self) -> str:
-        host, port = self.server.server_address[:2]
-        return f"http://{host}:{port}"
+    def __init__(self, name: str, routes: dict[str, dict[str, Any]]):
+        super().__init__(name)
+        self.routes = routes
+        self.scripts: dict[str, Script] = {}
+        self.hooks: dict[str, list[Callable[[], None]]] = {}
 
     def respond(self, path: str, **script: Any) -> None:
         self.scripts[path] = Script(**script)
 
     def on(self, path: str, hook: Callable[[], None]) -> None:
         self.hooks.setdefault(path, []).append(hook)
-
-    def called(self, path: str) -> list[Call]:
-        return [call for call in self.calls if call.path == path]
-
-    def start(self) -> FakeService:
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
-        self.server.daemon_threads = True
-        threading.Thread(target=self.server.serve_forever, name=self.name, daemon=True).start()
-        return self
-
-    def stop(self) -> None:
-        self.stopping.set()
-        self.server.shutdown()
-        self.server.server_close()
 
     def _script(self, path: str) -> Script:
         with self.lock:
@@ -103,54 +75,19 @@ class FakeService:
                     self.scripts.pop(path)
         return script
 
-    def answer(self, method: str, raw_path: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
-        started = time.monotonic()
-        path = raw_path.split("?", 1)[0]
-        with self.lock:
-            self.calls.append(Call(method, raw_path, body))
-        script = self._script(path)
+    def handle(self, request: Request) -> Reply:
+        script = self._script(request.path)
         if script.hang:
             self.stopping.wait()
-            return 503, {"detail": "fake stopped while hanging"}
+            return Reply(503, {"detail": "fake stopped while hanging"})
         if script.delay:
             time.sleep(script.delay)
-        if path not in self.routes:
-            return 404, {"detail": f"{self.name} has no {path}"}
+        if request.path not in self.routes:
+            return Reply(404, {"detail": f"{self.name} has no {request.path}"})
         if 200 <= script.status < 300:
-            for hook in self.hooks.get(path, []):
+            for hook in self.hooks.get(request.path, []):
                 hook()
-        answer = script.body if script.body is not None else self.routes[path]
-        with self.lock:
-            self.busy_seconds += time.monotonic() - started
-        return script.status, answer
-
-
-def _handler(fake: FakeService) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        def _serve(self) -> None:
-            length = int(self.headers.get("Content-Length") or 0)
-            raw = self.rfile.read(length) if length else b""
-            try:
-                body = json.loads(raw) if raw else {}
-            except ValueError:
-                body = {"unparsed": raw.decode(errors="replace")}
-            status, answer = fake.answer(self.command, self.path, body)
-            payload = json.dumps(answer).encode()
-            try:
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
-            except OSError:
-                pass  # the client gave up (its timeout); nothing to answer
-
-        do_GET = do_POST = _serve
-
-        def log_message(self, *args) -> None:
-            pass
-
-    return Handler
+        return Reply(script.status, script.body if script.body is not None else self.routes[request.path])
 
 
 class FakeGpu:
