@@ -70,6 +70,9 @@ class Gpu:
     residual_mib: int = 512
     baseline_mib: int | None = None
     baseline_interval_seconds: int = 5
+    # Memory NVML's process list may leave unexplained before attribution counts as unavailable.
+    unlisted_tolerance_mib: int = 256
+    attribution_cache_seconds: float = 2.0  # how long one Docker container listing is reused
 
 
 @dataclass(frozen=True)
@@ -120,6 +123,14 @@ class ContainerSpec:
 
 
 @dataclass(frozen=True)
+class ProcessMatch:
+    """How to recognise a service's processes when it does not run in a container of ours."""
+
+    pidfile: str = ""  # that pid and its descendants
+    cmdline: str = ""  # a regular expression searched in the command line; matches and descendants
+
+
+@dataclass(frozen=True)
 class Service:
     """A configured service: a GPU lease requester, and a container of a stack when `stack` is set.
 
@@ -142,6 +153,7 @@ class Service:
     stop_timeout_seconds: int = 30
     health_timeout_seconds: int = 120
     spec: ContainerSpec | None = None
+    process: ProcessMatch | None = None
     release: Strategy = Strategy()
     reclaim: Strategy = Strategy()
     ready: Strategy = Strategy()

@@ -26,6 +26,7 @@ from gaiaorch.config.model import (
     Leases,
     Notifications,
     Orchestrator,
+    ProcessMatch,
     Redis,
     Service,
     Stack,
@@ -173,6 +174,10 @@ def _gpu(node: Node) -> Gpu:
         baseline_interval_seconds=node.integer(
             "baseline_interval_seconds", defaults.baseline_interval_seconds, 1, 3600
         ),
+        unlisted_tolerance_mib=node.integer("unlisted_tolerance_mib", defaults.unlisted_tolerance_mib, 0),
+        attribution_cache_seconds=node.number(
+            "attribution_cache_seconds", defaults.attribution_cache_seconds, 0, 3600
+        ),
     )
     node.finish()
     return parsed
@@ -235,12 +240,27 @@ def _service(name: str, node: Node) -> Service:
         release=release,
         reclaim=reclaim,
         ready=ready,
+        process=_process(node.node("process")) if node.has("process") else None,
         **(_container_fields(node, name) if stack else {}),
     )
     if not stack:
         _refuse_container_keys(node)
     node.finish()
     return service
+
+
+def _process(node: Node) -> ProcessMatch:
+    match = ProcessMatch(pidfile=node.text("pidfile"), cmdline=node.text("cmdline"))
+    if match.cmdline:
+        try:
+            re.compile(match.cmdline)
+        except re.error as exc:
+            node.fail("cmdline", f"must be a regular expression ({exc}), got {match.cmdline!r}")
+            match = ProcessMatch(pidfile=match.pidfile)
+    if not node.broken and not (node.has("pidfile") or node.has("cmdline")):
+        node.problems.add(node.path, "needs a pidfile or a cmdline pattern")
+    node.finish()
+    return match
 
 
 def _container_fields(node: Node, name: str) -> dict[str, Any]:

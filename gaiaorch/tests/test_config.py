@@ -218,6 +218,17 @@ def test_it_parses_the_shipped_configuration_without_a_problem():
             "services.gaia-web: is the orchestrator's own container 'gaia-orchestrator'",
         ),
         ("colour", "blue", "colour: is not a known key"),
+        (
+            "services.gaia-study.process",
+            {},
+            "services.gaia-study.process: needs a pidfile or a cmdline pattern",
+        ),
+        (
+            "services.gaia-study.process",
+            {"cmdline": "train[.py"},
+            "services.gaia-study.process.cmdline: must be a regular expression",
+        ),
+        ("gpu.unlisted_tolerance_mib", -1, "gpu.unlisted_tolerance_mib: must be an integer >= 0"),
     ],
 )
 def test_it_refuses_each_mistake_naming_its_path(path, value, expected):
