@@ -225,7 +225,11 @@ LOGGING = {
         "handlers": ["console"],
         "level": CONFIG.get("GAIAORCH_LOG_LEVEL", "orchestrator.log_level", "INFO"),
     },
-    "loggers": {"django.channels.server": {"level": "WARNING"}},
+    "loggers": {
+        "django.channels.server": {"level": "WARNING"},
+        # httpx logs every request's full URL at INFO; a webhook's path is its secret.
+        "httpx": {"level": "WARNING"},
+    },
 }
 
 SERVICE_NAME = "gaia-orchestrator"

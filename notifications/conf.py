@@ -16,6 +16,7 @@ from django.core.exceptions import ImproperlyConfigured
 
 from gaiaorch.config import MISSING, int_parser, lookup, parse_list, parse_str
 from notifications.feed import type_filter
+from notifications.redaction import public_webhook_name
 
 SECTION = "notifications"
 
@@ -100,7 +101,7 @@ def parse_webhook(index: int, raw: Any) -> Webhook:
     if not isinstance(headers, Mapping):
         raise ImproperlyConfigured(f"{where}.headers must be a mapping of header name to value")
     return Webhook(
-        name=parse_str(f"{where}.name", raw.get("name") or url)[:200],
+        name=parse_str(f"{where}.name", raw.get("name") or public_webhook_name(url))[:200],
         url=url,
         types=tuple(parse_list(f"{where}.types", raw.get("types") or [])),
         headers=tuple((str(k), parse_str(f"{where}.headers.{k}", v)) for k, v in headers.items()),

@@ -17,6 +17,7 @@ from notifications import dispatch, webhooks
 from notifications.conf import Webhook, notification_settings
 from notifications.feed import notification
 from notifications.models import DeliveryStatus, Event, OracleFallbackBurst, Severity, WebhookDelivery
+from notifications.redaction import public_origin
 
 # Any constant works; it only has to be the same for every writer of the event log.
 EVENT_ORDER_LOCK = 0x6A1A0E
@@ -80,7 +81,7 @@ def _create_deliveries(event: Event) -> list[int]:
         WebhookDelivery(
             event=event,
             webhook=hook.name,
-            url=hook.url,
+            url=public_origin(hook.url),
             created_at=event.created_at,
             # Claimed for the on-commit task; the ticker takes over if that task never runs.
             next_attempt_at=event.created_at + _claim_window(hook),
