@@ -12,7 +12,6 @@ and the 202 answer gives its position.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from asgiref.sync import sync_to_async
@@ -23,6 +22,7 @@ from django.views.decorators.csrf import csrf_exempt
 
 from gaiaorch.auth import actor_name, user_for_token_header
 from gaiaorch.errors import DomainError, InvalidRequest, body_too_large
+from gaiaorch.middleware import parse_json
 from leases import services
 from leases.api.serializers import WaitAcquireSerializer, WaitForLeaseSerializer
 from leases.api.views import acquire_body, ensure_acts_for, lease_for
@@ -35,11 +35,9 @@ def _error(code: str, detail: str, http_status: int, **context: Any) -> JsonResp
 
 def _body(request: HttpRequest) -> dict[str, Any]:
     try:
-        data = json.loads(request.body or b"{}")
+        data = parse_json(request.body or b"{}")
     except RequestDataTooBig:
         raise body_too_large() from None
-    except ValueError as exc:
-        raise InvalidRequest(f"The body is not JSON: {exc}", code="malformed_request") from None
     if not isinstance(data, dict):
         raise InvalidRequest("The body must be a JSON object.", code="malformed_request")
     return data
