@@ -5,12 +5,13 @@ from leases.models import Lease, LeaseStatus
 
 MAX_TTL_SECONDS = 7 * 24 * 3600
 MAX_WAIT_SECONDS = 3600
+MAX_GPU_INDEX = 63  # GAIAORCH_GPU_COUNT is at most 64
 
 
 class AcquireSerializer(serializers.Serializer):
     requester = serializers.CharField(max_length=100)
     reason = serializers.CharField(max_length=500)
-    gpu = serializers.IntegerField(min_value=0, max_value=63, default=0)
+    gpu = serializers.IntegerField(min_value=0, max_value=MAX_GPU_INDEX, default=0)
     priority = serializers.IntegerField(min_value=-1000, max_value=1000, default=0)
     ttl_seconds = serializers.IntegerField(
         min_value=1, max_value=MAX_TTL_SECONDS, required=False, allow_null=True, default=None
@@ -78,6 +79,6 @@ class LeaseSerializer(serializers.ModelSerializer):
 
 
 class LeaseFilter(serializers.Serializer):
-    gpu = serializers.IntegerField(required=False, min_value=0)
+    gpu = serializers.IntegerField(required=False, min_value=0, max_value=MAX_GPU_INDEX)
     requester = serializers.CharField(required=False, max_length=100)
     status = serializers.MultipleChoiceField(required=False, choices=LeaseStatus.choices)
