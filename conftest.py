@@ -6,9 +6,12 @@ run in a second pass with DATABASE_URL set (scripts/test does both passes).
 
 from __future__ import annotations
 
+from unittest import mock
+
 import pytest
 from django.conf import settings
-from django.db import connection
+from django.db import OperationalError, connection
+from django.db.backends.base.base import BaseDatabaseWrapper
 from rest_framework.test import APIClient
 
 from gaiaorch.auth import ensure_service_account
@@ -69,3 +72,14 @@ def core_client(db) -> APIClient:
 @pytest.fixture
 def anonymous_client() -> APIClient:
     return APIClient()
+
+
+@pytest.fixture
+def database_down():
+    """Every query, on every thread, fails as it does when the database server is gone."""
+
+    def refuse(self):
+        raise OperationalError("connection refused: the database server is down")
+
+    with mock.patch.object(BaseDatabaseWrapper, "ensure_connection", refuse):
+        yield

@@ -208,6 +208,8 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "GPU and container coordinator for the GAIA stack.",
     "VERSION": "0.1.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    # The schema and the docs page are reads like any other: closed when GAIAORCH_OPEN_READS is off.
+    "SERVE_PERMISSIONS": ["gaiaorch.auth.ReadOpenWriteAuthenticated"],
     # The docs page loads its JavaScript from this server, not from a CDN (boxes may be offline).
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
