@@ -17,6 +17,7 @@ from gaiaorch.config import (
     source_from_environment,
     sqlite_database,
 )
+from gaiaorch.private_files import create_private, restrict
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 CONFIG = source_from_environment(BASE_DIR)
@@ -35,9 +36,8 @@ def _secret_key() -> str:
         return configured
     # Without a configured key, keep a generated one under var/ so sessions survive restarts.
     key_file = VAR_DIR / "secret_key"
-    if not key_file.exists():
-        key_file.write_text(get_random_secret_key())
-        key_file.chmod(0o600)
+    if not create_private(key_file, get_random_secret_key()):
+        restrict(key_file)  # made before, perhaps world-readable by an earlier version
     return key_file.read_text().strip()
 
 
@@ -66,7 +66,6 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "rest_framework",
-    "rest_framework.authtoken",
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "channels",
@@ -188,7 +187,7 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = CONFIG.get(
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         # Token first: its WWW-Authenticate header makes unauthenticated calls answer 401.
-        "rest_framework.authentication.TokenAuthentication",
+        "gaiaorch.auth.HashedTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["gaiaorch.auth.ReadOpenWriteAuthenticated"],

@@ -17,8 +17,8 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 from django.http.request import validate_host
-from rest_framework.authtoken.models import Token
 
+from gaiaorch.auth import user_for_key
 from gaiaorch.errors import InvalidRequest
 from notifications import feed
 from notifications.conf import notification_settings
@@ -154,7 +154,7 @@ def same_origin(scope) -> bool:
 
 @database_sync_to_async
 def token_is_valid(key: str) -> bool:
-    return Token.objects.filter(key=key, user__is_active=True).exists()
+    return user_for_key(key) is not None
 
 
 @database_sync_to_async

@@ -14,7 +14,6 @@ from django.core.handlers.wsgi import WSGIHandler
 from django.db import close_old_connections
 from drf_spectacular.generators import SchemaGenerator
 from hypothesis import HealthCheck, given, settings
-from rest_framework.authtoken.models import Token
 from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 from schemathesis.openapi import from_wsgi
@@ -23,6 +22,8 @@ from schemathesis.specs.openapi.checks import (
     response_schema_conformance,
     status_code_conformance,
 )
+
+from gaiaorch.auth import issue_token
 
 EXAMPLES_PER_OPERATION = 50
 CHECKS = [not_a_server_error, status_code_conformance, response_schema_conformance, content_type_conformance]
@@ -72,7 +73,7 @@ def dependencies_up(everything_up, monkeypatch):
 @pytest.fixture
 def staff_token(django_user_model, db) -> str:
     olivia = django_user_model.objects.create_user("olivia", is_staff=True)
-    return Token.objects.create(user=olivia).key
+    return issue_token(olivia)
 
 
 @pytest.mark.slow
