@@ -7,14 +7,16 @@ from django.core.asgi import get_asgi_application
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "gaiaorch.settings")
 django_http = get_asgi_application()  # must run before anything imports models
 
-from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
+from channels.sessions import CookieMiddleware  # noqa: E402
 
 from notifications.routing import websocket_urlpatterns  # noqa: E402
 
 application = ProtocolTypeRouter(
     {
         "http": django_http,
-        "websocket": AuthMiddlewareStack(URLRouter(websocket_urlpatterns)),
+        # Cookies only: the consumer checks the session (or token) itself, at the handshake and
+        # again every few seconds, and answers a database outage instead of failing the handshake.
+        "websocket": CookieMiddleware(URLRouter(websocket_urlpatterns)),
     }
 )

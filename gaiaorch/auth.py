@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+from importlib import import_module
+from types import SimpleNamespace
 
 from django.conf import settings
+from django.contrib import auth
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from django.db import transaction
@@ -100,6 +103,16 @@ def user_for_token_header(header: str):
     if scheme.lower() != "token":
         return None
     return user_for_key(key.strip())
+
+
+def operator_for_session(session_key: str):
+    """The staff user logged in under this session key, or None: logged out, expired, password
+    changed, deactivated or no longer staff (Django's own session checks, as for a page)."""
+    if not session_key:
+        return None
+    session = import_module(settings.SESSION_ENGINE).SessionStore(session_key)
+    user = auth.get_user(SimpleNamespace(session=session))
+    return user if user.is_authenticated and user.is_staff else None
 
 
 @transaction.atomic
