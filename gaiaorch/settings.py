@@ -213,6 +213,8 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    # POST /gpu/wait is a plain async view: its hook adds it, documented, to the DRF endpoints.
+    "PREPROCESSING_HOOKS": ["leases.api.wait.document_wait"],
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
         "gaiaorch.schema.document_refusals",
