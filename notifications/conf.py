@@ -15,8 +15,8 @@ from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
 from gaiaorch.config import MISSING, int_parser, lookup, parse_list, parse_str
+from gaiaorch.redaction import public_webhook_name
 from notifications.feed import type_filter
-from notifications.redaction import public_webhook_name
 
 SECTION = "notifications"
 

@@ -13,11 +13,11 @@ from typing import Any
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
+from gaiaorch.redaction import public_origin
 from notifications import dispatch, webhooks
 from notifications.conf import Webhook, notification_settings
 from notifications.feed import notification
 from notifications.models import DeliveryStatus, Event, OracleFallbackBurst, Severity, WebhookDelivery
-from notifications.redaction import public_origin
 
 # Any constant works; it only has to be the same for every writer of the event log.
 EVENT_ORDER_LOCK = 0x6A1A0E

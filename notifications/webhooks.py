@@ -8,8 +8,8 @@ from typing import Any
 
 import httpx
 
+from gaiaorch.redaction import without_url
 from notifications.conf import Webhook
-from notifications.redaction import without_url
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 from django.db import migrations, models
 
-from notifications.redaction import public_origin, public_webhook_name
+from gaiaorch.redaction import public_origin, public_webhook_name
 
 
 def keep_only_origins(apps, schema_editor):

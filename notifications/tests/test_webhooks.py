@@ -7,10 +7,10 @@ import pytest
 from django.core.exceptions import ImproperlyConfigured
 from django.utils import timezone
 
+from gaiaorch.redaction import public_webhook_name
 from notifications import dispatch, services
 from notifications.conf import notification_settings
 from notifications.models import DeliveryStatus, Event, WebhookDelivery
-from notifications.redaction import public_webhook_name
 from notifications.services import attempt_delivery, dispatch_due_deliveries, record_event
 from notifications.tests.receiver import WebhookReceiver
 

@@ -2,7 +2,8 @@
 
 The path and query of a Slack-style hook are its secret (whoever knows them can post to the
 channel), and user:password may sit before the host. Names, metrics labels, events, stored rows
-and log lines carry only the URL's origin.
+and log lines carry only the URL's origin. In the base layer, so the configuration's parser
+(which picks an unnamed webhook's name) and the notifications app share these functions.
 """
 
 from __future__ import annotations
