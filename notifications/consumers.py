@@ -23,7 +23,7 @@ from django.db import DatabaseError
 from django.middleware.csrf import CsrfViewMiddleware
 
 from gaiaorch.auth import operator_for_session, user_for_key
-from gaiaorch.errors import InvalidRequest, Unavailable
+from gaiaorch.errors import DomainError, InvalidRequest, Unavailable
 from notifications import feed
 from notifications.conf import notification_settings
 from notifications.hub import FETCH_BATCH, hub_for_running_loop
@@ -65,7 +65,7 @@ class NotificationConsumer(AsyncWebsocketConsumer):
                 Unavailable(f"The database refused the request: {exc}", code="database_unavailable")
             )
 
-    async def refuse(self, error, code: int = CLOSE_SERVER_ERROR) -> None:
+    async def refuse(self, error: DomainError, code: int = CLOSE_SERVER_ERROR) -> None:
         """Accept only to say why, then close: a browser sees close codes, never HTTP statuses."""
         await self.accept()
         await self.send(text_data=json.dumps(error.body()))
