@@ -6,9 +6,12 @@ run in a second pass with DATABASE_URL set (scripts/test does both passes).
 
 from __future__ import annotations
 
+from unittest import mock
+
 import pytest
 from django.conf import settings
-from django.db import connection
+from django.db import OperationalError, connection
+from django.db.backends.base.base import BaseDatabaseWrapper
 from rest_framework.test import APIClient
 
 from gaiaorch.auth import ensure_service_account
@@ -55,17 +58,42 @@ def operator_client(operator) -> APIClient:
 
 
 @pytest.fixture
-def study_client(db) -> APIClient:
-    """The gaia-study service account, authenticated by its real token."""
-    return client_for_token(ensure_service_account("gaia-study"))
+def service_token():
+    """service_token(name): the API key of a service account, made once per test (a key is shown
+    only when it is issued, so every fixture of one test shares it)."""
+    keys: dict[str, str] = {}
+
+    def token(name: str) -> str:
+        if name not in keys:
+            keys[name] = ensure_service_account(name, rotate=True)
+        return keys[name]
+
+    return token
 
 
 @pytest.fixture
-def core_client(db) -> APIClient:
+def study_client(db, service_token) -> APIClient:
+    """The gaia-study service account, authenticated by its real token."""
+    return client_for_token(service_token("gaia-study"))
+
+
+@pytest.fixture
+def core_client(db, service_token) -> APIClient:
     """The gaia-core service account, authenticated by its real token."""
-    return client_for_token(ensure_service_account("gaia-core"))
+    return client_for_token(service_token("gaia-core"))
 
 
 @pytest.fixture
 def anonymous_client() -> APIClient:
     return APIClient()
+
+
+@pytest.fixture
+def database_down():
+    """Every query, on every thread, fails as it does when the database server is gone."""
+
+    def refuse(self):
+        raise OperationalError("connection refused: the database server is down")
+
+    with mock.patch.object(BaseDatabaseWrapper, "ensure_connection", refuse):
+        yield

@@ -11,14 +11,16 @@ from gaiaorch import config  # noqa: E402
 
 config.current()  # daphne runs no system checks: a broken configuration must not serve
 
-from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
+from channels.sessions import CookieMiddleware  # noqa: E402
 
 from notifications.routing import websocket_urlpatterns  # noqa: E402
 
 application = ProtocolTypeRouter(
     {
         "http": django_http,
-        "websocket": AuthMiddlewareStack(URLRouter(websocket_urlpatterns)),
+        # Cookies only: the consumer checks the session (or token) itself, at the handshake and
+        # again every few seconds, and answers a database outage instead of failing the handshake.
+        "websocket": CookieMiddleware(URLRouter(websocket_urlpatterns)),
     }
 )

@@ -7,8 +7,12 @@ class GaiaorchConfig(AppConfig):
 
     def ready(self) -> None:
         from django.conf import settings
+        from django.db.backends.signals import connection_created
 
         from gaiaorch import checks, services, ticker  # noqa: F401 (checks registers itself)
+        from gaiaorch.private_files import restrict_sqlite_files
+
+        connection_created.connect(restrict_sqlite_files, dispatch_uid="gaiaorch.restrict_sqlite_files")
 
         ticker.every(settings.WORKER_HEARTBEAT_INTERVAL_SECONDS, name="gaiaorch.worker_heartbeat")(
             services.enqueue_worker_heartbeat

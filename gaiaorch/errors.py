@@ -8,6 +8,7 @@ from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 from django.db import DatabaseError
 from rest_framework import exceptions, status
+from rest_framework.renderers import BrowsableAPIRenderer, JSONRenderer
 from rest_framework.response import Response
 
 
@@ -90,6 +91,22 @@ def _drf_error(exc: exceptions.APIException) -> Response:
 
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
     """DRF hook: every failure leaves as the same JSON shape with the right status."""
+    response = _error_for(exc)
+    if response is not None:
+        _render_as_json(context.get("request"))
+    return response
+
+
+def _render_as_json(request) -> None:
+    """An error is JSON even where the answer would have been Prometheus text, OpenAPI YAML or
+    the docs page: their renderers cannot render an error body (Prometheus text showed only the
+    keys, `errordetail`). The browsable API keeps its HTML page for people."""
+    renderer = getattr(request, "accepted_renderer", None)
+    if request is not None and not isinstance(renderer, JSONRenderer | BrowsableAPIRenderer):
+        request.accepted_renderer, request.accepted_media_type = JSONRenderer(), JSONRenderer.media_type
+
+
+def _error_for(exc: Exception) -> Response | None:
     if isinstance(exc, RequestDataTooBig):
         exc = body_too_large()
     if isinstance(exc, DomainError):

@@ -1,8 +1,9 @@
-"""Middleware that stays async under ASGI: static files, and request bodies refused up front."""
+"""Middleware that stays async under ASGI: static files, and bad requests refused up front."""
 
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_async
 from django.core.exceptions import RequestDataTooBig
@@ -10,7 +11,7 @@ from django.http import JsonResponse
 from django.utils.decorators import sync_and_async_middleware
 from whitenoise.middleware import WhiteNoiseMiddleware
 
-from gaiaorch.errors import DomainError, InvalidRequest, body_too_large
+from gaiaorch.errors import DomainError, InvalidRequest, NotFound, body_too_large
 
 
 class StaticFilesMiddleware(WhiteNoiseMiddleware):
@@ -46,10 +47,29 @@ class StaticFilesMiddleware(WhiteNoiseMiddleware):
 
 
 BODY_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
+NUL = "\x00"
+
+
+def request_refusal(request) -> DomainError | None:
+    """Why a request is refused before any view runs (None: it is acceptable)."""
+    return nul_byte_refusal(request) or body_refusal(request)
+
+
+def nul_byte_refusal(request) -> DomainError | None:
+    """A NUL byte in the path (404) or in a query key or value (400).
+
+    No id, name or filter of this API holds one, and PostgreSQL refuses it in any text parameter,
+    which would turn a lookup into a database error.
+    """
+    if NUL in request.path:
+        return NotFound("No endpoint answers a path with a NUL byte; GET / lists them.")
+    if any(NUL in key or any(NUL in value for value in values) for key, values in request.GET.lists()):
+        return InvalidRequest("The query string holds a NUL byte.", field="query")
+    return None
 
 
 def body_refusal(request) -> DomainError | None:
-    """Why a request's body is refused before any view runs (None: it is acceptable).
+    """Why a request's body is refused (None: it is acceptable).
 
     Views that take no body never read it, so without this check an oversized or broken body
     would still trigger their action (a stack stop, a cancel).
@@ -63,10 +83,21 @@ def body_refusal(request) -> DomainError | None:
     if not body.strip() or not is_json(request.content_type):
         return None
     try:
-        json.loads(body)
-    except ValueError as exc:
-        return InvalidRequest(f"The body is not valid JSON: {exc}", code="malformed_request")
+        parse_json(body)
+    except InvalidRequest as refusal:
+        return refusal
     return None
+
+
+def parse_json(body: bytes | str) -> Any:
+    """The body's JSON document, or InvalidRequest (malformed_request) saying why not."""
+    try:
+        return json.loads(body)
+    except RecursionError:
+        # why: a body of a thousand `[` exhausts the parser's recursion limit (not a ValueError).
+        raise InvalidRequest("The body is nested too deeply.", code="malformed_request") from None
+    except ValueError as exc:
+        raise InvalidRequest(f"The body is not valid JSON: {exc}", code="malformed_request") from None
 
 
 def is_json(content_type: str) -> bool:
@@ -74,8 +105,9 @@ def is_json(content_type: str) -> bool:
 
 
 @sync_and_async_middleware
-def RequestBodyMiddleware(get_response):
-    """Refuse oversized and malformed JSON bodies (400) on every endpoint, the async ones included."""
+def RequestRefusalMiddleware(get_response):
+    """Refuse NUL bytes in paths and queries, and oversized or malformed JSON bodies, on every
+    endpoint, the async ones included."""
 
     def refusal_response(refusal: DomainError) -> JsonResponse:
         return JsonResponse(refusal.body(), status=refusal.status_code)
@@ -83,13 +115,13 @@ def RequestBodyMiddleware(get_response):
     if iscoroutinefunction(get_response):
 
         async def async_middleware(request):
-            refusal = body_refusal(request)
+            refusal = request_refusal(request)
             return refusal_response(refusal) if refusal else await get_response(request)
 
         return async_middleware
 
     def middleware(request):
-        refusal = body_refusal(request)
+        refusal = request_refusal(request)
         return refusal_response(refusal) if refusal else get_response(request)
 
     return middleware

@@ -10,6 +10,7 @@ from pathlib import Path
 from django.core.management.utils import get_random_secret_key
 
 from gaiaorch import config as gaiaorch_config
+from gaiaorch.private_files import create_private, restrict
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 # The whole configuration document (YAML with the environment laid over it) and its model.
@@ -29,9 +30,8 @@ def _secret_key() -> str:
         return model.orchestrator.secret_key
     # Without a configured key, keep a generated one under var/ so sessions survive restarts.
     key_file = VAR_DIR / "secret_key"
-    if not key_file.exists():
-        key_file.write_text(get_random_secret_key())
-        key_file.chmod(0o600)
+    if not create_private(key_file, get_random_secret_key()):
+        restrict(key_file)  # made before, perhaps world-readable by an earlier version
     return key_file.read_text().strip()
 
 
@@ -43,6 +43,8 @@ SECURE_COOKIES = model.orchestrator.secure_cookies
 SESSION_COOKIE_SECURE = SECURE_COOKIES
 CSRF_COOKIE_SECURE = SECURE_COOKIES
 X_FRAME_OPTIONS = "DENY"
+# The DEBUG error page hides passwords inside DATABASE_URL / REDIS_URL and every *_URL setting.
+DEFAULT_EXCEPTION_REPORTER_FILTER = "gaiaorch.debug.CredentialHidingFilter"
 SECURE_CONTENT_TYPE_NOSNIFF = True
 
 INSTALLED_APPS = [
@@ -54,7 +56,6 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "rest_framework",
-    "rest_framework.authtoken",
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "channels",
@@ -70,7 +71,7 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "gaiaorch.middleware.StaticFilesMiddleware",
-    "gaiaorch.middleware.RequestBodyMiddleware",
+    "gaiaorch.middleware.RequestRefusalMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -169,7 +170,7 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = model.orchestrator.max_body_bytes
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         # Token first: its WWW-Authenticate header makes unauthenticated calls answer 401.
-        "rest_framework.authentication.TokenAuthentication",
+        "gaiaorch.auth.HashedTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["gaiaorch.auth.ReadOpenWriteAuthenticated"],
@@ -189,10 +190,14 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "GPU and container coordinator for the GAIA stack.",
     "VERSION": "0.1.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    # The schema and the docs page are reads like any other: closed when GAIAORCH_OPEN_READS is off.
+    "SERVE_PERMISSIONS": ["gaiaorch.auth.ReadOpenWriteAuthenticated"],
     # The docs page loads its JavaScript from this server, not from a CDN (boxes may be offline).
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    # POST /gpu/wait is a plain async view: its hook adds it, documented, to the DRF endpoints.
+    "PREPROCESSING_HOOKS": ["leases.api.wait.document_wait"],
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
         "gaiaorch.schema.document_refusals",
@@ -208,7 +213,11 @@ LOGGING = {
         "handlers": ["console"],
         "level": model.orchestrator.log_level,
     },
-    "loggers": {"django.channels.server": {"level": "WARNING"}},
+    "loggers": {
+        "django.channels.server": {"level": "WARNING"},
+        # httpx logs every request's full URL at INFO; a webhook's path is its secret.
+        "httpx": {"level": "WARNING"},
+    },
 }
 
 SERVICE_NAME = "gaia-orchestrator"

@@ -319,7 +319,8 @@ class Runner:
                 f"{failure.detail}",
                 code="recipient_unacknowledged",
                 attempts=failure.context["attempts"],
-                last_answer={key: value for key, value in failure.context.items() if key != "attempts"},
+                # the last answer's service, url, status and body, as every failed call carries them
+                **{key: value for key, value in failure.context.items() if key not in ("attempts", "code")},
             ) from None
 
     def _with_retries(

@@ -19,7 +19,8 @@ from gaiaorch.config import HttpCall, Service, Strategy
 from gaiaorch.errors import DomainError
 from handoffs.errors import PhaseFailed
 
-BODY_LIMIT = 2000
+BODY_LIMIT = 2000  # characters of the callee's answer kept in the error's `body`
+EXCERPT_LIMIT = 200  # of them, quoted in the error's sentence
 
 
 _clients: dict[int, httpx.Client] = {}
@@ -56,18 +57,27 @@ def http_call(service: str, call: HttpCall, timeout: float, payload: dict[str, A
             body="",
         ) from None
     if not response.is_success:
+        body = response.text[:BODY_LIMIT]
         raise PhaseFailed(
-            f"{service} answered {response.status_code} to {call.method} {call.url}",
+            f"{service} answered {response.status_code} to {call.method} {call.url}{_excerpt(body)}",
             service=service,
             url=call.url,
             status=response.status_code,
-            body=response.text[:BODY_LIMIT],
+            body=body,
         )
     try:
         answer = response.json()
     except ValueError:
         return {}
     return answer if isinstance(answer, dict) else {}
+
+
+def _excerpt(body: str) -> str:
+    """`: <the answer on one line>`, shortened, for the error's sentence ("" for an empty answer)."""
+    text = " ".join(body.split())
+    if len(text) > EXCERPT_LIMIT:
+        text = text[: EXCERPT_LIMIT - 1] + "…"
+    return f": {text}" if text else ""
 
 
 def check_health(service: Service, timeout: float) -> None:

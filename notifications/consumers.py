@@ -8,29 +8,36 @@ and live delivery are the same loop reading by id, so there is no seam to gap or
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import logging
+from dataclasses import dataclass
 from functools import partial
-from urllib.parse import parse_qs, urlparse
+from urllib.parse import parse_qs
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
-from django.http.request import validate_host
-from rest_framework.authtoken.models import Token
+from django.core.handlers.asgi import ASGIRequest
+from django.db import DatabaseError
+from django.middleware.csrf import CsrfViewMiddleware
 
 from gaiaorch import config as gaiaorch_config
-from gaiaorch.errors import InvalidRequest
+from gaiaorch.auth import operator_for_session, user_for_key
+from gaiaorch.errors import DomainError, InvalidRequest, Unavailable
 from notifications import feed
 from notifications.hub import FETCH_BATCH, hub_for_running_loop
 
 logger = logging.getLogger(__name__)
 
-CLOSE_UNAUTHORIZED = 4401
+CLOSE_UNAUTHORIZED = 4401  # no valid credential, at the handshake or at any re-check after it
 CLOSE_BAD_REQUEST = 4400
 CLOSE_TOO_SLOW = 4008
-CLOSE_SERVER_ERROR = 1011
+CLOSE_SERVER_ERROR = 1011  # the database failed: reconnect later with ?after=
 MAX_TYPE_PATTERNS = 50
+# An open stream re-checks its credential this often (one indexed query), so a rotated or
+# revoked token, a deactivated account or a logged-out session stops receiving events.
+RECHECK_SECONDS = 5.0
 
 
 class SlowClient(Exception):
@@ -43,17 +50,33 @@ class NotificationConsumer(AsyncWebsocketConsumer):
     async def connect(self) -> None:
         self.tasks, self.hub, self.gauge = [], None, TransportGauge()
         self.params = parse_qs(self.scope.get("query_string", b"").decode("latin-1"))
-        if not await self.authenticated():
-            await self.close(code=CLOSE_UNAUTHORIZED)  # before accept: daphne answers 403
-            return
+        self.credential = Credential.of(self.scope, self.params)
         try:
+            self.user_id = await self.authenticate()
+            if self.user_id is None:
+                await self.close(code=CLOSE_UNAUTHORIZED)  # before accept: daphne answers 403
+                return
             after, self.wants = stream_options(self.params)
+            await self.start_stream(after)
         except InvalidRequest as error:
-            await self.accept()
-            await self.send(text_data=json.dumps(error.body()))
-            await self.close(code=CLOSE_BAD_REQUEST)
-            return
-        await self.start_stream(after)
+            await self.refuse(error, CLOSE_BAD_REQUEST)
+        except DatabaseError as exc:
+            await self.refuse(
+                Unavailable(f"The database refused the request: {exc}", code="database_unavailable")
+            )
+
+    async def refuse(self, error: DomainError, code: int = CLOSE_SERVER_ERROR) -> None:
+        """Accept only to say why, then close: a browser sees close codes, never HTTP statuses."""
+        await self.accept()
+        await self.send(text_data=json.dumps(error.body()))
+        await self.close(code=code)
+
+    async def authenticate(self) -> int | None:
+        """The id of the account this connection acts as, or None. A session counts only from
+        a page of this site (a token cannot ride along on another site's page; a cookie can)."""
+        if self.credential.session_key and not same_origin(self.scope):
+            return None
+        return await database_sync_to_async(self.credential.user_id)()
 
     async def start_stream(self, after: int | None) -> None:
         config = gaiaorch_config.current().notifications
@@ -64,7 +87,11 @@ class NotificationConsumer(AsyncWebsocketConsumer):
         cursor = self.hub.last_id if after is None else await replay_cursor(after, config.replay_limit)
         self.gauge = TransportGauge.attach(self.base_send)
         await self.accept()
-        self.tasks = [asyncio.create_task(self.pump(cursor)), asyncio.create_task(self.drain())]
+        self.tasks = [
+            asyncio.create_task(self.pump(cursor)),
+            asyncio.create_task(self.drain()),
+            asyncio.create_task(self.watch_credential()),
+        ]
 
     async def disconnect(self, code: int) -> None:
         for task in self.tasks:
@@ -75,13 +102,6 @@ class NotificationConsumer(AsyncWebsocketConsumer):
 
     async def receive(self, text_data=None, bytes_data=None) -> None:
         """Clients only listen; anything they send is ignored."""
-
-    async def authenticated(self) -> bool:
-        token = self.params.get("token", [""])[-1] or header_token(self.scope)
-        if token:
-            return await token_is_valid(token)
-        user = self.scope.get("user")
-        return bool(user and user.is_authenticated and user.is_staff and same_origin(self.scope))
 
     async def pump(self, cursor: int) -> None:
         """Move every wanted event after the cursor into the queue, in id order, forever."""
@@ -121,6 +141,41 @@ class NotificationConsumer(AsyncWebsocketConsumer):
             await self.gauge.writable()
             await self.send(text_data=text)
 
+    async def watch_credential(self) -> None:
+        """Close the stream once its credential no longer names the account it connected as."""
+        check = database_sync_to_async(self.credential.user_id)
+        while True:
+            await asyncio.sleep(RECHECK_SECONDS)
+            try:
+                still_valid = await check() == self.user_id
+            except DatabaseError:
+                logger.warning("cannot re-check a notification stream's credential; closing it")
+                await self.close(code=CLOSE_SERVER_ERROR)
+                return
+            if not still_valid:
+                await self.close(code=CLOSE_UNAUTHORIZED)
+                return
+
+
+@dataclass(frozen=True)
+class Credential:
+    """What a connection authenticates with: a service token, else an admin session's key."""
+
+    token: str = ""
+    session_key: str = ""
+
+    @classmethod
+    def of(cls, scope, params: dict[str, list[str]]) -> Credential:
+        token = params.get("token", [""])[-1] or header_token(scope)
+        if token:
+            return cls(token=token)
+        return cls(session_key=scope.get("cookies", {}).get(settings.SESSION_COOKIE_NAME, ""))
+
+    def user_id(self) -> int | None:
+        """The account's id while the credential is valid (database; call from a thread)."""
+        user = user_for_key(self.token) if self.token else operator_for_session(self.session_key)
+        return user.pk if user else None
+
 
 def stream_options(params: dict[str, list[str]]):
     """`?after=<id>` (replay from there) and `?types=a.*,b` (repeatable)."""
@@ -144,17 +199,19 @@ def header_token(scope) -> str:
 
 
 def same_origin(scope) -> bool:
-    """Session logins come from browsers: refuse pages of other sites riding the admin's cookie."""
-    origin = next((value for name, value in scope.get("headers", []) if name == b"origin"), None)
-    if origin is None:
+    """Session logins come from browsers: refuse pages of other sites riding the admin's cookie.
+
+    The rule of Django's CSRF check, applied to the handshake as to a POST: the Origin is this
+    site (the scheme, host and port the browser called; ws is http, wss is https) or one of
+    CSRF_TRUSTED_ORIGINS. A client that sends no Origin is not a browser page.
+    """
+    headers = dict(scope.get("headers", []))
+    if b"origin" not in headers:
         return True
-    host = urlparse(origin.decode("latin-1")).hostname or ""
-    return validate_host(host, settings.ALLOWED_HOSTS)
-
-
-@database_sync_to_async
-def token_is_valid(key: str) -> bool:
-    return Token.objects.filter(key=key, user__is_active=True).exists()
+    scheme = "https" if scope.get("scheme") == "wss" else "http"
+    request = ASGIRequest({**scope, "type": "http", "method": "GET", "scheme": scheme}, io.BytesIO())
+    # why the private method: it is the exact rule (host validation, trusted origins, wildcards).
+    return CsrfViewMiddleware(lambda request: None)._origin_verified(request)
 
 
 @database_sync_to_async

@@ -58,7 +58,9 @@ class WebhookDelivery(models.Model):
 
     event = models.ForeignKey(Event, on_delete=models.PROTECT, related_name="webhook_deliveries")
     webhook = models.CharField(max_length=200, help_text="Name of the webhook in notifications.webhooks")
-    url = models.CharField(max_length=500, help_text="The URL as configured when the event was recorded")
+    url = models.CharField(
+        max_length=500, help_text="Scheme, host and port of the webhook's URL (its path may be a secret)"
+    )
     status = models.CharField(max_length=10, choices=DeliveryStatus.choices, default=DeliveryStatus.PENDING)
     attempts = models.PositiveIntegerField(default=0)
     next_attempt_at = models.DateTimeField(null=True, blank=True)

@@ -15,6 +15,7 @@ from django.utils import timezone
 
 from gaiaorch import config
 from gaiaorch.config import Webhook
+from gaiaorch.redaction import public_origin
 from notifications import dispatch, webhooks
 from notifications.feed import notification, type_filter
 from notifications.models import DeliveryStatus, Event, OracleFallbackBurst, Severity, WebhookDelivery
@@ -81,7 +82,7 @@ def _create_deliveries(event: Event) -> list[int]:
         WebhookDelivery(
             event=event,
             webhook=hook.name,
-            url=hook.url,
+            url=public_origin(hook.url),
             created_at=event.created_at,
             # Claimed for the on-commit task; the ticker takes over if that task never runs.
             next_attempt_at=event.created_at + _claim_window(hook),

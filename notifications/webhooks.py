@@ -1,4 +1,4 @@
-"""One HTTP attempt at a webhook: short timeout, no redirects, never raises."""
+"""One HTTP attempt at a webhook: short timeout, no redirects, never raises, never repeats the URL."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from typing import Any
 import httpx
 
 from gaiaorch.config import Webhook
+from gaiaorch.redaction import without_url
 
 
 @dataclass(frozen=True)
@@ -32,9 +33,14 @@ def post(webhook: Webhook, payload: dict[str, Any], delivery_id: int) -> Outcome
     try:
         response = httpx.post(webhook.url, json=payload, headers=headers, timeout=webhook.timeout_seconds)
     except httpx.HTTPError as exc:
-        return Outcome(None, f"{type(exc).__name__}: {exc}"[:500], _since(started))
-    error = "" if response.is_success else response.text[:500]
+        return Outcome(None, _error(webhook, f"{type(exc).__name__}: {exc}"), _since(started))
+    error = "" if response.is_success else _error(webhook, response.text)
     return Outcome(response.status_code, error, _since(started))
+
+
+def _error(webhook: Webhook, text: str) -> str:
+    """What is stored and shown of a failed attempt: bounded, and the URL (a secret) reduced to its origin."""
+    return without_url(text, webhook.url)[:500]
 
 
 def _since(started: float) -> int:

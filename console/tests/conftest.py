@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import docker
 import pytest
-from rest_framework.authtoken.models import Token
 
 from containers.services import docker_reachable
 from gaiaorch import services, telemetry
+from gaiaorch.auth import issue_token
 from handoffs.tests.conftest import configure, gaia, gpu, hold_gpu, worker  # noqa: F401 (crash suite, callers)
 from leases import services as leases
 
@@ -49,5 +49,5 @@ def core_lease(db):
 def operator_token_client(anonymous_client, django_user_model, db):
     """Olivia with a real token, so the async /gpu/wait (token-only) accepts her too."""
     olivia = django_user_model.objects.create_user("olivia", is_staff=True)
-    anonymous_client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=olivia).key}")
+    anonymous_client.credentials(HTTP_AUTHORIZATION=f"Token {issue_token(olivia)}")
     return anonymous_client

@@ -19,9 +19,9 @@ from pathlib import Path
 import httpx
 import pytest
 from django.utils import timezone
-from rest_framework.authtoken.models import Token
 
 from containers.models import Operation, OperationStatus
+from gaiaorch.auth import issue_token
 from gaiaorch.models import WorkerHeartbeat
 from handoffs.models import Handoff, Phase
 from handoffs.tests.conftest import IDLE_MIB
@@ -103,7 +103,7 @@ def deployment(gaia, settings, tmp_path, configure, django_user_model):
     configure("handoffs", phase_timeout_seconds=20, stale_after_seconds=6, recovery_interval_seconds=1)
     env = environment(tmp_path, settings.GAIAORCH, settings.FAKE_GPU_FILE)
     olivia = django_user_model.objects.create_user("olivia", is_staff=True)
-    env["CRASH_TOKEN"] = Token.objects.create(user=olivia).key
+    env["CRASH_TOKEN"] = issue_token(olivia)
     deployment = Deployment(env, tmp_path)
     for name in ("web", "worker", "ticker"):
         deployment.start(name)

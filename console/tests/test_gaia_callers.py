@@ -17,9 +17,8 @@ from dataclasses import dataclass
 
 import pytest
 from django.test import Client
-from rest_framework.authtoken.models import Token
 
-from gaiaorch.auth import ensure_service_account
+from gaiaorch.auth import ensure_service_account, issue_token
 from handoffs.models import TERMINAL, Handoff
 from handoffs.tests.conftest import TRAINING_MIB
 from leases import services as leases
@@ -185,16 +184,23 @@ STUDY_TO_PRIME_CALLS = [CORE_PREEMPTS_STUDY, STUDY_TRAINER_RETURNS, PIPELINE_RET
 
 
 @pytest.fixture
-def token_of(db):
+def token_of(db, service_token):
     """The token a caller sends: its service account's, or an operator's for host scripts."""
 
+    keys: dict[str, str] = {}
+
     def token(caller: str) -> str:
-        if caller != "operator":
-            return ensure_service_account(caller)
         from django.contrib.auth import get_user_model
 
-        olivia, _ = get_user_model().objects.get_or_create(username="olivia", defaults={"is_staff": True})
-        return Token.objects.get_or_create(user=olivia)[0].key
+        if caller not in keys:  # a key is shown once: keep it for the test's later calls
+            if caller == "operator":
+                olivia, _ = get_user_model().objects.get_or_create(
+                    username="olivia", defaults={"is_staff": True}
+                )
+                keys[caller] = issue_token(olivia)
+            else:
+                keys[caller] = service_token(caller)
+        return keys[caller]
 
     return token
 

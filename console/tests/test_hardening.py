@@ -115,3 +115,81 @@ def test_it_documents_the_shared_refusals_of_every_write():
             for code, response in responses.items():
                 if code >= "400":
                     assert "application/json" in response["content"], f"{method} {path} {code}"
+
+
+NESTED_BODY = "[" * 1100
+
+
+@pytest.mark.parametrize(("method", "path"), MUTATING_ENDPOINTS)
+def test_it_answers_a_deeply_nested_body_with_400(anonymous_client, method, path, db):
+    response = anonymous_client.generic(method, _concrete(path), NESTED_BODY, content_type="application/json")
+    assert response.status_code == 400, response.content
+    assert response.json()["error"] == "malformed_request"
+
+
+@pytest.mark.django_db(transaction=True)  # the view's thread must see the token
+@pytest.mark.parametrize("content_type", ["application/json", "text/plain"])
+async def test_it_answers_a_deeply_nested_body_on_the_async_wait_with_400(
+    async_client, operator_token_client, content_type
+):
+    token = operator_token_client._credentials["HTTP_AUTHORIZATION"]
+    response = await async_client.post(
+        "/gpu/wait", NESTED_BODY, content_type=content_type, headers={"Authorization": token}
+    )
+    assert response.status_code == 400
+    assert response.json()["error"] == "malformed_request"
+
+
+def _with_nul(path: str) -> str:
+    return re.sub(r"\{\w+\}", "a%00b", path)
+
+
+ENDPOINTS = [(method, entry["path"]) for entry in endpoint_index() for method in entry["methods"]]
+
+
+@pytest.mark.parametrize(("method", "path"), [(m, p) for m, p in ENDPOINTS if "{" in p])
+def test_it_answers_a_nul_byte_in_the_path_with_404(operator_client, method, path, db):
+    response = operator_client.generic(method, _with_nul(path), "{}", content_type="application/json")
+    assert response.status_code == 404, response.content
+    assert response.json()["error"] == "not_found"
+
+
+@pytest.mark.parametrize(("method", "path"), ENDPOINTS)
+def test_it_answers_a_nul_byte_in_the_query_with_400(operator_client, method, path, db):
+    query = "?gpu=a%00&type=a%00b&requester=%00&service=x&lease_id=%00"
+    response = operator_client.generic(method, _concrete(path) + query, "{}", content_type="application/json")
+    assert response.status_code == 400, response.content
+    assert response.json()["error"] == "invalid_request"
+
+
+OVER_BOUND = [
+    ("/handoff/prime-to-study", {"timeout_seconds": 2**63}, "timeout_seconds"),
+    ("/handoff/prime-to-study", {"timeout_seconds": 2**31}, "timeout_seconds"),
+    ("/handoff/study-to-prime", {"timeout_seconds": 86_401}, "timeout_seconds"),
+    ("/api/handoffs/", {"type": "prime_to_study", "timeout_seconds": 2**63}, "timeout_seconds"),
+    ("/api/handoffs/", {"type": "prime_to_study", "gpu": 2**63}, "gpu"),
+    ("/gpu/acquire", {"requester": "gaia-core", "reason": "x", "gpu": 2**63}, "gpu"),
+    ("/gpu/acquire", {"requester": "gaia-core", "reason": "x", "priority": 2**63}, "priority"),
+    ("/gpu/acquire", {"requester": "gaia-core", "reason": "x", "ttl_seconds": 2**63}, "ttl_seconds"),
+    ("/gpu/acquire", {"requester": "gaia-core", "reason": "x", "memory_mib": 2**63}, "memory_mib"),
+    ("/gpu/wait", {"requester": "gaia-core", "reason": "x", "timeout_seconds": 2**63}, "timeout_seconds"),
+    ("/api/leases/?gpu=" + str(2**63), None, "gpu"),
+    ("/gpu/status?gpu=" + str(2**63), None, "gpu"),
+    ("/api/events/?after=" + str(2**63), None, "after"),
+]
+
+
+@pytest.mark.django_db(transaction=True)  # /gpu/wait reads the token on its own thread
+@pytest.mark.parametrize(("path", "body", "field"), OVER_BOUND)
+def test_it_refuses_an_integer_beyond_its_documented_bound(
+    operator_token_client, everything_up, hold_gpu, monkeypatch, path, body, field
+):
+    """With everything up, only the bound stands between these values and the database."""
+    monkeypatch.setattr("handoffs.services.enqueue", lambda handoff_id: None)
+    hold_gpu("gaia-core")
+    if body is None:
+        response = operator_token_client.get(path)
+    else:
+        response = operator_token_client.post(path, body, format="json")
+    assert response.status_code == 400, response.content
+    assert field in response.json()["fields"]

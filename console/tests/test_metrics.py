@@ -112,3 +112,18 @@ def test_it_needs_a_token_when_reads_are_closed(anonymous_client, operator_clien
     settings.OPEN_READS = False
     assert anonymous_client.get("/metrics").status_code == 401
     assert operator_client.get("/metrics").status_code == 200
+
+
+def test_it_answers_a_refused_scrape_in_the_api_error_shape(anonymous_client, settings, db):
+    settings.OPEN_READS = False
+    response = anonymous_client.get("/metrics", HTTP_ACCEPT="text/plain;version=0.0.4;q=0.5,*/*;q=0.1")
+    assert response.status_code == 401
+    assert response["Content-Type"] == "application/json"
+    assert response.json()["error"] == "not_authenticated"
+
+
+def test_it_answers_503_while_the_database_is_down(anonymous_client, db, database_down):
+    response = anonymous_client.get("/metrics")
+    assert response.status_code == 503
+    assert response["Content-Type"] == "application/json"
+    assert response.json()["error"] == "database_unavailable"

@@ -20,7 +20,7 @@ FAKES=$!
 trap 'kill -TERM -$SERVER $FAKES 2>/dev/null || true' EXIT
 until curl -sf "$B/health" >/dev/null; do sleep 1; done
 
-token() { .venv/bin/python manage.py service_account "$1" 2>/dev/null | tail -1; }
+token() { .venv/bin/python manage.py service_account "$1" --rotate 2>/dev/null | tail -1; }  # a key shows once: mint a fresh one
 acquire() { curl -sf -X POST "$B/gpu/acquire" -H "Authorization: Token $(token "$1")" -H 'Content-Type: application/json' -d "$2" >/dev/null || true; }
 acquire gaia-core '{"requester": "gaia-core", "reason": "Prime serving chat (vLLM)"}'
 acquire gaia-study '{"requester": "gaia-study", "reason": "nightly LoRA training", "memory_mib": 40000}'

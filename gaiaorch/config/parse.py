@@ -35,6 +35,7 @@ from gaiaorch.config.model import (
     Worker,
 )
 from gaiaorch.config.reader import Node, Problems
+from gaiaorch.redaction import public_origin, public_webhook_name
 
 HTTP_METHODS = ("GET", "POST", "PUT", "DELETE")
 TELEMETRY_BACKENDS = ("nvml", "fake", "none")
@@ -549,9 +550,10 @@ def _notifications(node: Node) -> Notifications:
 def _webhook(node: Node) -> Webhook:
     url = node.text("url", required=True)
     if url and urlparse(url).scheme not in {"http", "https"}:
-        node.fail("url", f"must be an http(s) URL, got {url!r}")
+        # Only the origin: a webhook URL's path and query are its secret.
+        node.fail("url", f"must be an http(s) URL, got {public_origin(url)!r}")
     hook = Webhook(
-        name=(node.text("name") or url)[:200],
+        name=(node.text("name") or public_webhook_name(url))[:200],
         url=url,
         types=node.strings("types"),
         headers=tuple(node.string_map("headers").items()),

@@ -2,13 +2,18 @@ from rest_framework import serializers
 
 from gaiaorch.serializers import StepRecordSerializer
 from handoffs.models import Handoff
+from leases.api.serializers import MAX_GPU_INDEX
+
+MAX_PHASE_TIMEOUT_SECONDS = 86_400
 
 
 class StartSeedSerializer(serializers.Serializer):
     """Body of the seed endpoints: empty, {}, or {reason, timeout_seconds}."""
 
     reason = serializers.CharField(required=False, allow_blank=True, max_length=500, default="")
-    timeout_seconds = serializers.IntegerField(required=False, allow_null=True, min_value=1, default=None)
+    timeout_seconds = serializers.IntegerField(
+        required=False, allow_null=True, min_value=1, max_value=MAX_PHASE_TIMEOUT_SECONDS, default=None
+    )
 
 
 MAX_WAIT_SECONDS = 3600
@@ -22,7 +27,7 @@ class WaitSerializer(serializers.Serializer):
 
 class StartSerializer(StartSeedSerializer):
     type = serializers.CharField(max_length=32, help_text="A handoff type configured under handoffs:")
-    gpu = serializers.IntegerField(required=False, min_value=0, default=0)
+    gpu = serializers.IntegerField(required=False, min_value=0, max_value=MAX_GPU_INDEX, default=0)
 
 
 class StartedSerializer(serializers.Serializer):

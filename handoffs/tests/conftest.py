@@ -91,12 +91,11 @@ def run_handoff():
 
 
 @pytest.fixture
-def client_for(db):
+def client_for(db, service_token):
     """An API client authenticated as the named service account."""
     from conftest import client_for_token
-    from gaiaorch.auth import ensure_service_account
 
-    return lambda name: client_for_token(ensure_service_account(name))
+    return lambda name: client_for_token(service_token(name))
 
 
 @pytest.fixture

@@ -1,6 +1,6 @@
 import pytest
 
-from handoffs import ownership
+from handoffs import ownership, services, strategies
 from handoffs.models import Phase
 from handoffs.tests.conftest import PRIME_LOADED_MIB
 
@@ -71,7 +71,8 @@ def test_it_rolls_back_and_returns_the_lease_when_study_never_acknowledges(gaia,
     assert handoff.phase == Phase.FAILED
     assert handoff.error["code"] == "recipient_unacknowledged"
     assert handoff.error["attempts"] > 1
-    assert handoff.error["last_answer"]["status"] == 503
+    assert (handoff.error["service"], handoff.error["status"]) == ("gaia-study", 503)
+    assert "loading" in handoff.error["body"]
     holder = ownership.holder(0)
     assert holder.requester == "gaia-core"
     assert holder.fencing_token > handoff.fencing_token > core_lease.fencing_token
@@ -131,3 +132,29 @@ def test_it_gives_up_on_a_core_busy_past_the_deadline(gaia, hold_gpu, run_handof
     assert handoff.phase == Phase.FAILED
     assert handoff.error["status"] == 409
     assert handoff.error["attempts"] > 2
+
+
+@pytest.mark.parametrize(
+    ("service", "path", "phase"),
+    [
+        ("gaia-core", "/gpu/release", "releasing_gpu"),
+        ("gaia-study", "/study/gpu-ready", "signaling_recipient"),
+    ],
+)
+def test_it_says_what_the_callee_answered_in_the_error(gaia, hold_gpu, run_handoff, service, path, phase):
+    """docs/handoffs.md: the error carries service, url, status and body, and says it in words."""
+    hold_gpu("gaia-core")
+    gaia[service].respond(path, status=500, body={"ok": False, "message": "CUDA out of memory"})
+    handoff = run_handoff()
+    error = handoff.error
+    assert (error["phase"], error["service"], error["status"]) == (phase, service, 500)
+    assert error["url"].endswith(path) and "CUDA out of memory" in error["body"]
+    assert "CUDA out of memory" in services.status(handoff)["error"]  # the seed's error sentence
+
+
+def test_it_bounds_the_callee_answer_it_keeps(gaia, hold_gpu, run_handoff):
+    hold_gpu("gaia-core")
+    gaia["gaia-core"].respond("/gpu/release", status=500, body={"message": "x" * 10_000})
+    error = run_handoff().error
+    assert len(error["body"]) == strategies.BODY_LIMIT
+    assert len(error["detail"]) < strategies.BODY_LIMIT

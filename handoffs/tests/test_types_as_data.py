@@ -68,9 +68,7 @@ def test_it_starts_a_yaml_only_type_from_the_console(nightly, admin_client):
     completes(Handoff.objects.get().id)
 
 
-def test_it_starts_a_yaml_only_type_from_the_python_client(nightly):
-    from gaiaorch.auth import ensure_service_account
-
+def test_it_starts_a_yaml_only_type_from_the_python_client(nightly, service_token):
     web = DjangoClient()
 
     def through_django(request: httpx.Request) -> httpx.Response:
@@ -83,7 +81,7 @@ def test_it_starts_a_yaml_only_type_from_the_python_client(nightly):
         )
         return httpx.Response(answer.status_code, content=answer.content, headers=dict(answer.items()))
 
-    token = ensure_service_account("gaia-study")
+    token = service_token("gaia-study")
     with Client("http://127.0.0.1:6410", token=token, transport=httpx.MockTransport(through_django)) as study:
         started = study.start_handoff("nightly-lora", reason="from the client")
     completes(started["handoff_id"])

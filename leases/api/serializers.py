@@ -1,3 +1,4 @@
+from drf_spectacular.extensions import OpenApiSerializerFieldExtension
 from rest_framework import serializers
 
 from leases import services
@@ -5,12 +6,30 @@ from leases.models import Lease, LeaseStatus
 
 MAX_TTL_SECONDS = 7 * 24 * 3600
 MAX_WAIT_SECONDS = 3600
+MAX_GPU_INDEX = 63  # GAIAORCH_GPU_COUNT is at most 64
+
+
+class RequesterField(serializers.CharField):
+    """A requester's name: one of the configured services (validated by the serializer)."""
+
+    def __init__(self, **kwargs):
+        super().__init__(max_length=100, **kwargs)
+
+
+class RequesterFieldSchema(OpenApiSerializerFieldExtension):
+    """The schema lists the requesters configured when it is generated (clients and the schema
+    fuzz test then know the valid names)."""
+
+    target_class = RequesterField
+
+    def map_serializer_field(self, auto_schema, direction):
+        return {"type": "string", "enum": services.requesters()}
 
 
 class AcquireSerializer(serializers.Serializer):
-    requester = serializers.CharField(max_length=100)
+    requester = RequesterField()
     reason = serializers.CharField(max_length=500)
-    gpu = serializers.IntegerField(min_value=0, max_value=63, default=0)
+    gpu = serializers.IntegerField(min_value=0, max_value=MAX_GPU_INDEX, default=0)
     priority = serializers.IntegerField(min_value=-1000, max_value=1000, default=0)
     ttl_seconds = serializers.IntegerField(
         min_value=1, max_value=MAX_TTL_SECONDS, required=False, allow_null=True, default=None
@@ -34,6 +53,32 @@ class WaitAcquireSerializer(AcquireSerializer):
 class WaitForLeaseSerializer(serializers.Serializer):
     lease_id = serializers.UUIDField()
     timeout_seconds = serializers.FloatField(min_value=0, max_value=MAX_WAIT_SECONDS, default=60)
+
+
+class GrantedSerializer(serializers.Serializer):
+    """200 of acquire and wait: the GPU is the requester's (acquire_body)."""
+
+    success = serializers.BooleanField()
+    lease_id = serializers.UUIDField()
+    gpu = serializers.IntegerField()
+    requester = serializers.CharField()
+    status = serializers.CharField()
+    fencing_token = serializers.IntegerField()
+    expires_at = serializers.DateTimeField(allow_null=True)
+    message = serializers.CharField()
+
+
+class QueuedSerializer(serializers.Serializer):
+    """202 of acquire and wait: still queued (with its position), or withdrawn (status cancelled)."""
+
+    success = serializers.BooleanField()
+    lease_id = serializers.UUIDField()
+    gpu = serializers.IntegerField()
+    requester = serializers.CharField()
+    status = serializers.CharField(help_text="waiting, or cancelled when the wait withdrew its entry")
+    queue_position = serializers.IntegerField(allow_null=True)
+    waiting_for = serializers.CharField(allow_blank=True)
+    message = serializers.CharField()
 
 
 class LeaseIdSerializer(serializers.Serializer):
@@ -85,6 +130,6 @@ class LeaseSerializer(serializers.ModelSerializer):
 
 
 class LeaseFilter(serializers.Serializer):
-    gpu = serializers.IntegerField(required=False, min_value=0)
+    gpu = serializers.IntegerField(required=False, min_value=0, max_value=MAX_GPU_INDEX)
     requester = serializers.CharField(required=False, max_length=100)
     status = serializers.MultipleChoiceField(required=False, choices=LeaseStatus.choices)

@@ -12,19 +12,28 @@ and the 202 answer gives its position.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from asgiref.sync import sync_to_async
 from django.core.exceptions import RequestDataTooBig
 from django.db import DatabaseError
 from django.http import HttpRequest, JsonResponse
+from django.urls import reverse
 from django.views.decorators.csrf import csrf_exempt
+from drf_spectacular.utils import OpenApiResponse, PolymorphicProxySerializer, extend_schema
+from rest_framework.views import APIView
 
-from gaiaorch.auth import actor_name, user_for_token_header
+from gaiaorch.auth import HashedTokenAuthentication, actor_name, user_for_token_header
 from gaiaorch.errors import DomainError, InvalidRequest, body_too_large
+from gaiaorch.middleware import parse_json
+from gaiaorch.serializers import ErrorSerializer
 from leases import services
-from leases.api.serializers import WaitAcquireSerializer, WaitForLeaseSerializer
+from leases.api.serializers import (
+    GrantedSerializer,
+    QueuedSerializer,
+    WaitAcquireSerializer,
+    WaitForLeaseSerializer,
+)
 from leases.api.views import acquire_body, ensure_acts_for, lease_for
 from leases.models import LeaseStatus
 
@@ -35,11 +44,9 @@ def _error(code: str, detail: str, http_status: int, **context: Any) -> JsonResp
 
 def _body(request: HttpRequest) -> dict[str, Any]:
     try:
-        data = json.loads(request.body or b"{}")
+        data = parse_json(request.body or b"{}")
     except RequestDataTooBig:
         raise body_too_large() from None
-    except ValueError as exc:
-        raise InvalidRequest(f"The body is not JSON: {exc}", code="malformed_request") from None
     if not isinstance(data, dict):
         raise InvalidRequest("The body must be a JSON object.", code="malformed_request")
     return data
@@ -105,3 +112,41 @@ async def wait(request: HttpRequest) -> JsonResponse:
 
 
 wait.allowed_methods = ["POST"]  # read by the endpoint index (GET /)
+
+
+# --- OpenAPI ----------------------------------------------------------------------------------
+# drf-spectacular documents DRF views only, and this one is a plain async view; a DRF view that
+# is never routed carries its description, and a preprocessing hook puts it at /gpu/wait.
+
+
+class WaitDocumentation(APIView):
+    authentication_classes = [HashedTokenAuthentication]  # tokens only: the view reads no session
+
+    @extend_schema(
+        operation_id="gpu_wait",
+        summary="Wait for a GPU (long-poll; holds no thread while it waits)",
+        description=__doc__,
+        request=PolymorphicProxySerializer(
+            component_name="WaitRequest",
+            serializers=[WaitAcquireSerializer, WaitForLeaseSerializer],
+            resource_type_field_name=None,
+        ),
+        responses={
+            200: OpenApiResponse(GrantedSerializer, "granted within the timeout"),
+            202: OpenApiResponse(QueuedSerializer, "not granted in time: still queued, or withdrawn"),
+            400: OpenApiResponse(ErrorSerializer, "invalid_request, malformed_request or body_too_large"),
+            401: OpenApiResponse(ErrorSerializer, "not_authenticated: no valid service token"),
+            403: OpenApiResponse(ErrorSerializer, "forbidden: another requester's name or lease"),
+            404: OpenApiResponse(ErrorSerializer, "not_found: no such lease_id"),
+            409: OpenApiResponse(ErrorSerializer, "conflict: the lease ended (revoked, expired) meanwhile"),
+            503: OpenApiResponse(ErrorSerializer, "database_unavailable"),
+        },
+    )
+    def post(self, request):  # documentation only: `wait` above answers /gpu/wait
+        raise NotImplementedError
+
+
+def document_wait(endpoints, **kwargs):
+    """drf-spectacular preprocessing hook (SPECTACULAR_SETTINGS['PREPROCESSING_HOOKS'])."""
+    path = reverse("gpu-wait")
+    return [*endpoints, (path, f"^{path.lstrip('/')}$", "POST", WaitDocumentation.as_view())]

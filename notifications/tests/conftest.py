@@ -10,7 +10,6 @@ from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
 
 from console.asgi import application
-from gaiaorch.auth import ensure_service_account
 from notifications.services import record_event
 
 
@@ -27,9 +26,9 @@ def notifications_config(settings):
 
 
 @pytest.fixture
-def web_token(transactional_db) -> str:
+def web_token(transactional_db, service_token) -> str:
     """The gaia-web service account, which listens to notifications."""
-    return ensure_service_account("gaia-web")
+    return service_token("gaia-web")
 
 
 @pytest.fixture

@@ -1,3 +1,6 @@
+import importlib
+import json
+import logging
 from datetime import timedelta
 
 import pytest
@@ -5,6 +8,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.utils import timezone
 
 from gaiaorch import config
+from gaiaorch.redaction import public_webhook_name
 from notifications import dispatch, services
 from notifications.models import DeliveryStatus, Event, WebhookDelivery
 from notifications.services import attempt_delivery, dispatch_due_deliveries, record_event
@@ -39,7 +43,8 @@ def test_it_writes_one_outbox_row_per_matching_webhook(db, gaia_web):
         handoff = record_event("handoff.completed", "Prime to Study completed")
         record_event("lease.granted", "not wanted by gaia-web")
     [delivery] = WebhookDelivery.objects.all()
-    assert (delivery.event, delivery.webhook, delivery.url) == (handoff, "gaia-web", receiver.url)
+    origin = receiver.url.removesuffix("/api/notifications")
+    assert (delivery.event, delivery.webhook, delivery.url) == (handoff, "gaia-web", origin)
     assert delivery.status == DeliveryStatus.PENDING and delivery.attempts == 0
 
 
@@ -196,3 +201,83 @@ def test_it_lets_an_operator_retry_a_failed_delivery_once_more(client, operator,
         assert dispatch_due_deliveries() == 1 and queued == [(delivery_id, 2)]
         assert attempt_delivery(delivery_id, 2).status == DeliveryStatus.DELIVERED
     assert Event.objects.get(type="webhook.retried").actor == "olivia"
+
+
+SLACK_STYLE = "https://hooks.slack.com/services/T0000/B0000/s3cr3tPath?token=s3cr3tQuery"
+
+
+def test_it_names_an_unnamed_webhook_by_its_scheme_host_and_port_only(notifications_config):
+    other = "https://hooks.slack.com/services/T0000/B0000/another"
+    notifications_config(
+        webhooks=[{"url": SLACK_STYLE}, {"url": other}, {"url": "http://user:pw@10.0.0.5:8080/x"}]
+    )
+    first, second, third = (hook.name for hook in config.current().notifications.webhooks)
+    assert first.startswith("https://hooks.slack.com ") and "s3cr3t" not in first
+    assert second.startswith("https://hooks.slack.com ") and second != first  # names stay unique
+    assert third.startswith("http://10.0.0.5:8080 ") and "pw" not in third and "/x" not in third
+    notifications_config(webhooks=[{"url": SLACK_STYLE}])
+    assert config.current().notifications.webhooks[0].name == first  # stable across reads
+
+
+def test_it_never_shows_the_path_or_query_of_an_unnamed_webhook(
+    client, operator, notifications_config, caplog, settings
+):
+    """Metrics, events, the API, the admin and the log: none shows what follows the host."""
+    operator.is_superuser = True
+    operator.save()
+    caplog.set_level(logging.DEBUG)
+    with WebhookReceiver([500]) as receiver:
+        secret_url = receiver.url + "/s3cr3tPath?token=s3cr3tQuery"
+        notifications_config(webhooks=[{"url": secret_url, "max_attempts": 1}])
+        record_event("handoff.started", "started")
+        delivery = attempt_delivery(WebhookDelivery.objects.get().id, 1)
+    assert delivery.status == DeliveryStatus.FAILED
+    client.force_login(operator)
+    pages = [
+        client.get("/metrics").content.decode(),
+        client.get("/api/events/").content.decode(),
+        client.get("/admin/notifications/webhookdelivery/").content.decode(),
+        client.get(f"/admin/notifications/webhookdelivery/{delivery.id}/change/").content.decode(),
+        client.get("/admin/notifications/event/").content.decode(),
+        json.dumps(list(Event.objects.values()), default=str),
+        json.dumps(list(WebhookDelivery.objects.values()), default=str),
+        caplog.text,
+    ]
+    assert "gave up" in pages[1]
+    for page in pages:
+        assert "s3cr3t" not in page and "/api/notifications" not in page
+
+
+def test_it_keeps_a_transport_error_free_of_the_webhooks_path(db, notifications_config):
+    unreachable = "http://127.0.0.1:9/s3cr3tPath"
+    notifications_config(webhooks=[{"url": unreachable, "timeout_seconds": 0.5}])
+    record_event("handoff.started", "started")
+    delivery = attempt_delivery(WebhookDelivery.objects.get().id, 1)
+    assert delivery.last_status_code is None and delivery.last_error
+    assert "s3cr3t" not in delivery.last_error + json.dumps(delivery.attempt_log)
+
+
+def test_it_reduces_stored_urls_to_their_origin_when_migrating(db):
+    from django.apps import apps
+
+    migration = importlib.import_module("notifications.migrations.0004_webhook_url_origin_only")
+    event = record_event("handoff.started", "started")
+    unnamed = WebhookDelivery.objects.create(
+        event=event,
+        webhook=SLACK_STYLE,
+        url=SLACK_STYLE,
+        next_attempt_at=timezone.now(),
+        created_at=event.created_at,
+    )
+    named = WebhookDelivery.objects.create(
+        event=event,
+        webhook="ops",
+        url=SLACK_STYLE,
+        next_attempt_at=timezone.now(),
+        created_at=event.created_at,
+    )
+    migration.keep_only_origins(apps, None)
+    unnamed.refresh_from_db()
+    named.refresh_from_db()
+    assert (unnamed.webhook, unnamed.url) == (public_webhook_name(SLACK_STYLE), "https://hooks.slack.com")
+    assert (named.webhook, named.url) == ("ops", "https://hooks.slack.com")

@@ -2,9 +2,11 @@ import asyncio
 
 import pytest
 from channels.db import database_sync_to_async
+from django.contrib.sessions.models import Session
 from django.db import DatabaseError
 from django.test import Client
 
+from gaiaorch.auth import ensure_service_account
 from notifications import consumers, dispatch
 from notifications.models import Event
 from notifications.tests.conftest import emit, fresh_redis, receive_all
@@ -33,20 +35,40 @@ def session_cookie(user) -> bytes:
     return f"sessionid={browser.cookies['sessionid'].value}".encode()
 
 
+async def browser(connect, user, origin: bytes, host: bytes = b"127.0.0.1:6410"):
+    """A page's WebSocket handshake: the session cookie, the page's Origin and the Host it called."""
+    cookie = await database_sync_to_async(session_cookie)(user)
+    return await connect(token=None, headers=[(b"cookie", cookie), (b"origin", origin), (b"host", host)])
+
+
 async def test_it_accepts_an_admin_session(connect, operator):
-    cookie = await database_sync_to_async(session_cookie)(operator)
-    _, connected, _ = await connect(
-        token=None, headers=[(b"cookie", cookie), (b"origin", b"http://127.0.0.1:6410")]
-    )
+    _, connected, _ = await browser(connect, operator, b"http://127.0.0.1:6410")
     assert connected
 
 
-async def test_it_refuses_an_admin_session_from_another_site(connect, operator):
-    cookie = await database_sync_to_async(session_cookie)(operator)
-    _, connected, _ = await connect(
-        token=None, headers=[(b"cookie", cookie), (b"origin", b"https://evil.example")]
-    )
-    assert not connected
+@pytest.mark.parametrize(
+    "origin",
+    [b"https://evil.example", b"http://127.0.0.1:9999", b"https://127.0.0.1:6410", b"http://localhost:6410"],
+)
+async def test_it_refuses_an_admin_session_from_another_origin(connect, operator, origin):
+    """Scheme, host and port must all be the page's own, as Django's CSRF check requires."""
+    _, connected, code = await browser(connect, operator, origin)
+    assert (connected, code) == (False, consumers.CLOSE_UNAUTHORIZED)
+
+
+@pytest.mark.parametrize(
+    ("trusted", "origin"),
+    [
+        ("https://gaia.example", b"https://gaia.example"),
+        ("https://*.example.org", b"https://ops.example.org"),
+    ],
+)
+async def test_it_accepts_an_admin_session_from_a_trusted_origin(
+    connect, operator, settings, trusted, origin
+):
+    settings.CSRF_TRUSTED_ORIGINS = [trusted]
+    _, connected, _ = await browser(connect, operator, origin)
+    assert connected
 
 
 async def test_it_refuses_the_session_of_a_user_who_is_not_staff(connect, django_user_model):
@@ -199,3 +221,61 @@ async def test_it_closes_the_stream_when_the_event_log_cannot_be_read(connect, m
     socket, _, _ = await connect()
     await emit("test.ping", "unreadable")
     assert (await socket.receive_output(timeout=3))["code"] == consumers.CLOSE_SERVER_ERROR
+
+
+@pytest.fixture
+def recheck_often(monkeypatch):
+    monkeypatch.setattr(consumers, "RECHECK_SECONDS", 0.1)
+
+
+async def assert_closed_unauthorized(socket) -> None:
+    assert await socket.receive_output(timeout=3) == {
+        "type": "websocket.close",
+        "code": consumers.CLOSE_UNAUTHORIZED,
+    }
+
+
+async def test_it_closes_a_stream_once_its_token_is_rotated(connect, recheck_often):
+    socket, _, _ = await connect()
+    assert await socket.receive_nothing(timeout=0.5)  # several re-checks pass while the token is good
+    await database_sync_to_async(ensure_service_account)("gaia-web", rotate=True)
+    await assert_closed_unauthorized(socket)
+
+
+async def test_it_closes_a_stream_once_its_account_is_deactivated(connect, recheck_often, django_user_model):
+    socket, _, _ = await connect()
+    await database_sync_to_async(django_user_model.objects.filter(username="gaia-web").update)(
+        is_active=False
+    )
+    await assert_closed_unauthorized(socket)
+
+
+async def test_it_closes_an_admin_stream_once_the_session_logs_out(connect, operator, recheck_often):
+    socket, connected, _ = await browser(connect, operator, b"http://127.0.0.1:6410")
+    assert connected and await socket.receive_nothing(timeout=0.5)
+    await database_sync_to_async(Session.objects.all().delete)()
+    await assert_closed_unauthorized(socket)
+
+
+async def test_it_closes_an_admin_stream_once_the_user_is_no_longer_staff(connect, operator, recheck_often):
+    socket, connected, _ = await browser(connect, operator, b"http://127.0.0.1:6410")
+    assert connected
+    operator.is_staff = False
+    await database_sync_to_async(operator.save)()
+    await assert_closed_unauthorized(socket)
+
+
+@pytest.mark.parametrize("credential", ["token", "session"])
+async def test_it_refuses_the_handshake_cleanly_while_the_database_is_down(
+    connect, operator, credential, request
+):
+    cookie = await database_sync_to_async(session_cookie)(operator)
+    request.getfixturevalue("database_down")
+    if credential == "token":
+        socket, connected, _ = await connect()
+    else:
+        headers = [(b"cookie", cookie), (b"origin", b"http://127.0.0.1:6410"), (b"host", b"127.0.0.1:6410")]
+        socket, connected, _ = await connect(token=None, headers=headers)
+    assert connected
+    assert (await socket.receive_json_from(timeout=2))["error"] == "database_unavailable"
+    assert (await socket.receive_output(timeout=2))["code"] == consumers.CLOSE_SERVER_ERROR

@@ -5,6 +5,8 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
 
+from gaiaorch.private_files import create_private
+
 
 class Command(BaseCommand):
     help = (
@@ -22,6 +24,6 @@ class Command(BaseCommand):
         password = os.environ.get("GAIAORCH_ADMIN_PASSWORD") or secrets.token_urlsafe(18)
         users.create_superuser(username=username, email="", password=password)
         password_file = settings.VAR_DIR / "admin-password"
-        password_file.write_text(password + "\n")
-        password_file.chmod(0o600)
+        password_file.unlink(missing_ok=True)  # left by an earlier operator; replaced, never reopened
+        create_private(password_file, password + "\n")
         self.stdout.write(f"Created operator '{username}'; password in {password_file}. Log in at /admin/.")
