@@ -35,3 +35,20 @@ def two_gpus(settings):
     """No telemetry; two GPUs by count."""
     settings.GPU_BACKEND = "none"
     settings.GPU_COUNT = 2
+
+
+@pytest.fixture
+def configure_leases(settings):
+    """Change keys under leases: for one test (a new document, as an edit would be)."""
+
+    def apply(**values):
+        document = settings.GAIAORCH
+        settings.GAIAORCH = {**document, "leases": {**(document.get("leases") or {}), **values}}
+
+    return apply
+
+
+@pytest.fixture
+def resident(configure_leases):
+    """gaia-core is GPU 0's resident, as config/orchestrator.yaml ships it."""
+    configure_leases(residents={0: "gaia-core"})
