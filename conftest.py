@@ -38,6 +38,17 @@ def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix, t
         database.setdefault("TEST", {})["NAME"] = str(tmp_path_factory.mktemp("sqlite") / "test.sqlite3")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def gpus_start_free():
+    """The suite's GPUs start free: the shipped configuration seats gaia-core on GPU 0 as its
+    resident, and most tests describe lease rules on a GPU nobody holds. Tests of residents name
+    one (leases/tests/conftest.py `resident`); leases/tests/test_resident.py reads the shipped file."""
+    shipped = settings.GAIAORCH
+    settings.GAIAORCH = {**shipped, "leases": {**(shipped.get("leases") or {}), "residents": {}}}
+    yield
+    settings.GAIAORCH = shipped
+
+
 def client_for_token(token: str) -> APIClient:
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Token {token}")

@@ -23,6 +23,12 @@ class Gpu(models.Model):
         default=1, help_text="Given to the next grant, then bumped; never goes back, so never reused"
     )
     next_arrival = models.PositiveBigIntegerField(default=1, help_text="Queue arrival counter")
+    resident = models.CharField(
+        max_length=100, blank=True, help_text="The configured resident this GPU was last seated for"
+    )
+    on_loan = models.BooleanField(
+        default=False, help_text="The resident handed it over and takes it back when the borrowers are done"
+    )
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
@@ -82,6 +88,13 @@ class Lease(models.Model):
     requested_at = models.DateTimeField()
     granted_at = models.DateTimeField(null=True, blank=True)
     last_heartbeat_at = models.DateTimeField(null=True, blank=True)
+    claim_by = models.DateTimeField(
+        null=True, blank=True, help_text="A grant nobody has claimed yet is passed on at this time"
+    )
+    adoption = models.PositiveIntegerField(
+        default=0, help_text="Bumped by every sign of life of the owner; a wait withdraws only its own"
+    )
+    standing = models.BooleanField(default=False, help_text="The resident's standing lease")
     ended_at = models.DateTimeField(null=True, blank=True)
     ended_by = models.CharField(max_length=150, blank=True)
     end_reason = models.CharField(max_length=500, blank=True)
@@ -112,6 +125,10 @@ class Lease(models.Model):
             models.CheckConstraint(
                 condition=Q(status__in=["waiting", "active"]) | Q(ended_at__isnull=False),
                 name="leases_ended_has_time",
+            ),
+            # The resident never heartbeats: its standing lease lasts until it is handed over.
+            models.CheckConstraint(
+                condition=Q(standing=False) | Q(ttl_seconds__isnull=True), name="leases_standing_has_no_ttl"
             ),
         ]
         indexes = [models.Index(fields=["gpu", "status", "-priority", "arrival"], name="leases_queue_idx")]

@@ -1,15 +1,21 @@
 """GPU lease rules: the only code that changes Gpu and Lease rows.
 
-Every decision about a GPU (grant, release, expire, revoke, transfer) runs in one transaction
-holding that GPU's row lock, writes its audit event inside that transaction, and grants the next
-eligible waiter before committing. Public functions take keyword arguments and are stable: other
-apps (handoffs, containers) call acquire, release, transfer, current_holder and gpu_status.
+Every decision about a GPU (grant, release, expire, revoke, transfer, seating its resident) runs in
+one transaction holding that GPU's row lock, writes its audit events inside that transaction (in one
+insert), and grants the next eligible waiter before committing. Public functions take keyword
+arguments and are stable: other apps (handoffs, containers) call acquire, release, transfer,
+current_holder and gpu_status.
+
+Outside decisions, two conditional updates touch leases: a requester claiming its grant (`claim`)
+and the wait poller stamping signs of life (`poll_open_waits`). Decisions lock the live lease rows
+they read, so such an update waits for a decision in flight and then re-checks its condition.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections import defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -20,6 +26,7 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import transaction
+from django.db.models import FilteredRelation, Q
 from django.utils import timezone
 
 from gaiaorch import config, telemetry
@@ -27,20 +34,24 @@ from gaiaorch.errors import Conflict, InvalidRequest, NotFound
 from leases import wakeups
 from leases.models import Gpu, Lease, LeaseStatus
 from notifications.models import Severity
-from notifications.services import record_event
+from notifications.services import record_events
 
 REAPER = "lease-reaper"
-WAIT_POLL_SECONDS = 0.5  # grants in another process are seen this late at most
+RESIDENT_SEATER = "lease-resident"
+GAVE_UP = "gave up waiting"
 
 EVENT_TITLES = {
     "requested": "{requester} asked for GPU {gpu}",
     "granted": "{requester} was granted GPU {gpu}",
+    "standing": "{requester} holds GPU {gpu} as its resident",
     "released": "{requester} released GPU {gpu}",
     "expired": "{requester}'s lease on GPU {gpu} expired",
+    "unclaimed": "{requester} did not claim GPU {gpu} in time; it was passed on",
     "revoked": "{requester}'s lease on GPU {gpu} was revoked",
     "cancelled": "{requester} left the queue for GPU {gpu}",
 }
-EVENT_SEVERITY = {"expired": Severity.WARNING, "revoked": Severity.WARNING}
+EVENT_TYPES = {"standing": "lease.granted"}  # a standing grant is a grant, marked standing
+EVENT_SEVERITY = {"expired": Severity.WARNING, "unclaimed": Severity.WARNING, "revoked": Severity.WARNING}
 
 
 @dataclass(frozen=True)
@@ -50,6 +61,15 @@ class AcquireResult:
     queue_position: int | None
     waiting_for: str
     created: bool = False  # True when this call made the queue entry (not a re-acquire)
+
+
+@dataclass(frozen=True)
+class Released:
+    """A release and where it left the GPU: who holds it now, how many still wait."""
+
+    lease: Lease
+    next_holder: str | None
+    queue_length: int
 
 
 # ---------------------------------------------------------------- requesters and GPUs
@@ -68,25 +88,59 @@ def check_requester(requester: str) -> None:
         )
 
 
-def sync_gpus(sampled: telemetry.Telemetry | None = None) -> list[Gpu]:
-    """Make Gpu rows match telemetry, or settings.GPU_COUNT while telemetry is unavailable."""
-    sampled = sampled or telemetry.sample()
+def _wanted_gpus(sampled: telemetry.Telemetry) -> tuple[dict[int, dict[str, Any]], bool]:
+    """The GPU rows there should be: from telemetry, or settings.GPU_COUNT while it is unavailable;
+    each with its configured resident. Also whether telemetry measured them."""
     measured = sampled.available and bool(sampled.gpus)
     if measured:
         wanted = {g.index: {"uuid": g.uuid, "name": g.name, "total_mib": g.total_mib} for g in sampled.gpus}
     else:
         wanted = {index: {} for index in range(settings.GPU_COUNT)}
+    residents = config.current().leases.residents
+    return {
+        i: {**facts, "present": True, "resident": residents.get(i, "")} for i, facts in wanted.items()
+    }, measured
+
+
+def _unlike(gpu: Gpu, facts: dict[str, Any]) -> dict[str, Any]:
+    return {name: value for name, value in facts.items() if getattr(gpu, name) != value}
+
+
+def sync_gpus(sampled: telemetry.Telemetry | None = None) -> list[Gpu]:
+    """Make Gpu rows match telemetry (or settings.GPU_COUNT) and the configured residents. A GPU
+    seen for the first time, or newly given a resident, is handed to that resident if it is free."""
+    wanted, measured = _wanted_gpus(sampled or telemetry.sample())
+    rows = {gpu.index: gpu for gpu in Gpu.objects.all()}
+    to_seat = []
     for index, facts in wanted.items():
-        facts = {**facts, "present": True}
-        # get_or_create survives a concurrent creator of the same row (unique index + savepoint).
-        gpu, _ = Gpu.objects.get_or_create(index=index, defaults=facts)
-        changed = {name: value for name, value in facts.items() if getattr(gpu, name) != value}
+        gpu = rows.get(index)
+        if gpu is None:
+            # get_or_create survives a concurrent creator of the same row (unique index + savepoint).
+            gpu, created = Gpu.objects.get_or_create(index=index, defaults=facts)
+            rows[index] = gpu
+            if created and gpu.resident:
+                to_seat.append(index)
+        changed = _unlike(gpu, facts)
         if changed:
             Gpu.objects.filter(pk=gpu.pk).update(**changed)
+            for name, value in changed.items():
+                setattr(gpu, name, value)
+            if changed.get("resident"):
+                to_seat.append(index)
     if measured:
         # Only a working probe may say a GPU is gone; a failing one must not hide GPUs.
         Gpu.objects.filter(present=True).exclude(index__in=wanted).update(present=False)
-    return list(Gpu.objects.filter(present=True))
+    for index in to_seat:
+        seat_resident(index)
+    present = [gpu for gpu in rows.values() if gpu.index in wanted or (gpu.present and not measured)]
+    return sorted(present, key=lambda gpu: gpu.index)
+
+
+def seat_resident(gpu: int) -> Lease | None:
+    """Hand a free GPU nobody waits for to its configured resident (its standing lease)."""
+    with _deciding(gpu, RESIDENT_SEATER) as state:
+        state.seat_resident = True
+    return state.holder
 
 
 def _locked_gpu(index: int) -> Gpu:
@@ -104,8 +158,12 @@ def _gpu_row(index: int, rows=Gpu.objects) -> Gpu:
             return gpu
         if attempt == 0:
             sync_gpus()
+    raise _unknown_gpu(index)
+
+
+def _unknown_gpu(index: int) -> InvalidRequest:
     known = ", ".join(str(g) for g in Gpu.objects.filter(present=True).values_list("index", flat=True))
-    raise InvalidRequest(f"GPU {index} does not exist.", fields={"gpu": [f"unknown GPU; known: {known}"]})
+    return InvalidRequest(f"GPU {index} does not exist.", fields={"gpu": [f"unknown GPU; known: {known}"]})
 
 
 def _lease_gpu_index(lease_id: Any) -> int:
@@ -123,14 +181,31 @@ def _lease_gpu_index(lease_id: Any) -> int:
 # ---------------------------------------------------------------- one GPU's live leases
 
 
+def _grant_order(lease: Lease) -> tuple[int, int]:
+    # Higher priority first, then arrival (a per-GPU counter, so ties are impossible).
+    return (-lease.priority, lease.arrival)
+
+
 @dataclass
 class GpuState:
-    """A GPU's live leases (read under its row lock when deciding); transitions keep it current."""
+    """A GPU's live leases (read under its row lock when deciding); transitions keep it current,
+    and collect what the decision writes at its end: new leases, the GPU's counters, the events."""
 
     gpu: Gpu
     holder: Lease | None
     queue: list[Lease]  # waiting entries in grant order
+    rules: Any = field(default_factory=lambda: config.current().leases)  # the leases: section
     changed_gpu_fields: set[str] = field(default_factory=set)
+    new: list[Lease] = field(default_factory=list)  # inserted at the end, as they stand then
+    events: list[dict[str, Any]] = field(default_factory=list)
+    changed: set[str] = field(default_factory=set)  # lease ids whose waits to wake once committed
+    attending: set[str] = field(default_factory=set)  # leases whose owner takes part in this decision
+    seat_resident: bool = False  # give a GPU left free and unwanted to its resident
+    resident_left: bool = False  # the resident's standing lease ended in this decision
+
+    @property
+    def resident(self) -> str | None:
+        return self.rules.resident(self.gpu.index)
 
     def live(self) -> list[Lease]:
         return ([self.holder] if self.holder else []) + self.queue
@@ -150,26 +225,55 @@ class GpuState:
         if lease in self.queue:
             self.queue.remove(lease)
 
+    def overdue(self, now: datetime) -> bool:
+        return any(lease.expires_at and lease.expires_at <= now for lease in self.live())
 
-def _read_state(gpu: Gpu) -> GpuState:
-    live = list(Lease.objects.live().filter(gpu=gpu).in_grant_order())
+
+def _state_of(gpu: Gpu, live: list[Lease]) -> GpuState:
     for lease in live:
         lease.gpu = gpu
+    live.sort(key=_grant_order)
     holder = next((lease for lease in live if lease.status == LeaseStatus.ACTIVE), None)
     return GpuState(gpu, holder, [lease for lease in live if lease.status == LeaseStatus.WAITING])
+
+
+def _locked_state(gpu: Gpu) -> GpuState:
+    # why: claims and the wait poller's signs of life are conditional updates made outside
+    # decisions; locking the live rows read here makes them wait for this decision and then
+    # re-check their condition against its outcome (SQLite serialises every writer anyway).
+    return _state_of(gpu, list(Lease.objects.live().filter(gpu=gpu).select_for_update()))
 
 
 @contextmanager
 def _deciding(index: int, actor: str) -> Iterator[GpuState]:
     """One decision about one GPU in one transaction: lock it, read its live leases, expire the
-    overdue ones, let the caller act, grant the next waiter, commit. An exception rolls it all back."""
+    overdue ones, let the caller act, grant the next waiter, write, commit. An exception rolls it
+    all back."""
     with transaction.atomic():
-        state = _read_state(_locked_gpu(index))
+        state = _locked_state(_locked_gpu(index))
         _expire_overdue(state)
         yield state
         _grant_next(state, actor)
-        if state.changed_gpu_fields:
-            state.gpu.save(update_fields=sorted(state.changed_gpu_fields))
+        _write(state)
+
+
+def _write(state: GpuState) -> None:
+    if state.new:
+        Lease.objects.bulk_create(state.new)
+        for lease in state.new:
+            lease._state.adding = False
+    if state.changed_gpu_fields:
+        state.gpu.save(update_fields=sorted(state.changed_gpu_fields))
+    record_events(state.events)
+    if state.changed:
+        changed = sorted(state.changed)
+        transaction.on_commit(lambda: WAITS.notify(*changed))
+
+
+def _save(lease: Lease, fields: list[str]) -> None:
+    """Write changed fields now; a lease made in this decision is inserted at its end instead."""
+    if not lease._state.adding:
+        lease.save(update_fields=fields)
 
 
 def describe_wait(lease: Lease, state: GpuState) -> str:
@@ -178,7 +282,11 @@ def describe_wait(lease: Lease, state: GpuState) -> str:
     if position is None:
         return ""
     gpu = state.gpu.index
-    held = f"GPU {gpu} is held by {state.holder.requester}" if state.holder else ""
+    held = ""
+    if state.holder is not None:
+        held = f"GPU {gpu} is held by {state.holder.requester}"
+        if state.holder.standing:
+            held += ", its resident: it yields only through a handoff"
     if position > 1:
         ahead = f"{position - 1} request{'s' if position > 2 else ''} ahead in the queue for GPU {gpu}"
         return f"{ahead}; {held}" if held else ahead
@@ -198,44 +306,59 @@ def _result(lease: Lease, state: GpuState, created: bool = False) -> AcquireResu
 # ---------------------------------------------------------------- transitions (inside _deciding)
 
 
-def _event(lease: Lease, what: str, actor: str, message: str = "", **data: Any) -> None:
-    names = {"requester": lease.requester, "gpu": lease.gpu.index}
-    record_event(
-        f"lease.{what}",
-        EVENT_TITLES[what].format(**names),
-        message,
-        actor=actor,
-        severity=EVENT_SEVERITY.get(what, Severity.INFO),
-        data={
-            "lease_id": str(lease.id),
-            **names,
-            "status": lease.status,
-            "fencing_token": lease.fencing_token,
-            "reason": lease.reason,
-            **data,
-        },
-        subject=("lease", lease.id),
+def _event(state: GpuState, lease: Lease, what: str, actor: str, message: str = "", **data: Any) -> None:
+    names = {"requester": lease.requester, "gpu": state.gpu.index}
+    state.events.append(
+        {
+            "type": EVENT_TYPES.get(what, f"lease.{what}"),
+            "title": EVENT_TITLES[what].format(**names),
+            "message": message,
+            "actor": actor,
+            "severity": EVENT_SEVERITY.get(what, Severity.INFO),
+            "data": {
+                "lease_id": str(lease.id),
+                **names,
+                "status": lease.status,
+                "fencing_token": lease.fencing_token,
+                "reason": lease.reason,
+                **data,
+            },
+            "subject": ("lease", lease.id),
+        }
     )
-    key = str(lease.id)
-    transaction.on_commit(lambda: wakeups.notify(key))
+    state.changed.add(str(lease.id))
 
 
 def _expiry(lease: Lease, now: datetime) -> datetime | None:
     return now + timedelta(seconds=lease.ttl_seconds) if lease.ttl_seconds else None
 
 
-def _new_lease(state: GpuState, **fields: Any) -> Lease:
+def _life(lease: Lease, rules) -> timedelta:
+    """How long a waiting entry lives after a sign of life: its TTL, else the grace period."""
+    return timedelta(seconds=lease.ttl_seconds or rules.waiter_grace_seconds)
+
+
+def _new_lease(state: GpuState, *, standing: bool = False, **fields: Any) -> Lease:
     now = timezone.now()
-    ttl = fields.pop("ttl_seconds", None) or settings.LEASE_DEFAULT_TTL_SECONDS
+    ttl = None if standing else fields.pop("ttl_seconds", None) or settings.LEASE_DEFAULT_TTL_SECONDS
+    fields.pop("ttl_seconds", None)
     gpu = state.gpu
-    lease = Lease(gpu=gpu, arrival=gpu.next_arrival, requested_at=now, ttl_seconds=ttl, **fields)
-    # A waiting entry with a TTL must show signs of life too, so a crashed client leaves no ghost.
-    lease.expires_at = _expiry(lease, now)
-    lease.save(force_insert=True)
+    lease = Lease(
+        gpu=gpu,
+        arrival=gpu.next_arrival,
+        requested_at=now,
+        last_heartbeat_at=now,
+        ttl_seconds=ttl,
+        standing=standing,
+        **fields,
+    )
+    # A waiting entry lives while its owner shows signs of life, so a vanished client leaves no ghost.
+    lease.expires_at = now + _life(lease, state.rules)
+    state.new.append(lease)
     gpu.next_arrival += 1
     state.changed_gpu_fields.add("next_arrival")
     state.queue.append(lease)
-    state.queue.sort(key=lambda each: (-each.priority, each.arrival))
+    state.queue.sort(key=_grant_order)
     return lease
 
 
@@ -245,16 +368,24 @@ def _grant(state: GpuState, lease: Lease, actor: str, **data: Any) -> None:
     lease.fencing_token = state.gpu.next_fencing_token
     lease.granted_at = lease.last_heartbeat_at = now
     lease.expires_at = _expiry(lease, now)
+    lease.claim_by = None
     lease.waiting_for = ""
-    lease.save(
-        update_fields=[
+    if str(lease.id) not in state.attending and not lease.standing:
+        # Nobody may be there to take it (a client gone without a word): its requester claims it
+        # (its wait returns it, it acquires or heartbeats) by this time, or it is passed on.
+        lease.claim_by = now + timedelta(seconds=lease.ttl_seconds or state.rules.claim_window_seconds)
+        lease.expires_at = lease.claim_by
+    _save(
+        lease,
+        [
             "status",
             "fencing_token",
             "granted_at",
             "last_heartbeat_at",
             "expires_at",
+            "claim_by",
             "waiting_for",
-        ]
+        ],
     )
     # The counter lives on the locked Gpu row and only goes up: tokens are never reused, even
     # after every lease row of the GPU is deleted or the process restarts.
@@ -262,25 +393,61 @@ def _grant(state: GpuState, lease: Lease, actor: str, **data: Any) -> None:
     state.changed_gpu_fields.add("next_fencing_token")
     state.queue.remove(lease)
     state.holder = lease
-    _event(lease, "granted", actor, **data)
+    if lease.requester == state.resident:
+        _set_loan(state, False)  # the GPU is back with its resident
+    if lease.standing:
+        _event(state, lease, "standing", actor, standing=True, **data)
+    else:
+        _event(state, lease, "granted", actor, **data)
 
 
-def _end(state: GpuState, lease: Lease, status: str, actor: str, reason: str = "") -> None:
+def _end(state: GpuState, lease: Lease, status: str, actor: str, reason: str = "", what: str = "") -> None:
+    if lease is state.holder and lease.standing:
+        state.resident_left = True
     lease.status = status
     lease.ended_at = timezone.now()
     lease.ended_by = actor[:150]
     lease.end_reason = reason[:500]
     lease.waiting_for = ""
-    lease.save(update_fields=["status", "ended_at", "ended_by", "end_reason", "waiting_for"])
+    _save(lease, ["status", "ended_at", "ended_by", "end_reason", "waiting_for"])
     state.remove(lease)
-    _event(lease, status, actor, reason)
+    _event(state, lease, what or status, actor, reason)
+
+
+def _renew(state: GpuState, lease: Lease, *, adopt: bool = True) -> None:
+    """A sign of life of the lease's owner: a waiting entry lives on (and, with `adopt`, is
+    re-adopted: a hung-up wait that made it may no longer withdraw it); a grant is claimed."""
+    now = timezone.now()
+    lease.last_heartbeat_at = now
+    fields = ["last_heartbeat_at", "expires_at"]
+    if lease.status == LeaseStatus.WAITING:
+        lease.expires_at = now + _life(lease, state.rules)
+        if adopt:
+            lease.adoption += 1
+            fields.append("adoption")
+    else:
+        lease.expires_at = _expiry(lease, now)
+        lease.claim_by = None
+        fields.append("claim_by")
+    _save(lease, fields)
 
 
 def _expire_overdue(state: GpuState) -> None:
     now = timezone.now()
     for lease in state.live():
         if lease.expires_at and lease.expires_at <= now:
-            _end(state, lease, LeaseStatus.EXPIRED, REAPER, "not renewed within its TTL")
+            _end(state, lease, LeaseStatus.EXPIRED, REAPER, *_expiry_reason(lease, state.rules))
+
+
+def _expiry_reason(lease: Lease, rules) -> tuple[str, str]:
+    """(reason, event) of an expiry: a grant not claimed, a waiter gone silent, a TTL run out."""
+    if lease.status == LeaseStatus.ACTIVE and lease.claim_by is not None:
+        window = (lease.claim_by - lease.granted_at).total_seconds()
+        return f"granted but not claimed within {window:g} s; passed on to the next waiter", "unclaimed"
+    if lease.status == LeaseStatus.WAITING:
+        life = _life(lease, rules).total_seconds()
+        return f"no sign of life for {life:g} s (no open wait, heartbeat or acquire)", "expired"
+    return "not renewed within its TTL", "expired"
 
 
 def _memory_blocker(gpu: Gpu, lease: Lease) -> str:
@@ -297,24 +464,41 @@ def _memory_blocker(gpu: Gpu, lease: Lease) -> str:
 
 
 def _grant_next(state: GpuState, actor: str) -> None:
-    """Give a free GPU to the head of its queue, if measured memory allows. Strict order:
-    a blocked head blocks everyone behind it, so a newcomer never overtakes a waiter."""
-    if state.holder is not None or not state.queue:
-        return
-    head = state.queue[0]
-    blocker = _memory_blocker(state.gpu, head)[:300]
-    if not blocker:
-        _grant(state, head, actor)
-    elif head.waiting_for != blocker:
-        head.waiting_for = blocker
-        head.save(update_fields=["waiting_for"])
+    """Give a free GPU to the head of its queue, if measured memory allows (strict order: a
+    blocked head blocks everyone behind it, so a newcomer never overtakes a waiter); a GPU left
+    free with nobody waiting goes back to its resident when it was on loan, or when asked."""
+    if state.holder is None and state.queue:
+        head = state.queue[0]
+        blocker = _memory_blocker(state.gpu, head)[:300]
+        if not blocker:
+            _grant(state, head, actor)
+        elif head.waiting_for != blocker:
+            head.waiting_for = blocker
+            _save(head, ["waiting_for"])
+    if state.resident_left:
+        # Handed on (a handoff, or the queue after a revoke): a loan. Given up with nobody to take it: free.
+        _set_loan(state, state.holder is not None and state.holder.requester != state.resident)
+    elif (
+        state.holder is None
+        and not state.queue
+        and state.resident
+        and (state.seat_resident or state.gpu.on_loan)
+    ):
+        _seat(state, actor)
 
 
-def _renew(lease: Lease) -> None:
-    now = timezone.now()
-    lease.last_heartbeat_at = now
-    lease.expires_at = _expiry(lease, now)
-    lease.save(update_fields=["last_heartbeat_at", "expires_at"])
+def _seat(state: GpuState, actor: str) -> None:
+    check_requester(state.resident)
+    lease = _new_lease(
+        state, requester=state.resident, reason=f"resident of GPU {state.gpu.index}", standing=True
+    )
+    _grant(state, lease, actor)
+
+
+def _set_loan(state: GpuState, on_loan: bool) -> None:
+    if state.gpu.on_loan != on_loan:
+        state.gpu.on_loan = on_loan
+        state.changed_gpu_fields.add("on_loan")
 
 
 def _ended_conflict(lease_id: Any) -> Conflict:
@@ -328,23 +512,67 @@ def _ended_conflict(lease_id: Any) -> Conflict:
     )
 
 
-# ---------------------------------------------------------------- housekeeping
+# ---------------------------------------------------------------- reads: one consistent snapshot
+
+GPU_COLUMNS = [f.attname for f in Gpu._meta.concrete_fields]
+LEASE_COLUMNS = [f.attname for f in Lease._meta.concrete_fields]
+LEASE_LOOKUPS = [f"live__{f.name}" for f in Lease._meta.concrete_fields]
+
+
+def _snapshot() -> list[GpuState]:
+    """Every present GPU with its live leases, read in ONE statement: a consistent snapshot (a
+    GPU's counters and its holder from the same moment), whatever the number of GPUs."""
+    rows = (
+        Gpu.objects.filter(present=True)
+        .annotate(live=FilteredRelation("leases", condition=Q(leases__status__in=LeaseStatus.live())))
+        .values_list(*GPU_COLUMNS, *LEASE_LOOKUPS)
+    )
+    found: dict[int, tuple[Gpu, list[Lease]]] = {}
+    width = len(GPU_COLUMNS)
+    for row in rows.order_by("index"):
+        gpu_id = row[GPU_COLUMNS.index("id")]
+        if gpu_id not in found:
+            found[gpu_id] = (Gpu.from_db("default", GPU_COLUMNS, row[:width]), [])
+        if row[width] is not None:
+            found[gpu_id][1].append(Lease.from_db("default", LEASE_COLUMNS, row[width:]))
+    return [_state_of(gpu, live) for gpu, live in found.values()]
+
+
+def _in_step(states: list[GpuState], wanted: dict[int, dict[str, Any]], measured: bool) -> bool:
+    """Whether the rows read match what telemetry and the configuration want (nothing to sync)."""
+    rows = {state.gpu.index: state.gpu for state in states}
+    if any(index not in rows or _unlike(rows[index], facts) for index, facts in wanted.items()):
+        return False
+    return not measured or set(rows) <= set(wanted)
+
+
+def _settled(sampled: telemetry.Telemetry) -> list[GpuState]:
+    """The snapshot a read answers from: GPU rows synced first when they differ from what is
+    wanted, overdue leases expired first (both rare: a steady read is one statement)."""
+    wanted, measured = _wanted_gpus(sampled)
+    states = _snapshot()
+    if not _in_step(states, wanted, measured):
+        sync_gpus(sampled)
+        states = _snapshot()
+    now = timezone.now()
+    overdue = [state.gpu.index for state in states if state.overdue(now)]
+    for index in overdue:
+        with _deciding(index, REAPER):
+            pass
+    return _snapshot() if overdue else states
 
 
 def settle(gpu: int) -> GpuState:
-    """A fresh view of one GPU for a read; lazily expires what is overdue and admits a waiter
-    to a free GPU first (taking the lock only when there is something to do)."""
-    state = _read_state(_gpu_row(gpu))
-    now = timezone.now()
-    overdue = any(lease.expires_at and lease.expires_at <= now for lease in state.live())
-    if overdue or (state.holder is None and state.queue):
-        with _deciding(gpu, REAPER) as state:
-            pass
+    """A fresh view of one GPU for a read; lazily expires what is overdue first."""
+    state = next((state for state in _settled(telemetry.sample()) if state.gpu.index == gpu), None)
+    if state is None:
+        raise _unknown_gpu(gpu)
     return state
 
 
 def expire_due() -> list[int]:
-    """End every live lease past its expiry (holders and waiters) and grant the next waiters."""
+    """End every live lease past its expiry (holders, unclaimed grants, silent waiters) and grant
+    the next waiters."""
     overdue = Lease.objects.live().filter(expires_at__lte=timezone.now())
     indexes = sorted(set(overdue.values_list("gpu__index", flat=True)))
     for index in indexes:
@@ -391,7 +619,8 @@ def acquire(
 ) -> AcquireResult:
     """Ask for a GPU: granted at once when free and nobody waits, else queued.
 
-    Re-acquire by the holder returns (and renews) its lease; a waiter asking again gets its entry.
+    Re-acquire by the holder returns (and renews, and claims) its lease; a waiter asking again
+    gets its entry, renewed and re-adopted.
     """
     check_requester(requester)
     _check_positive("ttl_seconds", ttl_seconds)
@@ -400,31 +629,41 @@ def acquire(
         lease = state.for_requester(requester)
         created = lease is None
         if lease is not None:
-            _renew(lease)
+            _renew(state, lease)
         else:
             fields = {"reason": reason[:500], "priority": priority, "memory_mib": memory_mib}
             lease = _new_lease(state, requester=requester, ttl_seconds=ttl_seconds, **fields)
-            _event(lease, "requested", actor, priority=priority, memory_mib=memory_mib)
+            _event(state, lease, "requested", actor, priority=priority, memory_mib=memory_mib)
+        state.attending.add(str(lease.id))
     return _result(lease, state, created)
 
 
-def _end_live(lease_id: Any, actor: str, decide) -> Lease:
+def _end_live(lease_id: Any, actor: str, decide, gpu: int | None = None) -> tuple[Lease, GpuState]:
     """Run `decide(state, lease)` on a live lease; an ended one is a 409, raised after commit so
-    that any expiry found on the way is kept."""
-    with _deciding(_lease_gpu_index(lease_id), actor) as state:
+    that any expiry found on the way is kept. `gpu`: the lease's GPU, when the caller read it."""
+    with _deciding(_lease_gpu_index(lease_id) if gpu is None else gpu, actor) as state:
         lease = state.find(lease_id)
         refusal = decide(state, lease) if lease is not None else None
     if lease is None:
         raise _ended_conflict(lease_id)
     if refusal is not None:
         raise refusal
-    return lease
+    return lease, state
 
 
-def release(lease_id: Any, *, actor: str, reason: str = "") -> Lease:
+def _released(lease: Lease, state: GpuState) -> Released:
+    return Released(lease, state.holder.requester if state.holder else None, len(state.queue))
+
+
+def release(lease_id: Any, *, actor: str, reason: str = "", gpu: int | None = None) -> Lease:
     """End an active lease (or withdraw a waiting entry) and grant the next waiter."""
+    return release_reporting(lease_id, actor=actor, reason=reason, gpu=gpu).lease
 
-    return _end_live(lease_id, actor, lambda state, lease: _release(state, lease, actor, reason))
+
+def release_reporting(lease_id: Any, *, actor: str, reason: str = "", gpu: int | None = None) -> Released:
+    """release(), also saying who holds the GPU afterwards and how many still wait."""
+    lease, state = _end_live(lease_id, actor, lambda state, lease: _release(state, lease, actor, reason), gpu)
+    return _released(lease, state)
 
 
 def _release(state: GpuState, lease: Lease, actor: str, reason: str) -> None:
@@ -442,6 +681,13 @@ def release_without_id(*, gpu: int | None, requester: str | None, actor: str, re
     operator): the current holder of `gpu`, or of the only GPU, is released. Nothing to release
     is a Conflict (`nothing_held`), raised after commit so that any expiry found on the way is kept.
     """
+    return release_without_id_reporting(gpu=gpu, requester=requester, actor=actor, reason=reason).lease
+
+
+def release_without_id_reporting(
+    *, gpu: int | None, requester: str | None, actor: str, reason: str = ""
+) -> Released:
+    """release_without_id(), also saying who holds the GPU afterwards and how many still wait."""
     index = gpu if gpu is not None else _unnamed_gpu(requester)
     if index is None:
         raise _nothing_held(requester, gpu=None, queue_length=0, holder=None)
@@ -454,7 +700,7 @@ def release_without_id(*, gpu: int | None, requester: str | None, actor: str, re
     if lease is None:
         holder = state.holder.requester if state.holder else None
         raise _nothing_held(requester, gpu=index, queue_length=len(state.queue), holder=holder)
-    return lease
+    return _released(lease, state)
 
 
 def _unnamed_gpu(requester: str | None) -> int | None:
@@ -493,9 +739,15 @@ def _nothing_held(
     )
 
 
-def heartbeat(lease_id: Any, *, actor: str) -> Lease:
-    """Renew a live lease's TTL. An expired lease is gone: acquire again."""
-    return _end_live(lease_id, actor, lambda state, lease: _renew(lease))
+def _attended(state: GpuState, lease: Lease, *, adopt: bool = True) -> None:
+    state.attending.add(str(lease.id))
+    _renew(state, lease, adopt=adopt)
+
+
+def heartbeat(lease_id: Any, *, actor: str, gpu: int | None = None) -> Lease:
+    """Renew a live lease's TTL (a waiting entry's life; a grant is claimed). An expired lease is
+    gone: acquire again."""
+    return _end_live(lease_id, actor, lambda state, lease: _attended(state, lease), gpu)[0]
 
 
 def revoke(lease_id: Any, *, actor: str, reason: str) -> Lease:
@@ -504,7 +756,7 @@ def revoke(lease_id: Any, *, actor: str, reason: str) -> Lease:
         raise InvalidRequest("A revoke needs a reason.", fields={"reason": ["this field is required"]})
     return _end_live(
         lease_id, actor, lambda state, lease: _end(state, lease, LeaseStatus.REVOKED, actor, reason)
-    )
+    )[0]
 
 
 def cancel(lease_id: Any, *, actor: str, reason: str = "") -> Lease:
@@ -520,89 +772,157 @@ def cancel(lease_id: Any, *, actor: str, reason: str = "") -> Lease:
         _end(state, lease, LeaseStatus.CANCELLED, actor, reason or "withdrawn")
         return None
 
-    return _end_live(lease_id, actor, decide)
+    return _end_live(lease_id, actor, decide)[0]
+
+
+def _ended_result(lease_id: Any) -> AcquireResult:
+    return AcquireResult(Lease.objects.select_related("gpu").get(pk=lease_id), False, None, "")
 
 
 def check(lease_id: Any, *, renew: bool = False) -> AcquireResult:
-    """Where a lease stands now (after lazy expiry and admission); `renew` keeps a waiter alive."""
-    index = _lease_gpu_index(lease_id)
-    state = settle(index)
+    """Where a lease stands now (after lazy expiry); `renew`: its owner is here (attend)."""
+    if renew:
+        return attend(lease_id)
+    state = settle(_lease_gpu_index(lease_id))
     lease = state.find(lease_id)
-    if lease is not None and renew and lease.status == LeaseStatus.WAITING and _renewal_due(lease):
-        with _deciding(index, lease.requester) as state:
-            lease = state.find(lease_id)
-            if lease is not None:
-                _renew(lease)
-    if lease is None:  # ended: report how
-        return AcquireResult(Lease.objects.select_related("gpu").get(pk=lease_id), False, None, "")
-    return _result(lease, state)
+    return _ended_result(lease_id) if lease is None else _result(lease, state)
 
 
-def _renewal_due(lease: Lease) -> bool:
-    # Renew at half-life only, so a long-polling waiter writes rarely.
-    if lease.expires_at is None:
-        return False
-    return lease.expires_at - timezone.now() < timedelta(seconds=lease.ttl_seconds / 2)
+def attend(lease_id: Any, *, adopt: bool = True, gpu: int | None = None) -> AcquireResult:
+    """The owner of a lease is here (a wait starts or times out): a waiting entry lives on and,
+    with `adopt`, is re-adopted; a grant is claimed. Returns where the lease stands."""
+    index = _lease_gpu_index(lease_id) if gpu is None else gpu
+    with _deciding(index, REAPER) as state:
+        lease = state.find(lease_id)
+        if lease is not None:
+            _attended(state, lease, adopt=adopt)
+    return _ended_result(lease_id) if lease is None else _result(lease, state)
 
 
-async def wait(
-    lease_id: Any, *, timeout_seconds: float, poll_seconds: float = WAIT_POLL_SECONDS
-) -> AcquireResult:
-    """Wait until the lease is no longer waiting or the timeout passes, holding no thread.
+def claim(lease_id: Any) -> AcquireResult:
+    """Where a lease stands, for a wait that was woken: a grant waiting to be claimed is claimed
+    (one conditional update); a waiting entry comes without its queue position."""
+    lease = Lease.objects.select_related("gpu").get(pk=lease_id)
+    if lease.status == LeaseStatus.ACTIVE and lease.claim_by is not None:
+        now = timezone.now()
+        expires_at = _expiry(lease, now)
+        # why: outside any decision, so conditional: a decision passing this grant on locks the
+        # row first, and this update then finds it no longer active, or past its deadline.
+        claimed = Lease.objects.filter(pk=lease.pk, status=LeaseStatus.ACTIVE, claim_by__gt=now).update(
+            claim_by=None, expires_at=expires_at, last_heartbeat_at=now
+        )
+        if claimed:
+            lease.claim_by, lease.expires_at, lease.last_heartbeat_at = None, expires_at, now
+        else:
+            lease = settle(lease.gpu.index).find(lease_id) or Lease.objects.select_related("gpu").get(
+                pk=lease_id
+            )
+    return AcquireResult(lease, lease.status == LeaseStatus.ACTIVE, None, "")
 
-    Polls the database (another process may grant it) and wakes early when a change of this
-    lease commits in this process."""
+
+def poll_open_waits(lease_ids: list[str]) -> list[str]:
+    """For the wait poller of a process (one query for all its open waits): the leases among
+    these that are no longer waiting. An open wait is a sign of life: entries past half their
+    life are stamped, in one update per distinct life."""
+    now = timezone.now()
+    rules = config.current().leases
+    rows = Lease.objects.filter(pk__in=lease_ids).values_list("id", "status", "expires_at", "ttl_seconds")
+    waiting, due = set(), defaultdict(list)
+    for lease_id, status, expires_at, ttl_seconds in rows:
+        if status != LeaseStatus.WAITING:
+            continue
+        waiting.add(str(lease_id))
+        life = timedelta(seconds=ttl_seconds or rules.waiter_grace_seconds)
+        if expires_at is None or expires_at - now < life / 2:
+            due[life].append(lease_id)
+    for life, ids in due.items():
+        _stamp_signs_of_life(ids, now, life)
+    return [lease_id for lease_id in lease_ids if lease_id not in waiting]
+
+
+def _stamp_signs_of_life(ids: list[Any], now: datetime, life: timedelta) -> None:
+    with transaction.atomic():
+        # why: written outside decisions; rows a decision has locked are skipped (stamped at the
+        # next poll), so a stamp never waits for a decision nor deadlocks with one.
+        free = Lease.objects.filter(pk__in=ids, status=LeaseStatus.WAITING).select_for_update(
+            skip_locked=True
+        )
+        Lease.objects.filter(pk__in=list(free.values_list("pk", flat=True))).update(
+            expires_at=now + life, last_heartbeat_at=now
+        )
+
+
+WAITS = wakeups.Waits(poll=poll_open_waits)
+
+
+async def wait(lease_id: Any, *, timeout_seconds: float) -> AcquireResult:
+    """Wait until the lease is no longer waiting or the timeout passes, holding no thread and no
+    database connection: woken by a commit of this process at once, or by the process's one poller.
+    A grant is claimed; on a timeout the entry is renewed and its position reported."""
     deadline = time.monotonic() + timeout_seconds
-    with wakeups.listen(str(lease_id)) as signal:
-        while True:
-            signal.clear()
-            result = await sync_to_async(check)(lease_id, renew=True)
+    with WAITS.listen(str(lease_id)) as waiter:  # before reading: a change in between still wakes it
+        result = await sync_to_async(claim)(lease_id)
+        while result.lease.status == LeaseStatus.WAITING:
             remaining = deadline - time.monotonic()
-            if result.lease.status != LeaseStatus.WAITING or remaining <= 0:
-                return result
-            await signal.wait(min(poll_seconds, remaining))
+            woken = remaining > 0 and await waiter.wait(remaining)
+            if not woken:
+                return await sync_to_async(attend)(lease_id, adopt=False)
+            result = await sync_to_async(claim)(lease_id)
+    return result
 
 
-GAVE_UP = "gave up waiting"
+def withdraw(lease_id: Any, *, adoption: int, actor: str) -> bool:
+    """Withdraw a waiting entry whose wait's caller hung up, unless it was re-adopted since."""
+    withdrawn = False
 
+    def decide(state: GpuState, lease: Lease) -> None:
+        nonlocal withdrawn
+        # why: compare-and-withdraw under the GPU's lock, where every re-adoption happens too:
+        # the requester may have asked again meanwhile (an acquire, a heartbeat, another wait)
+        # and been told it is queued; that later answer must hold.
+        if lease.status == LeaseStatus.WAITING and lease.adoption == adoption:
+            _end(state, lease, LeaseStatus.CANCELLED, actor, GAVE_UP)
+            withdrawn = True
 
-def withdraw(lease_id: Any, *, actor: str) -> AcquireResult:
-    """Take a waiter that gave up out of the queue (or report it, if granted at the last moment)."""
     try:
-        lease = cancel(lease_id, actor=actor, reason=GAVE_UP)
+        _end_live(lease_id, actor, decide)
     except Conflict:
-        return check(lease_id)
-    return AcquireResult(lease, granted=False, queue_position=None, waiting_for="")
+        return False  # ended meanwhile
+    return withdrawn
+
+
+async def give_up(entry: AcquireResult, *, keep_queued: bool, actor: str) -> None:
+    """The caller of a wait hung up: withdraw the entry its own call made (unless keep_queued)."""
+    if entry.created and not keep_queued:
+        await asyncio.shield(
+            sync_to_async(withdraw)(entry.lease.id, adoption=entry.lease.adoption, actor=actor)
+        )
 
 
 async def wait_out(
     entry: AcquireResult, *, timeout_seconds: float, keep_queued: bool, actor: str
-) -> tuple[AcquireResult, bool]:
-    """Wait on a queue entry; returns (where it stands, whether it was withdrawn).
+) -> AcquireResult:
+    """Wait on a queue entry (docs/leases.md, "Waiting").
 
-    The no-ghost rule: an entry the caller's own call just created (`entry.created`) is withdrawn
-    when the wait ends without a grant (timeout, or the caller hanging up) unless `keep_queued`.
-    An entry that existed before stays queued.
+    A timeout keeps the entry: it lives on for the grace period and the answer gives its
+    position. A caller that hangs up withdraws the entry its own call made (`entry.created`),
+    unless `keep_queued` or something re-adopted it since; an entry that existed before stays.
     """
-    owned = entry.created and not keep_queued
+    if entry.lease.status != LeaseStatus.WAITING:
+        return entry
     try:
-        result = entry
-        if entry.lease.status == LeaseStatus.WAITING:
-            result = await wait(entry.lease.id, timeout_seconds=timeout_seconds)
+        return await wait(entry.lease.id, timeout_seconds=timeout_seconds)
     except asyncio.CancelledError:
-        if owned:
-            await asyncio.shield(sync_to_async(withdraw)(entry.lease.id, actor=actor))
+        await give_up(entry, keep_queued=keep_queued, actor=actor)
         raise
-    if owned and result.lease.status == LeaseStatus.WAITING:
-        return await sync_to_async(withdraw)(entry.lease.id, actor=actor), True
-    return result, False
 
 
 def transfer(
     *, gpu: int, to_requester: str, reason: str, actor: str, expected_holder: str | None = None
 ) -> Lease:
     """Atomically end the GPU's active lease (if any) and grant a new one to `to_requester`,
-    bypassing the queue and memory admission (the caller verifies memory itself).
+    bypassing the queue and memory admission (the caller verifies memory itself). Taken from the
+    resident, the GPU is on loan; given to the resident, it is its standing lease again.
     With `expected_holder`, refuse (409) unless that requester holds it."""
     check_requester(to_requester)
     with _deciding(gpu, actor) as state:
@@ -621,7 +941,9 @@ def transfer(
         pending = state.for_requester(to_requester)
         if pending is not None:
             _end(state, pending, LeaseStatus.CANCELLED, actor, "superseded by a transfer of the GPU")
-        lease = _new_lease(state, requester=to_requester, reason=reason[:500])
+        standing = to_requester == state.resident
+        lease = _new_lease(state, requester=to_requester, reason=reason[:500], standing=standing)
+        state.attending.add(str(lease.id))
         _grant(state, lease, actor, transfer=True, previous_holder=current.requester if current else None)
     return lease
 
@@ -643,11 +965,9 @@ def _iso(moment: datetime | None) -> str | None:
     return moment.isoformat() if moment else None
 
 
-def _configured_baseline() -> int | None:
-    return config.current().gpu.baseline_mib
-
-
-def _memory(gpu: Gpu, sampled: telemetry.GpuSample | None, held: bool) -> dict[str, int | None]:
+def _memory(
+    gpu: Gpu, sampled: telemetry.GpuSample | None, held: bool, baseline: int | None
+) -> dict[str, Any]:
     if sampled is not None and not held and (gpu.baseline_mib is None or sampled.used_mib < gpu.baseline_mib):
         # The idle baseline is the least memory ever measured with no lease active.
         gpu.baseline_mib = sampled.used_mib
@@ -656,7 +976,7 @@ def _memory(gpu: Gpu, sampled: telemetry.GpuSample | None, held: bool) -> dict[s
         "total_mb": sampled.total_mib if sampled else gpu.total_mib,
         "used_mb": sampled.used_mib if sampled else None,
         "free_mb": sampled.free_mib if sampled else None,
-        "baseline_mb": _configured_baseline() or gpu.baseline_mib,
+        "baseline_mb": baseline or gpu.baseline_mib,
     }
 
 
@@ -679,7 +999,7 @@ def _queue(state: GpuState) -> list[dict[str, Any]]:
     return entries
 
 
-def _one_gpu_status(state: GpuState, sampled: telemetry.Telemetry) -> dict[str, Any]:
+def _one_gpu_status(state: GpuState, sampled: telemetry.Telemetry, baseline: int | None) -> dict[str, Any]:
     gpu, holder = state.gpu, state.holder
     return {
         "gpu": gpu.index,
@@ -690,10 +1010,14 @@ def _one_gpu_status(state: GpuState, sampled: telemetry.Telemetry) -> dict[str, 
         "reason": holder.reason if holder else None,
         "acquired_at": _iso(holder.granted_at) if holder else None,
         "expires_at": _iso(holder.expires_at) if holder else None,
+        "claim_by": _iso(holder.claim_by) if holder else None,
         "last_heartbeat_at": _iso(holder.last_heartbeat_at) if holder else None,
         "fencing_token": holder.fencing_token if holder else None,
         "next_fencing_token": gpu.next_fencing_token,
-        "memory": _memory(gpu, sampled.gpu(gpu.index), held=holder is not None),
+        "resident": state.resident,
+        "standing": bool(holder and holder.standing),
+        "on_loan": gpu.on_loan,
+        "memory": _memory(gpu, sampled.gpu(gpu.index), held=holder is not None, baseline=baseline),
         "telemetry_available": sampled.available,
         "telemetry_reason": sampled.reason,
         "queue": _queue(state),
@@ -702,20 +1026,24 @@ def _one_gpu_status(state: GpuState, sampled: telemetry.Telemetry) -> dict[str, 
 
 def gpu_status(gpu: int | None = None) -> dict[str, Any]:
     """Status of one GPU (`gpu` given) or the whole document: seed top-level fields for GPU 0
-    (owner, lease_id, reason, acquired_at, memory, queue) plus `gpus`, one entry per GPU.
+    (owner, lease_id, reason, acquired_at, memory, queue) plus `gpus`, one entry per GPU; read
+    from one consistent snapshot in a constant number of queries.
 
-    Each GPU entry: gpu, uuid, name, owner, lease_id, reason, acquired_at, expires_at,
-    last_heartbeat_at, fencing_token, next_fencing_token, memory {total_mb, used_mb, free_mb,
-    baseline_mb}, telemetry_available, telemetry_reason, queue [{position, lease_id, requester,
-    reason, priority, memory_mib, requested_at, expires_at, waiting_for}].
+    Each GPU entry: gpu, uuid, name, owner, lease_id, reason, acquired_at, expires_at, claim_by,
+    last_heartbeat_at, fencing_token, next_fencing_token, resident, standing, on_loan, memory
+    {total_mb, used_mb, free_mb, baseline_mb}, telemetry_available, telemetry_reason, queue
+    [{position, lease_id, requester, reason, priority, memory_mib, requested_at, expires_at,
+    waiting_for}].
     """
     sampled = telemetry.sample()
-    indexes = [each.index for each in sync_gpus(sampled)]
+    baseline = config.current().gpu.baseline_mib
+    states = _settled(sampled)
     if gpu is not None:
-        if gpu not in indexes:
+        state = next((state for state in states if state.gpu.index == gpu), None)
+        if state is None:
             raise NotFound(f"GPU {gpu} does not exist.", gpu=gpu)
-        return _one_gpu_status(settle(gpu), sampled)
-    entries = [_one_gpu_status(settle(index), sampled) for index in indexes]
+        return _one_gpu_status(state, sampled, baseline)
+    entries = [_one_gpu_status(state, sampled, baseline) for state in states]
     first = entries[0] if entries else {}
     seed_fields = ("owner", "lease_id", "reason", "acquired_at", "expires_at", "fencing_token", "memory")
     return {

@@ -1,56 +1,112 @@
-"""Wake a waiter of this process as soon as its lease changes.
+"""The open waits of a process, woken as soon as their lease changes, holding no thread and no
+database connection while they wait.
 
-/gpu/wait polls the database, which works across processes; a commit in the same process also
-sets the signal of that lease's waiter, so a grant is seen at once instead of at the next poll.
-Only the waiter of the changed lease wakes: no thundering herd when many wait for one GPU.
+- `Waits.listen(key)` registers a wait; it registers before reading its lease, so a change
+  committed in between still wakes it.
+- `Waits.notify(*keys)` wakes the waits of leases whose change this process committed (any thread).
+- One poller per event loop, while any wait is open there, asks every POLL_SECONDS which of all
+  those leases changed in another process: one call of `poll(keys)` (one query, given by the lease
+  service, which also stamps the open waits' signs of life), then wakes those.
+- THREAD is the one thread, and so the one database connection, that every wait of a process
+  shares: for the poller, and (leases.api.wait.one_thread_for_waits) for the synchronous steps of
+  /gpu/wait requests. Its connection is closed when the process's last wait ends.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import logging
 import threading
-from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 
+from asgiref.sync import sync_to_async
+from django.db import connections
+
+logger = logging.getLogger(__name__)
+
+POLL_SECONDS = 0.5  # a grant committed by another process reaches its wait this late at most
+THREAD = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lease-waits")
+
 
 @dataclass(eq=False)
-class Signal:
+class Waiter:
+    key: str
     loop: asyncio.AbstractEventLoop
     event: asyncio.Event = field(default_factory=asyncio.Event)
 
-    def clear(self) -> None:
-        self.event.clear()
-
-    async def wait(self, seconds: float) -> None:
-        """Until notified (since the last clear) or `seconds` pass."""
+    async def wait(self, seconds: float) -> bool:
+        """Until notified (True) or `seconds` pass (False); a notification is used up."""
         with suppress(TimeoutError):
             await asyncio.wait_for(self.event.wait(), seconds)
+        woken = self.event.is_set()
+        self.event.clear()
+        return woken
 
 
-_lock = threading.Lock()  # commits arrive on worker threads, signals live on event loops
-_signals: dict[str, set[Signal]] = defaultdict(set)
+class Waits:
+    def __init__(self, poll: Callable[[list[str]], Iterable[str]]):
+        self._poll = poll
+        self._lock = threading.Lock()  # commits arrive on worker threads; waiters live on event loops
+        self._waiters: dict[str, set[Waiter]] = {}
+        self._pollers: dict[asyncio.AbstractEventLoop, asyncio.Task] = {}
 
+    def open(self) -> int:
+        with self._lock:
+            return sum(len(waiters) for waiters in self._waiters.values())
 
-def notify(key: str) -> None:
-    with _lock:
-        signals = list(_signals.get(key, ()))
-    for signal in signals:
-        if not signal.loop.is_closed():
-            signal.loop.call_soon_threadsafe(signal.event.set)
+    def notify(self, *keys: str) -> None:
+        """A commit of this process changed these leases."""
+        self._wake(keys)
 
+    def _wake(self, keys: Iterable[str]) -> None:
+        with self._lock:
+            waiters = [waiter for key in keys for waiter in self._waiters.get(key, ())]
+        for waiter in waiters:
+            if not waiter.loop.is_closed():
+                waiter.loop.call_soon_threadsafe(waiter.event.set)
 
-@contextmanager
-def listen(key: str) -> Iterator[Signal]:
-    """Register before reading the state, so a change committed in between is never missed."""
-    signal = Signal(asyncio.get_running_loop())
-    with _lock:
-        _signals[key].add(signal)
-    try:
-        yield signal
-    finally:
-        with _lock:
-            _signals[key].discard(signal)
-            if not _signals[key]:
-                del _signals[key]
+    @contextmanager
+    def listen(self, key: str) -> Iterator[Waiter]:
+        loop = asyncio.get_running_loop()
+        waiter = Waiter(key, loop)
+        with self._lock:
+            self._waiters.setdefault(key, set()).add(waiter)
+        if loop not in self._pollers:
+            # A context of its own: the poller outlives the request that started it.
+            self._pollers[loop] = loop.create_task(self._poll_loop(loop), context=contextvars.Context())
+        try:
+            yield waiter
+        finally:
+            with self._lock:
+                self._waiters[key].discard(waiter)
+                if not self._waiters[key]:
+                    del self._waiters[key]
+            if not self._keys_of(loop):
+                self._stop_poller(loop)
+
+    def _keys_of(self, loop: asyncio.AbstractEventLoop) -> list[str]:
+        with self._lock:
+            return [key for key, waiters in self._waiters.items() if any(w.loop is loop for w in waiters)]
+
+    def _stop_poller(self, loop: asyncio.AbstractEventLoop) -> None:
+        poller = self._pollers.pop(loop, None)
+        if poller is not None:
+            poller.cancel()
+            THREAD.submit(connections.close_all)  # no wait open here: hold no connection either
+
+    async def _poll_loop(self, loop: asyncio.AbstractEventLoop) -> None:
+        poll = sync_to_async(self._poll, thread_sensitive=False, executor=THREAD)
+        while True:
+            await asyncio.sleep(POLL_SECONDS)
+            keys = self._keys_of(loop)
+            try:
+                changed = await poll(keys) if keys else []
+            except Exception:  # a database outage: the waits answer on their own at their timeout
+                logger.warning("could not poll %d open lease waits", len(keys), exc_info=True)
+                await sync_to_async(connections.close_all, thread_sensitive=False, executor=THREAD)()
+                continue
+            self._wake(changed)

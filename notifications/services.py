@@ -6,6 +6,7 @@ code that changes webhook deliveries and Oracle-fallback bursts.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -50,35 +51,59 @@ def record_event(
     correlation_id: str = "",
 ) -> Event:
     """Append one event (and its webhook outbox rows); it is pushed to listeners once committed."""
-    subject_kind, subject_id = subject if subject else ("", "")
+    fields = {"actor": actor, "severity": severity, "data": data, "subject": subject}
+    return record_events(
+        [{"type": type, "title": title, "message": message, **fields, "correlation_id": correlation_id}]
+    )[0]
+
+
+def record_events(events: Sequence[Mapping[str, Any]]) -> list[Event]:
+    """Append the events of one state change, in order, with one insert: each a mapping of
+    record_event's arguments (type and title required), each written as record_event writes it."""
+    if not events:
+        return []
     # No savepoint: an event that cannot be written must fail the caller's whole state change.
     with transaction.atomic(savepoint=False):
         _hold_event_order_lock()
-        event = Event.objects.create(
-            type=type,
-            severity=severity,
-            title=title[:200],
-            message=message,
-            data=data or {},
-            actor=actor[:150],
-            subject_kind=subject_kind,
-            subject_id=str(subject_id),
-            correlation_id=str(correlation_id or ""),
-            created_at=timezone.now(),
-        )
-        delivery_ids = _create_deliveries(event)
-        transaction.on_commit(lambda: dispatch.event_committed(event.id, delivery_ids))
-    return event
+        rows = Event.objects.bulk_create([_event_row(**event) for event in events])
+        delivery_ids = [row.id for row in WebhookDelivery.objects.bulk_create(_delivery_rows(rows))]
+        last_id = rows[-1].id
+        transaction.on_commit(lambda: dispatch.event_committed(last_id, delivery_ids))
+    return rows
+
+
+def _event_row(
+    type: str,
+    title: str,
+    message: str = "",
+    *,
+    actor: str = "system",
+    severity: str = Severity.INFO,
+    data: dict[str, Any] | None = None,
+    subject: tuple[str, Any] | None = None,
+    correlation_id: str = "",
+) -> Event:
+    subject_kind, subject_id = subject if subject else ("", "")
+    return Event(
+        type=type,
+        severity=severity,
+        title=title[:200],
+        message=message,
+        data=data or {},
+        actor=actor[:150],
+        subject_kind=subject_kind,
+        subject_id=str(subject_id),
+        correlation_id=str(correlation_id or ""),
+        created_at=timezone.now(),
+    )
 
 
 # --- webhooks -------------------------------------------------------------------------------
 
 
-def _create_deliveries(event: Event) -> list[int]:
-    if event.type.startswith(UNDELIVERED_PREFIX):
-        return []
-    hooks = [hook for hook in config.current().notifications.webhooks if type_filter(hook.types)(event.type)]
-    rows = [
+def _delivery_rows(events: Sequence[Event]) -> list[WebhookDelivery]:
+    hooks = config.current().notifications.webhooks
+    return [
         WebhookDelivery(
             event=event,
             webhook=hook.name,
@@ -87,9 +112,11 @@ def _create_deliveries(event: Event) -> list[int]:
             # Claimed for the on-commit task; the ticker takes over if that task never runs.
             next_attempt_at=event.created_at + _claim_window(hook),
         )
+        for event in events
+        if not event.type.startswith(UNDELIVERED_PREFIX)
         for hook in hooks
+        if type_filter(hook.types)(event.type)
     ]
-    return [row.id for row in WebhookDelivery.objects.bulk_create(rows)]
 
 
 def _claim_window(hook: Webhook) -> timedelta:

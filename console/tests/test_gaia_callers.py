@@ -27,7 +27,6 @@ from notifications.models import Event
 pytestmark = pytest.mark.django_db
 
 TOKENLESS = "tokenless callers from trusted networks (issue 12, behaviour 5) are not built yet"
-RESIDENT = "the resident holder (issue 12, behaviour 2) is not built yet: nobody holds a fresh GPU"
 DOWNSTREAM = "telling gaia-core about handoffs (issue 12, behaviour 6) is not built yet"
 SEED_WAIT_SECONDS = 30  # handoffs.default_wait_seconds, as an operator restoring the seed's behaviour sets it
 
@@ -328,13 +327,35 @@ def follow(poller: Call, handoff_id: str) -> str:
     return response.json()["phase"]
 
 
+@pytest.fixture
+def core_resident(gaia, settings):
+    """gaia-core is GPU 0's resident, as config/orchestrator.yaml ships it."""
+    residents = {**(settings.GAIAORCH.get("leases") or {}), "residents": {0: "gaia-core"}}
+    settings.GAIAORCH = {**settings.GAIAORCH, "leases": residents}
+
+
 @transactional
-@pytest.mark.xfail(strict=True, reason=RESIDENT)
 @pytest.mark.parametrize("call", PRIME_TO_STUDY_CALLS, ids=lambda call: call.source)
-def test_it_hands_a_fresh_boxs_gpu_from_prime_to_study(gaia, worker, seed_wait, token_of, call):
-    """No original caller ever takes a lease for gaia-core: Prime is loaded at boot."""
+def test_it_hands_a_fresh_boxs_gpu_from_prime_to_study(
+    gaia, core_resident, worker, seed_wait, token_of, call
+):
+    """No original caller ever takes a lease for gaia-core: Prime is loaded at boot, and gaia-core
+    holds GPU 0 as its resident."""
     response = call.replay(token_of(call.caller))
     assert response.status_code == 200
+    assert holder() == "gaia-study"
+
+
+@transactional
+def test_it_gives_the_gpu_back_to_its_resident_when_training_ends(
+    gaia, core_resident, worker, seed_wait, token_of
+):
+    """The training callers release the GPU after training (gaia.sh gpu release, the lifecycle
+    script) instead of handing it back: it returns to gaia-core, which Prime serves again."""
+    assert PIPELINE_ACQUIRES.replay(token_of("gaia-study")).status_code == 200
+    assert LIFECYCLE_RELEASES.replay(token_of("operator")).status_code == 200
+    assert holder() == "gaia-core"
+    assert STUDY_TRAINER_ACQUIRES.replay(token_of("gaia-study")).status_code == 200  # and again
     assert holder() == "gaia-study"
 
 

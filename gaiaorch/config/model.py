@@ -79,6 +79,15 @@ class Gpu:
 class Leases:
     default_ttl_seconds: int | None = None
     reaper_interval_seconds: int = 1
+    # A waiting entry without a TTL lives this long after its last sign of life (a TTL replaces it).
+    waiter_grace_seconds: int = 30
+    # A grant to a queued entry must be claimed this soon by its requester, or it is passed on.
+    claim_window_seconds: int = 10
+    # GPU index -> the service that holds it whenever nobody else does (a standing lease).
+    residents: Mapping[int, str] = field(default_factory=dict)
+
+    def resident(self, gpu: int) -> str | None:
+        return self.residents.get(gpu)
 
 
 @dataclass(frozen=True)

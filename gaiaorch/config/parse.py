@@ -78,7 +78,7 @@ def parse(document: Mapping[str, Any]) -> tuple[Config, list]:
         redis=_redis(top.node("redis")),
         worker=_worker(top.node("worker")),
         gpu=_gpu(top.node("gpu")),
-        leases=_leases(top.node("leases")),
+        leases=_leases(top.node("leases"), services),
         docker=_docker(top.node("docker")),
         services=MappingProxyType(services),
         stacks=MappingProxyType(stacks),
@@ -184,13 +184,45 @@ def _gpu(node: Node) -> Gpu:
     return parsed
 
 
-def _leases(node: Node) -> Leases:
+MAX_GPU_INDEX = 63  # gpu.count is at most 64
+
+
+def _leases(node: Node, services: Mapping[str, Service]) -> Leases:
+    defaults = Leases()
     parsed = Leases(
         default_ttl_seconds=node.integer("default_ttl_seconds", None, 1, 7 * 24 * 3600),
         reaper_interval_seconds=node.integer("reaper_interval_seconds", 1, 1, 60),
+        waiter_grace_seconds=node.integer(
+            "waiter_grace_seconds", defaults.waiter_grace_seconds, 1, 24 * 3600
+        ),
+        claim_window_seconds=node.integer("claim_window_seconds", defaults.claim_window_seconds, 1, 3600),
+        residents=MappingProxyType(_residents(node, services)),
     )
     node.finish()
     return parsed
+
+
+def _residents(node: Node, services: Mapping[str, Service]) -> dict[int, str]:
+    """{GPU index: service}; YAML writes the index as a number, JSON as a string of digits."""
+    raw = node.raw("residents")
+    if raw is None:
+        return {}
+    if not isinstance(raw, Mapping):
+        node.fail("residents", f"must be a mapping of GPU index to service name, got {raw!r}", raw)
+        return {}
+    residents = {}
+    for key, name in raw.items():
+        where = f"residents.{key}"
+        index = key if isinstance(key, int) and not isinstance(key, bool) else None
+        if isinstance(key, str) and key.strip().isdigit():
+            index = int(key)
+        if index is None or not 0 <= index <= MAX_GPU_INDEX:
+            node.fail(where, f"the key must be a GPU index from 0 to {MAX_GPU_INDEX}, got {key!r}")
+        elif not isinstance(name, str) or name not in services:
+            node.fail(where, f"names {name!r}, which is not under services:", name)
+        else:
+            residents[index] = name
+    return residents
 
 
 def _docker(node: Node) -> Docker:

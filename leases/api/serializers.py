@@ -69,13 +69,13 @@ class GrantedSerializer(serializers.Serializer):
 
 
 class QueuedSerializer(serializers.Serializer):
-    """202 of acquire and wait: still queued (with its position), or withdrawn (status cancelled)."""
+    """202 of acquire and wait: still queued, with its position."""
 
     success = serializers.BooleanField()
     lease_id = serializers.UUIDField()
     gpu = serializers.IntegerField()
     requester = serializers.CharField()
-    status = serializers.CharField(help_text="waiting, or cancelled when the wait withdrew its entry")
+    status = serializers.CharField(help_text="waiting")
     queue_position = serializers.IntegerField(allow_null=True)
     waiting_for = serializers.CharField(allow_blank=True)
     message = serializers.CharField()
@@ -122,6 +122,8 @@ class LeaseSerializer(serializers.ModelSerializer):
             "requested_at",
             "granted_at",
             "last_heartbeat_at",
+            "claim_by",
+            "standing",
             "ended_at",
             "ended_by",
             "end_reason",

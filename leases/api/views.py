@@ -35,7 +35,7 @@ def ensure_acts_for(user, requester: str) -> None:
 
 def lease_for(user, lease_id) -> Lease:
     """The lease, if `user` may act on it (its own requester's, or any for staff)."""
-    lease = Lease.objects.filter(pk=lease_id).first()
+    lease = Lease.objects.select_related("gpu").filter(pk=lease_id).first()
     if lease is None:
         raise NotFound(f"No lease {lease_id}.", lease_id=str(lease_id))
     ensure_acts_for(user, lease.requester)
@@ -111,10 +111,12 @@ def release(request):
     if "lease_id" in params:
         lease = lease_for(request.user, params["lease_id"])
         ensure_same_gpu(lease, params.get("gpu"))
-        released = services.release(lease.id, actor=actor, reason=params["reason"])
+        released = services.release_reporting(
+            lease.id, actor=actor, reason=params["reason"], gpu=lease.gpu.index
+        )
     else:
         requester = None if request.user.is_staff else request.user.get_username()
-        released = services.release_without_id(
+        released = services.release_without_id_reporting(
             gpu=params.get("gpu"), requester=requester, actor=actor, reason=params["reason"]
         )
     return Response(released_body(released))
@@ -128,12 +130,12 @@ def ensure_same_gpu(lease: Lease, gpu: int | None) -> None:
         )
 
 
-def released_body(released: Lease) -> dict[str, Any]:
+def released_body(released: services.Released) -> dict[str, Any]:
     """The seed's release answer (success, message, queue_length), the lease and the next holder."""
-    body = lease_body(released, f"{released.requester} {released.status} GPU {released.gpu.index}")
-    on_gpu = Lease.objects.filter(gpu=released.gpu)
-    body["next_holder"] = on_gpu.active().values_list("requester", flat=True).first()
-    body["queue_length"] = on_gpu.waiting().count()
+    lease = released.lease
+    body = lease_body(lease, f"{lease.requester} {lease.status} GPU {lease.gpu.index}")
+    body["next_holder"] = released.next_holder
+    body["queue_length"] = released.queue_length
     return body
 
 
@@ -142,7 +144,7 @@ def released_body(released: Lease) -> dict[str, Any]:
 def heartbeat(request):
     params = validated(LeaseIdSerializer, request.data)
     lease = lease_for(request.user, params["lease_id"])
-    renewed = services.heartbeat(lease.id, actor=actor_name(request.user))
+    renewed = services.heartbeat(lease.id, actor=actor_name(request.user), gpu=lease.gpu.index)
     return Response(lease_body(renewed, "Lease renewed"))
 
 

@@ -1,20 +1,23 @@
-"""POST /gpu/wait: a long-poll that holds no thread while it waits.
+"""POST /gpu/wait: a long-poll that holds no thread and no database connection while it waits.
 
 A plain async Django view (DRF's views are synchronous): it authenticates the token itself and
 answers with the same JSON shapes as the DRF views. The body is either an acquire body (the entry
 is created, or found if the requester already has one) or `{lease_id, timeout_seconds}`.
 
-No ghost entries: when the wait ends without a grant (timeout or the client hanging up), an entry
-that THIS call created is withdrawn (status cancelled) unless the body said `keep_queued: true`.
-An entry that existed before the call (from /gpu/acquire, or a wait with keep_queued) stays queued
-and the 202 answer gives its position.
+Granted within the timeout: 200, and the grant is claimed. Not granted: 202 with the entry's
+queue position; the entry stays queued and lives on for `leases.waiter_grace_seconds` after the
+wait, so a client calling again keeps its place. A caller that hangs up withdraws the entry that
+its own call made (even while it was being made), unless the body said `keep_queued: true` or the
+requester asked again meanwhile. An entry that ends otherwise during the wait (revoked, expired,
+cancelled) is a 409.
 """
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
-from asgiref.sync import sync_to_async
+from asgiref.sync import ThreadSensitiveContext, sync_to_async
 from django.core.exceptions import RequestDataTooBig
 from django.db import DatabaseError
 from django.http import HttpRequest, JsonResponse
@@ -27,7 +30,7 @@ from gaiaorch.auth import HashedTokenAuthentication, actor_name, user_for_token_
 from gaiaorch.errors import DomainError, InvalidRequest, body_too_large
 from gaiaorch.middleware import parse_json
 from gaiaorch.serializers import ErrorSerializer
-from leases import services
+from leases import services, wakeups
 from leases.api.serializers import (
     GrantedSerializer,
     QueuedSerializer,
@@ -61,23 +64,34 @@ def _params(data: dict[str, Any]) -> dict[str, Any]:
 
 
 def _enter(user, params: dict[str, Any]) -> services.AcquireResult:
-    """Find or create the queue entry this wait is about."""
+    """Find or create the queue entry this wait is about; its owner is here."""
     if "lease_id" in params:
         lease = lease_for(user, params["lease_id"])
-        return services.check(lease.id)
+        return services.attend(lease.id, gpu=lease.gpu.index)
     ensure_acts_for(user, params["requester"])
     acquire = {name: params[name] for name in ("requester", "reason", "gpu", "priority", "ttl_seconds")}
     return services.acquire(**acquire, memory_mib=params["memory_mib"], actor=actor_name(user))
 
 
-def _answer(result: services.AcquireResult, timed_out_after: float, withdrawn: bool) -> JsonResponse:
-    if result.lease.status in (LeaseStatus.ACTIVE, LeaseStatus.WAITING) or withdrawn:
+async def _entered(user, params: dict[str, Any]) -> services.AcquireResult:
+    """_enter, finished even when the caller hangs up meanwhile: then its entry is given up as a
+    hang-up during the wait gives it up (no ghost made between the two)."""
+    entering = asyncio.ensure_future(sync_to_async(_enter)(user, params))
+    try:
+        return await asyncio.shield(entering)
+    except asyncio.CancelledError:
+        entry = await entering
+        await services.give_up(entry, keep_queued=params.get("keep_queued", False), actor=actor_name(user))
+        raise
+
+
+def _answer(result: services.AcquireResult, timed_out_after: float) -> JsonResponse:
+    if result.lease.status in (LeaseStatus.ACTIVE, LeaseStatus.WAITING):
         body, code = acquire_body(result)
         if not result.granted:
-            body["message"] = f"Not granted within {timed_out_after:g} s; " + (
-                f"still number {result.queue_position} in the queue."
-                if result.queue_position
-                else "the queue entry was withdrawn."
+            body["message"] = (
+                f"Not granted within {timed_out_after:g} s; still number {result.queue_position} "
+                "in the queue (call again to keep the place)."
             )
         return JsonResponse(body, status=code)
     lease = result.lease
@@ -97,14 +111,14 @@ async def wait(request: HttpRequest) -> JsonResponse:
             response["WWW-Authenticate"] = "Token"
             return response
         params = _params(_body(request))
-        entry = await sync_to_async(_enter)(user, params)
-        result, withdrawn = await services.wait_out(
+        entry = await _entered(user, params)
+        result = await services.wait_out(
             entry,
             timeout_seconds=params["timeout_seconds"],
             keep_queued=params.get("keep_queued", False),
             actor=actor_name(user),
         )
-        return _answer(result, params["timeout_seconds"], withdrawn)
+        return _answer(result, params["timeout_seconds"])
     except DomainError as exc:
         return JsonResponse(exc.body(), status=exc.status_code)
     except DatabaseError as exc:
@@ -112,6 +126,26 @@ async def wait(request: HttpRequest) -> JsonResponse:
 
 
 wait.allowed_methods = ["POST"]  # read by the endpoint index (GET /)
+
+
+def one_thread_for_waits(app):
+    """ASGI middleware (console.asgi): /gpu/wait requests run their synchronous steps on the one
+    thread all waits of the process share (wakeups.THREAD).
+
+    Django gives every request a thread of its own for its synchronous steps (the request
+    signals, the middleware hooks, the view's database calls) and keeps it, with its database
+    connection, until the request ends: a long-poll would hold one of each per open wait. The
+    steps of a wait are short, so one thread serves them all, one at a time.
+    """
+    path = reverse("gpu-wait")
+
+    async def serve(scope, receive, send):
+        if scope["type"] != "http" or scope.get("path") != path:
+            return await app(scope, receive, send)
+        async with ThreadSensitiveContext(executor=wakeups.THREAD):
+            return await app(scope, receive, send)
+
+    return serve
 
 
 # --- OpenAPI ----------------------------------------------------------------------------------
@@ -133,12 +167,14 @@ class WaitDocumentation(APIView):
         ),
         responses={
             200: OpenApiResponse(GrantedSerializer, "granted within the timeout"),
-            202: OpenApiResponse(QueuedSerializer, "not granted in time: still queued, or withdrawn"),
+            202: OpenApiResponse(QueuedSerializer, "not granted in time: still queued, with its position"),
             400: OpenApiResponse(ErrorSerializer, "invalid_request, malformed_request or body_too_large"),
             401: OpenApiResponse(ErrorSerializer, "not_authenticated: no valid service token"),
             403: OpenApiResponse(ErrorSerializer, "forbidden: another requester's name or lease"),
             404: OpenApiResponse(ErrorSerializer, "not_found: no such lease_id"),
-            409: OpenApiResponse(ErrorSerializer, "conflict: the lease ended (revoked, expired) meanwhile"),
+            409: OpenApiResponse(
+                ErrorSerializer, "conflict: the lease ended (revoked, expired, cancelled) meanwhile"
+            ),
             503: OpenApiResponse(ErrorSerializer, "database_unavailable"),
         },
     )

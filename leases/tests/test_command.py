@@ -5,7 +5,7 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from leases import services
-from leases.models import Lease, LeaseStatus
+from leases.models import Lease
 
 
 def gpu(*args) -> str:
@@ -48,27 +48,17 @@ def test_it_fails_with_the_domain_error_and_prints_it_in_json():
 
 
 @pytest.mark.django_db(transaction=True)
-def test_it_waits_and_withdraws_its_own_entry_on_timeout():
+def test_it_waits_and_keeps_its_entry_with_its_position_on_timeout():
     services.acquire(requester="gaia-core", reason="x", actor="gaia-core")
     body = json.loads(gpu("--json", "wait", "--requester", "gaia-study", "--reason", "t", "--timeout", "0.2"))
-    assert body["withdrawn"] is True and body["status"] == "cancelled"
-    assert not Lease.objects.filter(status=LeaseStatus.WAITING).exists()
-    kept = json.loads(
-        gpu(
-            "--json",
-            "wait",
-            "--requester",
-            "gaia-study",
-            "--reason",
-            "t",
-            "--timeout",
-            "0.2",
-            "--keep-queued",
-        )
+    assert body["status"] == "waiting" and body["queue_position"] == 1
+    again = json.loads(
+        gpu("--json", "wait", "--requester", "gaia-study", "--reason", "t", "--timeout", "0.2")
     )
-    assert kept["status"] == "waiting" and kept["queue_position"] == 1
+    assert again["lease_id"] == body["lease_id"] and again["queue_position"] == 1
     mine = services.acquire(requester="gaia-study-candidate", reason="x", actor="x").lease
     services.release(services.current_holder(0).id, actor="gaia-core")
     services.release(services.current_holder(0).id, actor="gaia-study")
     granted = json.loads(gpu("--json", "wait", "--lease", str(mine.id), "--timeout", "2"))
     assert granted["success"] is True and granted["fencing_token"] == 3
+    assert Lease.objects.get(pk=mine.pk).claim_by is None

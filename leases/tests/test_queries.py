@@ -72,7 +72,9 @@ def test_it_writes_a_transitions_events_in_one_insert(service_token):
     core.get("/gpu/status")
     with CaptureQueriesContext(connection) as captured:
         core.post("/gpu/acquire", {"requester": "gaia-core", "reason": "x"}, format="json")
-    inserts = [query for query in captured.captured_queries if 'INSERT INTO "notifications_event"' in query["sql"]]
+    inserts = [
+        query for query in captured.captured_queries if 'INSERT INTO "notifications_event"' in query["sql"]
+    ]
     assert len(inserts) == 1
 
 

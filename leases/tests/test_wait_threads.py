@@ -36,7 +36,10 @@ def postgres_connections() -> int:
 
 
 async def open_waits(tokens: dict[str, str]) -> list[Http]:
-    requests = [Http(token, {"requester": name, "reason": "x", "timeout_seconds": 60}) for name, token in tokens.items()]
+    requests = [
+        Http(token, {"requester": name, "reason": "x", "timeout_seconds": 60})
+        for name, token in tokens.items()
+    ]
     for request in requests:
         await request.send()
     for _ in range(500):
@@ -48,7 +51,9 @@ async def open_waits(tokens: dict[str, str]) -> list[Http]:
 
 
 async def measure(tokens: dict[str, str], count_connections) -> tuple[tuple[int, int], tuple[int, int]]:
-    holder = (await sync_to_async(services.acquire)(requester="gaia-core", reason="x", actor="gaia-core")).lease
+    holder = (
+        await sync_to_async(services.acquire)(requester="gaia-core", reason="x", actor="gaia-core")
+    ).lease
     first, *rest = list(tokens.items())
     # One wait first: whatever a process starts once for all waits is running before the count.
     warm = await open_waits(dict([first]))

@@ -184,7 +184,9 @@ async def status_of(lease_id) -> str:
 @transactional
 async def test_it_answers_a_timed_out_wait_with_the_entrys_position_and_keeps_it():
     await hold("gaia-core")
-    request = Http(await token_of("gaia-study"), {"requester": "gaia-study", "reason": "x", "timeout_seconds": 0.3})
+    request = Http(
+        await token_of("gaia-study"), {"requester": "gaia-study", "reason": "x", "timeout_seconds": 0.3}
+    )
     await request.send()
     status, body = await request.answer()
     assert status == 202 and body["status"] == "waiting" and body["queue_position"] == 1
@@ -195,7 +197,9 @@ async def test_it_answers_a_timed_out_wait_with_the_entrys_position_and_keeps_it
 @transactional
 async def test_it_withdraws_the_entry_of_a_caller_that_hangs_up():
     await hold("gaia-core")
-    request = Http(await token_of("gaia-study"), {"requester": "gaia-study", "reason": "x", "timeout_seconds": 30})
+    request = Http(
+        await token_of("gaia-study"), {"requester": "gaia-study", "reason": "x", "timeout_seconds": 30}
+    )
     await request.send()
     entry = await wait_for_entry("gaia-study")
     await request.hang_up()
@@ -214,7 +218,9 @@ async def test_it_withdraws_an_entry_whose_caller_hung_up_while_it_was_being_mad
         return result
 
     monkeypatch.setattr(services, "acquire", slow_acquire)
-    request = Http(await token_of("gaia-study"), {"requester": "gaia-study", "reason": "x", "timeout_seconds": 30})
+    request = Http(
+        await token_of("gaia-study"), {"requester": "gaia-study", "reason": "x", "timeout_seconds": 30}
+    )
     await request.send()
     entry = await wait_for_entry("gaia-study")
     await request.app.send_input({"type": "http.disconnect"})
@@ -228,7 +234,9 @@ async def test_it_withdraws_an_entry_whose_caller_hung_up_while_it_was_being_mad
 async def test_it_lets_a_later_acquire_keep_an_entry_a_hung_up_wait_made():
     """The zombie wait: its caller gave up on it and asked again; the new answer must hold."""
     await hold("gaia-core")
-    request = Http(await token_of("gaia-study"), {"requester": "gaia-study", "reason": "x", "timeout_seconds": 30})
+    request = Http(
+        await token_of("gaia-study"), {"requester": "gaia-study", "reason": "x", "timeout_seconds": 30}
+    )
     await request.send()
     entry = await wait_for_entry("gaia-study")
     again = await sync_to_async(acquire)("gaia-study")
@@ -240,7 +248,9 @@ async def test_it_lets_a_later_acquire_keep_an_entry_a_hung_up_wait_made():
 @transactional
 async def test_it_claims_the_grant_it_returns():
     holder = await hold("gaia-core")
-    request = Http(await token_of("gaia-study"), {"requester": "gaia-study", "reason": "x", "timeout_seconds": 30})
+    request = Http(
+        await token_of("gaia-study"), {"requester": "gaia-study", "reason": "x", "timeout_seconds": 30}
+    )
     await request.send()
     await wait_for_entry("gaia-study")
     await sync_to_async(services.release)(holder.id, actor="gaia-core")

@@ -42,7 +42,7 @@ class Command(BaseCommand):
         _acquire_args(wait, requester_required=False)
         wait.add_argument("--lease", dest="lease_id", help="wait on an existing queue entry")
         wait.add_argument("--timeout", type=float, default=60.0, dest="timeout_seconds")
-        wait.add_argument("--keep-queued", action="store_true", help="stay queued after a timeout")
+        wait.add_argument("--keep-queued", action="store_true", help="stay queued when interrupted")
         release = commands.add_parser("release", help="release a lease (grants the next waiter)")
         _lease_args(release)
         release.add_argument("--reason", default="")
@@ -68,12 +68,12 @@ class Command(BaseCommand):
 
     def do_wait(self, *, actor: str, lease_id: str | None, **options) -> dict[str, Any]:
         if lease_id:
-            entry = services.check(lease_id)
+            entry = services.attend(lease_id)
         elif options["requester"]:
             entry = services.acquire(**_acquire_options(options), actor=actor)
         else:
             raise CommandError("give --requester (and --reason) or --lease")
-        result, withdrawn = asyncio.run(
+        result = asyncio.run(
             services.wait_out(
                 entry,
                 timeout_seconds=options["timeout_seconds"],
@@ -81,7 +81,7 @@ class Command(BaseCommand):
                 actor=actor,
             )
         )
-        return {**acquire_body(result)[0], "withdrawn": withdrawn}
+        return acquire_body(result)[0]
 
     def do_release(self, *, actor: str, lease_id: str, reason: str, **_) -> dict[str, Any]:
         return LeaseSerializer(services.release(lease_id, actor=actor, reason=reason)).data
