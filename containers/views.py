@@ -108,6 +108,8 @@ class ContainerViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewset
     queryset = Container.objects.all()
     serializer_class = ContainerRowSerializer
     lookup_field = "service"
+    # "status" is /api/containers/status/ (routed first), never a service: the schema says so too.
+    lookup_value_regex = r"(?!status(?:/|$))[^/.]+"
 
 
 class OperationViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
