@@ -1,6 +1,6 @@
 """Seed-compatible container endpoints: thin, each parses, calls one service, serializes."""
 
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
 from rest_framework import mixins, viewsets
 from rest_framework import status as http
 from rest_framework.decorators import api_view
@@ -102,14 +102,17 @@ def operation_status(request, operation_id: int):
     return Response(services.operation_detail(services.operation(operation_id)))
 
 
+# "status" is /api/containers/status/ (routed first), never a service: the schema says so too.
+NOT_STATUS = OpenApiParameter("service", str, OpenApiParameter.PATH, pattern=r"^(?!status$)[^/.]+$")
+
+
+@extend_schema_view(retrieve=extend_schema(parameters=[NOT_STATUS]))
 class ContainerViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
     """Reality rows as last observed (read-only); `/containers/status` adds Docker's reachability."""
 
     queryset = Container.objects.all()
     serializer_class = ContainerRowSerializer
     lookup_field = "service"
-    # "status" is /api/containers/status/ (routed first), never a service: the schema says so too.
-    lookup_value_regex = r"(?!status(?:/|$))[^/.]+"
 
 
 class OperationViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):

@@ -168,6 +168,16 @@ def test_it_parses_the_shipped_configuration_without_a_problem():
         ("gpu.poll_ms", 1, "gpu.poll_ms: must be an integer >= 10, got 1"),
         ("gpu.residual", 5, "gpu.residual: is not a known key"),
         ("leases.default_ttl_seconds", 0, "leases.default_ttl_seconds: must be an integer >= 1, got 0"),
+        ("leases.waiter_grace_seconds", 0, "leases.waiter_grace_seconds: must be an integer >= 1, got 0"),
+        ("leases.claim_window_seconds", "10", "leases.claim_window_seconds: must be an integer, got '10'"),
+        (
+            "leases.residents",
+            {0: "nobody"},
+            "leases.residents.0: names 'nobody', which is not under services:",
+        ),
+        ("leases.residents", {"first": "gaia-core"}, "leases.residents.first: the key must be a GPU index"),
+        ("leases.residents", {64: "gaia-core"}, "leases.residents.64: the key must be a GPU index"),
+        ("leases.residents", ["gaia-core"], "leases.residents: must be a mapping of GPU index to service"),
         (
             "docker.reconcile_interval_seconds",
             "5",
@@ -262,6 +272,13 @@ def test_it_lets_a_plain_process_hold_leases_without_a_container():
     assert parsed.services["trainer"].in_container is False
     assert "trainer" not in [service.name for service in parsed.containers()]
     assert parsed.stacks["live"].services == ("gaia-prime", "gaia-core", "gaia-web", "gaia-mcp", "gaia-study")
+
+
+def test_it_reads_resident_gpus_written_as_numbers_or_as_digits():
+    assert load(shipped_with("leases.residents", {0: "gaia-core", "1": "gaia-study"})).leases.residents == {
+        0: "gaia-core",
+        1: "gaia-study",
+    }
 
 
 def test_it_names_handoff_types_in_either_spelling():
