@@ -26,7 +26,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.leases_http import helper, requester, server_env, start_daphne  # noqa: E402
+from bench.leases_http import helper, requester, server_env, start_daphne
 
 
 def threads_of(pid: int) -> int:
