@@ -9,7 +9,8 @@ database connection while they wait.
   service, which also stamps the open waits' signs of life), then wakes those.
 - THREAD is the one thread, and so the one database connection, that every wait of a process
   shares: for the poller, and (leases.api.wait.one_thread_for_waits) for the synchronous steps of
-  /gpu/wait requests. Its connection is closed when the process's last wait ends.
+  /gpu/wait requests. Its connection stays open between those requests (Django would close it at
+  the end of each) and is closed when the process's last wait ends.
 """
 
 from __future__ import annotations
@@ -25,11 +26,25 @@ from dataclasses import dataclass, field
 
 from asgiref.sync import sync_to_async
 from django.db import connections
+from django.db.backends.signals import connection_created
 
 logger = logging.getLogger(__name__)
 
 POLL_SECONDS = 0.5  # a grant committed by another process reaches its wait this late at most
-THREAD = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lease-waits")
+_this_thread = threading.local()
+THREAD = ThreadPoolExecutor(
+    max_workers=1, thread_name_prefix="lease-waits", initializer=lambda: setattr(_this_thread, "waits", True)
+)
+
+
+def _keep_between_requests(sender, connection, **kwargs) -> None:
+    """The waits' thread serves many requests one after another: the end of one must not close the
+    connection the others use (it is still closed if it breaks, and when the last wait ends)."""
+    if getattr(_this_thread, "waits", False):
+        connection.close_at = None
+
+
+connection_created.connect(_keep_between_requests, dispatch_uid="leases.wakeups.keep_between_requests")
 
 
 @dataclass(eq=False)
