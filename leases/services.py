@@ -26,7 +26,6 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import transaction
-from django.db.models import FilteredRelation, Q
 from django.utils import timezone
 
 from gaiaorch import config, telemetry
@@ -241,7 +240,7 @@ def _locked_state(gpu: Gpu) -> GpuState:
     # why: claims and the wait poller's signs of life are conditional updates made outside
     # decisions; locking the live rows read here makes them wait for this decision and then
     # re-check their condition against its outcome (SQLite serialises every writer anyway).
-    return _state_of(gpu, list(Lease.objects.live().filter(gpu=gpu).select_for_update()))
+    return _state_of(gpu, list(Lease.objects.live().filter(gpu=gpu).select_for_update().order_by()))
 
 
 @contextmanager
@@ -514,28 +513,20 @@ def _ended_conflict(lease_id: Any) -> Conflict:
 
 # ---------------------------------------------------------------- reads: one consistent snapshot
 
-GPU_COLUMNS = [f.attname for f in Gpu._meta.concrete_fields]
-LEASE_COLUMNS = [f.attname for f in Lease._meta.concrete_fields]
-LEASE_LOOKUPS = [f"live__{f.name}" for f in Lease._meta.concrete_fields]
-
 
 def _snapshot() -> list[GpuState]:
-    """Every present GPU with its live leases, read in ONE statement: a consistent snapshot (a
-    GPU's counters and its holder from the same moment), whatever the number of GPUs."""
-    rows = (
-        Gpu.objects.filter(present=True)
-        .annotate(live=FilteredRelation("leases", condition=Q(leases__status__in=LeaseStatus.live())))
-        .values_list(*GPU_COLUMNS, *LEASE_LOOKUPS)
-    )
-    found: dict[int, tuple[Gpu, list[Lease]]] = {}
-    width = len(GPU_COLUMNS)
-    for row in rows.order_by("index"):
-        gpu_id = row[GPU_COLUMNS.index("id")]
-        if gpu_id not in found:
-            found[gpu_id] = (Gpu.from_db("default", GPU_COLUMNS, row[:width]), [])
-        if row[width] is not None:
-            found[gpu_id][1].append(Lease.from_db("default", LEASE_COLUMNS, row[width:]))
-    return [_state_of(gpu, live) for gpu, live in found.values()]
+    """Every present GPU with its live leases, in two statements whatever the number of GPUs,
+    waiters or ended leases. Consistent per GPU: a GPU with live leases comes from the leases' own
+    statement (its counters joined to its holder, from the same moment); the GPU rows read before
+    it are used only for GPUs that had no live lease by then."""
+    gpus = {gpu.index: gpu for gpu in Gpu.objects.filter(present=True)}
+    live: dict[int, list[Lease]] = defaultdict(list)
+    # By GPU and status, so the queue index answers it, not a scan of the history.
+    rows = Lease.objects.live().filter(gpu__in=[gpu.pk for gpu in gpus.values()]).select_related("gpu")
+    for lease in rows.order_by():
+        gpus[lease.gpu.index] = lease.gpu
+        live[lease.gpu.index].append(lease)
+    return [_state_of(gpus[index], live[index]) for index in sorted(gpus)]
 
 
 def _in_step(states: list[GpuState], wanted: dict[int, dict[str, Any]], measured: bool) -> bool:
