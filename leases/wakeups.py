@@ -47,6 +47,11 @@ def _keep_between_requests(sender, connection, **kwargs) -> None:
 connection_created.connect(_keep_between_requests, dispatch_uid="leases.wakeups.keep_between_requests")
 
 
+def close_connection() -> None:
+    """Close the waits' connection once the work queued before this call is done (no wait open)."""
+    THREAD.submit(connections.close_all)
+
+
 @dataclass(eq=False)
 class Waiter:
     key: str
@@ -111,7 +116,7 @@ class Waits:
         poller = self._pollers.pop(loop, None)
         if poller is not None:
             poller.cancel()
-            THREAD.submit(connections.close_all)  # no wait open here: hold no connection either
+            close_connection()  # no wait open here: hold no connection either
 
     async def _poll_loop(self, loop: asyncio.AbstractEventLoop) -> None:
         poll = sync_to_async(self._poll, thread_sensitive=False, executor=THREAD)

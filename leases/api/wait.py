@@ -138,12 +138,20 @@ def one_thread_for_waits(app):
     steps of a wait are short, so one thread serves them all, one at a time.
     """
     path = reverse("gpu-wait")
+    open_requests = 0  # on the event loop's thread only
 
     async def serve(scope, receive, send):
+        nonlocal open_requests
         if scope["type"] != "http" or scope.get("path") != path:
             return await app(scope, receive, send)
-        async with ThreadSensitiveContext(executor=wakeups.THREAD):
-            return await app(scope, receive, send)
+        open_requests += 1
+        try:
+            async with ThreadSensitiveContext(executor=wakeups.THREAD):
+                return await app(scope, receive, send)
+        finally:
+            open_requests -= 1
+            if not open_requests:
+                wakeups.close_connection()
 
     return serve
 

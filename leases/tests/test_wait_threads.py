@@ -7,7 +7,7 @@ import threading
 
 import pytest
 from asgiref.sync import sync_to_async
-from django.db import connection
+from django.db import connection, connections
 
 from gaiaorch.auth import ensure_service_account
 from leases import services
@@ -63,6 +63,7 @@ async def measure(tokens: dict[str, str], count_connections) -> tuple[tuple[int,
     await sync_to_async(services.release)(holder.id, actor="gaia-core")
     for request in requests:
         await request.hang_up()
+    await sync_to_async(connections.close_all)()  # this test's own, on the thread its calls used
     return idle, busy
 
 
