@@ -10,7 +10,8 @@ waiting or active.
 
 Prints a Markdown table (ops/s = cycles per second; p50/p99 of a whole cycle in ms). A third
 reference row times two GET /health requests of gaiaorch per cycle: the framework's own cost
-(Django + DRF under daphne) without any lease work.
+(Django + DRF under daphne) without any lease work. The last rows time one GET /gpu/status per
+cycle, 1 client, on a box of 16 GPUs each with a holder and 2 waiters (`--status-gpus`).
 """
 
 from __future__ import annotations
@@ -51,11 +52,11 @@ def requester(number: int) -> str:
     return f"bench-{number:02d}"
 
 
-def server_env(workdir: Path, database_url: str | None, clients: int) -> dict[str, str]:
+def server_env(workdir: Path, database_url: str | None, clients: int, gpus: int = 1) -> dict[str, str]:
     workdir.mkdir(parents=True, exist_ok=True)
     config = workdir / "orchestrator.yaml"
     services = {requester(n): {} for n in range(clients)}  # plain processes: requesters, no containers
-    config.write_text(json.dumps({"gpu": {"backend": "none", "count": 1}, "services": services}))
+    config.write_text(json.dumps({"gpu": {"backend": "none", "count": gpus}, "services": services}))
     env = {**os.environ, "GAIAORCH_CONFIG": str(config), "GAIAORCH_VAR_DIR": str(workdir)}
     env["GAIAORCH_LOG_LEVEL"] = "WARNING"
     env.pop("DATABASE_URL", None)
@@ -122,6 +123,20 @@ def health_cycle(client: httpx.Client, name: str, outcome: Outcome) -> None:
     outcome.tokens.append(len(outcome.tokens) + 1)
 
 
+def status_cycle(client: httpx.Client, name: str, outcome: Outcome) -> None:
+    """One GET /gpu/status: the GPUs, their holders and queues."""
+    started = time.perf_counter()
+    response = client.get("/gpu/status")
+    if response.status_code != 200:
+        outcome.errors.append(f"status {response.status_code}")
+        return
+    outcome.latencies.append(time.perf_counter() - started)
+    outcome.tokens.append(len(outcome.tokens) + 1)
+
+
+CYCLES = {"health": health_cycle, "status": status_cycle}
+
+
 def drive(
     base: str, tokens: dict[str, str], clients: int, seconds: float, one=cycle
 ) -> tuple[Outcome, float]:
@@ -153,7 +168,8 @@ def percentile(values: list[float], fraction: float) -> float:
 def measure(label: str, app: str, env: dict[str, str], tokens: dict[str, str], clients: int, seconds: float):
     server, base = start_daphne(app, env)
     try:
-        outcome, elapsed = drive(base, tokens, clients, seconds, health_cycle if "health" in label else cycle)
+        one = next((kind for word, kind in CYCLES.items() if word in label), cycle)
+        outcome, elapsed = drive(base, tokens, clients, seconds, one)
     finally:
         server.terminate()
         server.wait(timeout=10)
@@ -169,7 +185,7 @@ def measure(label: str, app: str, env: dict[str, str], tokens: dict[str, str], c
         "errors": len(outcome.errors),
         "duplicate_tokens": lost,
     }
-    if app != "bench.floor_app:application" and "health" not in label:
+    if app != "bench.floor_app:application" and one is cycle:
         left = helper(env, "leftovers")
         row["left_live"] = left["live"]
         row["released_rows"] = left["released"]
@@ -185,6 +201,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 16])
     parser.add_argument("--postgres", help="postgres://… database for the PostgreSQL runs (emptied!)")
+    parser.add_argument("--status-gpus", type=int, default=16, help="GPUs of the status rows (0: none)")
     args = parser.parse_args()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -201,6 +218,15 @@ def main() -> None:
             for label, app, env, tokens in targets:
                 tokens = helper(env, "prepare", str(clients)) if tokens is None else tokens
                 rows.append(measure(label, app, env, tokens, clients, args.seconds))
+                print(json.dumps(rows[-1]), file=sys.stderr)
+        if args.status_gpus:
+            databases = [("SQLite", None)] + ([("PostgreSQL", args.postgres)] if args.postgres else [])
+            for name, url in databases:
+                env = server_env(Path(tmp) / f"status-{name}", url, 3, gpus=args.status_gpus)
+                tokens = helper(env, "prepare", "3")
+                helper(env, "queue", "2")
+                label = f"gaiaorch {name} GET /gpu/status, {args.status_gpus} GPUs"
+                rows.append(measure(label, "console.asgi:application", env, tokens, 1, args.seconds))
                 print(json.dumps(rows[-1]), file=sys.stderr)
     print("| server | clients | cycles | ops/s | p50 ms | p99 ms | errors | duplicate tokens | left live |")
     print("|---|---|---|---|---|---|---|---|---|")

@@ -2,6 +2,7 @@
 
 python -m bench.leases_setup prepare N   # migrate, empty lease tables, print tokens as JSON
 python -m bench.leases_setup leftovers   # print live and released lease counts as JSON
+python -m bench.leases_setup queue N     # on every GPU: bench-00 holds, bench-01 … bench-N wait
 """
 
 import json
@@ -31,7 +32,19 @@ def leftovers() -> dict[str, int]:
     }
 
 
+def queue(waiters: int) -> dict[str, int]:
+    from leases import services
+
+    gpus = services.sync_gpus()
+    for gpu in gpus:
+        for number in range(waiters + 1):
+            name = f"bench-{number:02d}"
+            services.acquire(requester=name, reason="bench", gpu=gpu.index, actor=name)
+    return {"gpus": len(gpus), "leases": len(gpus) * (waiters + 1)}
+
+
 if __name__ == "__main__":
     django.setup()
-    result = prepare(int(sys.argv[2])) if sys.argv[1] == "prepare" else leftovers()
+    commands = {"prepare": prepare, "queue": queue}
+    result = commands[sys.argv[1]](int(sys.argv[2])) if sys.argv[1] in commands else leftovers()
     print(json.dumps(result))

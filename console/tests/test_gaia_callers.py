@@ -393,6 +393,15 @@ def test_it_grants_gaia_audio_a_lease_for_the_prime_speaker(settings, auth):
     assert holder() is None
 
 
+def test_it_queues_gaia_audio_behind_gpu_0s_resident(settings, token_of):
+    """With the shipped residency gaia-core holds GPU 0: the Prime speaker is told it is not granted."""
+    settings.GAIAORCH = {**settings.GAIAORCH, "leases": {"residents": {0: "gaia-core"}}}
+    response = AUDIO_ACQUIRES.replay(token_of("gaia-audio"))
+    assert response.status_code == 202 and response.json()["success"] is False  # gaia-audio does not load
+    assert "gaia-core, its resident" in response.json()["waiting_for"]
+    assert holder() == "gaia-core"
+
+
 @pytest.mark.parametrize(
     "call", [SH_GPU_RELEASE, LIFECYCLE_RELEASES, PROMOTE_RELEASES_CANDIDATE], ids=lambda call: call.source
 )
