@@ -339,8 +339,8 @@ def _life(lease: Lease, rules) -> timedelta:
 
 def _new_lease(state: GpuState, *, standing: bool = False, **fields: Any) -> Lease:
     now = timezone.now()
-    ttl = None if standing else fields.pop("ttl_seconds", None) or settings.LEASE_DEFAULT_TTL_SECONDS
-    fields.pop("ttl_seconds", None)
+    asked_ttl = fields.pop("ttl_seconds", None)
+    ttl = None if standing else asked_ttl or settings.LEASE_DEFAULT_TTL_SECONDS
     gpu = state.gpu
     lease = Lease(
         gpu=gpu,
@@ -539,7 +539,7 @@ def _in_step(states: list[GpuState], wanted: dict[int, dict[str, Any]], measured
 
 def _settled(sampled: telemetry.Telemetry) -> list[GpuState]:
     """The snapshot a read answers from: GPU rows synced first when they differ from what is
-    wanted, overdue leases expired first (both rare: a steady read is one statement)."""
+    wanted, overdue leases expired first (both rare: a steady read is the two statements)."""
     wanted, measured = _wanted_gpus(sampled)
     states = _snapshot()
     if not _in_step(states, wanted, measured):
