@@ -13,7 +13,7 @@ from django.db import DatabaseError, connection
 from django.urls import URLPattern, URLResolver, get_resolver
 from django.utils import timezone
 
-from gaiaorch import telemetry
+from gaiaorch import queues, telemetry
 from gaiaorch.models import WorkerHeartbeat
 
 HEARTBEAT_TASK = "gaiaorch.tasks.stamp_worker_heartbeat"
@@ -25,11 +25,9 @@ UNLISTED_PREFIXES = ("admin/", "static/")
 
 def enqueue_worker_heartbeat() -> None:
     """Ticker job: hand the worker a tiny task; its stamp proves the worker consumes tasks."""
-    from django_q.tasks import async_task
-
     WorkerHeartbeat.objects.update_or_create(pk=1, defaults={"enqueued_at": timezone.now()})
     # save=False: no result row per beat, the heartbeat row is the record.
-    async_task(HEARTBEAT_TASK, save=False, group="heartbeat")
+    queues.enqueue(HEARTBEAT_TASK, save=False, group="heartbeat")
 
 
 def stamp_worker_heartbeat() -> None:

@@ -4,6 +4,7 @@ docs/CONFIGURATION.md lists every key and environment variable.
 """
 
 from pathlib import Path
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from django.core.management.utils import get_random_secret_key
 
@@ -130,8 +131,21 @@ if REDIS_URL:
 else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
 
-WORKER_COUNT = CONFIG.get("GAIAORCH_WORKERS", "worker.count", 4, int_parser(1, 64))
+# The worker runs only long work that moves GPUs (handoffs, container operations) and the tiny
+# heartbeat; webhook deliveries run in the ticker. Three workers: a handoff, the container
+# operation it follows, and one left for the heartbeat and the next job.
+WORKER_COUNT = CONFIG.get("GAIAORCH_WORKERS", "worker.count", 3, int_parser(1, 64))
 TASK_TIMEOUT = CONFIG.get("GAIAORCH_TASK_TIMEOUT", "worker.task_timeout_seconds", 900, int_parser(10))
+
+
+def redis_with_timeouts(url: str) -> str:
+    """The Redis URL with socket timeouts, so a hung or unreachable Redis fails a call within
+    seconds instead of blocking it (a request, the ticker) until the kernel gives up."""
+    parts = urlsplit(url)
+    query = {"socket_connect_timeout": "2", "socket_timeout": "5", **dict(parse_qsl(parts.query))}
+    return urlunsplit(parts._replace(query=urlencode(query)))
+
+
 Q_CLUSTER = {
     "name": "gaiaorch",
     "workers": WORKER_COUNT,
@@ -144,11 +158,19 @@ Q_CLUSTER = {
     "ack_failures": True,
     "save_limit": 1000,
     "label": "Worker tasks",
+    # The pusher holds no more tasks than there are workers: a task taken off the broker by a
+    # cluster that then dies waits `retry` seconds before the broker hands it out again.
+    "queue_limit": WORKER_COUNT,
 }
 if REDIS_URL:
-    Q_CLUSTER["redis"] = REDIS_URL
+    Q_CLUSTER["redis"] = redis_with_timeouts(REDIS_URL)
 else:
     Q_CLUSTER["orm"] = "default"
+
+# Webhook attempts the ticker makes at once; one webhook never takes the last of them.
+WEBHOOK_DELIVERY_CONCURRENCY = CONFIG.get(
+    "GAIAORCH_WEBHOOK_CONCURRENCY", "notifications.delivery_concurrency", 4, int_parser(2, 64)
+)
 
 # The ticker enqueues a tiny task this often; the worker stamps it, so the stamp's age proves that
 # the worker consumes tasks. Readiness fails once the stamp is older than the maximum age.

@@ -15,9 +15,8 @@ from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
-from django_q.tasks import async_task
 
-from gaiaorch import jobs, telemetry
+from gaiaorch import jobs, queues, telemetry
 from gaiaorch.errors import Conflict, InvalidRequest, NotFound, Unavailable
 from handoffs import cleanup, config, ownership
 from handoffs.models import ACTIVE, TERMINAL, Handoff, HandoffPhase, Phase
@@ -89,6 +88,7 @@ def start(
             known=sorted(settings.types),
         )
     _require_telemetry(settings, kind)
+    queues.require_broker()  # a queue that is down is a 503 now, before anything is committed
     with transaction.atomic():
         if Handoff.objects.active().filter(gpu_index=gpu).exists():
             raise _conflict_with_active(gpu)
@@ -130,7 +130,10 @@ def start(
 
 
 def enqueue(handoff_id: UUID) -> None:
-    async_task(TASK, str(handoff_id), group="handoffs")
+    """Hand a committed handoff to the worker; never raises (the caller's change is committed)."""
+    if not queues.enqueue(TASK, str(handoff_id), group="handoffs"):
+        # Not queued: an empty enqueued_at makes recovery queue it at its next tick.
+        Handoff.objects.filter(pk=handoff_id, claimed_by="").update(enqueued_at=None)
 
 
 def cancel(handoff_id: UUID | str, *, actor: str, reason: str = "") -> Handoff:
