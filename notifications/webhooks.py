@@ -1,7 +1,13 @@
-"""One HTTP attempt at a webhook: short timeout, no redirects, never raises."""
+"""One HTTP attempt at a webhook: bounded as a whole by its timeout, no redirects, never raises.
+
+httpx's timeouts apply to each connect, read and write, so a receiver that trickles its answer a
+byte at a time could hold an attempt for ever. The attempt runs in an event loop of its own under
+one deadline instead: connecting, sending and reading the whole answer share the timeout.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -29,12 +35,26 @@ def post(webhook: Webhook, payload: dict[str, Any], delivery_id: int) -> Outcome
         "X-Gaiaorch-Event-Type": payload["notification_type"],
     }
     started = time.monotonic()
+    loop = asyncio.new_event_loop()
     try:
-        response = httpx.post(webhook.url, json=payload, headers=headers, timeout=webhook.timeout_seconds)
+        response = loop.run_until_complete(
+            asyncio.wait_for(_post(webhook, payload, headers), webhook.timeout_seconds)
+        )
+    except TimeoutError:
+        error = f"TimeoutError: no complete answer within {webhook.timeout_seconds} s"
+        return Outcome(None, error, _since(started))
     except httpx.HTTPError as exc:
         return Outcome(None, f"{type(exc).__name__}: {exc}"[:500], _since(started))
+    finally:
+        # close() does not wait for a name lookup still running in the loop's executor thread.
+        loop.close()
     error = "" if response.is_success else response.text[:500]
     return Outcome(response.status_code, error, _since(started))
+
+
+async def _post(webhook: Webhook, payload: dict[str, Any], headers: dict[str, str]) -> httpx.Response:
+    async with httpx.AsyncClient(timeout=webhook.timeout_seconds) as client:
+        return await client.post(webhook.url, json=payload, headers=headers)
 
 
 def _since(started: float) -> int:
