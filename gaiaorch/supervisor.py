@@ -10,7 +10,8 @@ Django (it needs only the standard library, and costs a few MiB instead of a who
 - SIGINT or SIGTERM stops every child (SIGTERM to the child, which stops what it started in
   order), then SIGKILLs whatever is left in each group after the grace period, and exits 0.
 - On Linux this process is a child subreaper, so orphans of a dead child are re-parented here and
-  reaped, and the whole stack stays one process tree.
+  reaped, and the whole stack stays one process tree; and each child gets SIGTERM should this
+  process itself be killed (SIGKILL, OOM), so no child outlives its supervisor.
 
     python -m gaiaorch.supervisor '{"web": ["python", "-m", "daphne", ...], "worker": [...]}'
 """
@@ -35,6 +36,7 @@ STABLE_AFTER_SECONDS = 30.0
 STOP_GRACE_SECONDS = 15.0
 LEFTOVER_GRACE_SECONDS = 2.0
 TICK_SECONDS = 0.1
+PR_SET_PDEATHSIG = 1
 PR_SET_CHILD_SUBREAPER = 36
 
 
@@ -60,10 +62,14 @@ class Child:
 
 def spawn(argv: list[str]) -> int:
     """Fork and exec `argv` as the leader of a new session (and so of a new process group)."""
+    supervisor = os.getpid()
     pid = os.fork()
     if pid == 0:  # the child: never return into the supervisor's code
         try:
             os.setsid()
+            prctl(PR_SET_PDEATHSIG, signal.SIGTERM)  # kept across exec
+            if os.getppid() != supervisor:  # the supervisor died before the line above
+                os._exit(1)
             for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGCHLD):
                 signal.signal(signum, signal.SIG_DFL)
             os.execvp(argv[0], argv)
@@ -176,10 +182,15 @@ class Supervisor:
 
 
 def become_subreaper() -> None:
+    prctl(PR_SET_CHILD_SUBREAPER, 1)
+
+
+def prctl(option: int, value: int) -> None:
+    """Linux process controls; elsewhere process groups alone do the job."""
     if not sys.platform.startswith("linux"):
         return
     with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+        ctypes.CDLL(None, use_errno=True).prctl(option, value, 0, 0, 0)
 
 
 def main(argv: list[str]) -> int:

@@ -157,3 +157,17 @@ def test_it_backs_off_restarting_a_child_that_keeps_dying_and_logs_each_restart(
     assert supervisor.returncode == 0
     delays = re.findall(r"flaky \(pid \d+\) exited with code 3 after [\d.]+ s; restarting it in (\d+) s", log)
     assert delays[:3] == ["1", "2", "4"], log
+
+
+def test_it_takes_its_children_along_when_the_supervisor_itself_is_killed():
+    children = {"sleeper": [sys.executable, "-c", "import time; time.sleep(60)"]}
+    supervisor = subprocess.Popen(
+        [sys.executable, "-m", "gaiaorch.supervisor", json.dumps(children)], cwd=ROOT
+    )
+    try:
+        [sleeper] = wait_until(lambda: children_of(supervisor.pid), 10, "the child starting")
+        supervisor.kill()
+        supervisor.wait(timeout=10)
+        wait_until(lambda: not alive(sleeper), 10, "the child ending with its supervisor")
+    finally:
+        supervisor.kill()
