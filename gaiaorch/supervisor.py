@@ -1,7 +1,8 @@
 """Keep a few child processes running; stop all of them, and everything they started, together.
 
-Used by `manage.py runstack`, which hands over to it with exec so that this process holds no
-Django (it needs only the standard library, and costs a few MiB instead of a whole app).
+Used by `manage.py runstack`. Children are forked from this process, which has loaded Django and
+the apps once: every child shares those pages until it writes to them, so the whole stack costs
+little more than one Django process plus what each child really owns (docs/BENCHMARKS.md).
 
 - Each child runs in a process group of its own, so signalling the group reaches what the child
   started (the qcluster's sentinel and workers), even after the child itself died.
@@ -13,19 +14,20 @@ Django (it needs only the standard library, and costs a few MiB instead of a who
   reaped, and the whole stack stays one process tree; and each child gets SIGTERM should this
   process itself be killed (SIGKILL, OOM), so no child outlives its supervisor.
 
-    python -m gaiaorch.supervisor '{"web": ["python", "-m", "daphne", ...], "worker": [...]}'
+The module needs only the standard library; the targets bring what they need.
 """
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
-import json
 import logging
 import os
 import signal
 import sys
 import time
+import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 logger = logging.getLogger("gaiaorch.supervisor")
@@ -37,13 +39,17 @@ STOP_GRACE_SECONDS = 15.0
 LEFTOVER_GRACE_SECONDS = 2.0
 TICK_SECONDS = 0.1
 PR_SET_PDEATHSIG = 1
+PR_SET_NAME = 15
 PR_SET_CHILD_SUBREAPER = 36
+
+
+Target = Callable[[], object]
 
 
 @dataclass
 class Child:
     name: str
-    argv: list[str]
+    target: Target
     pid: int = 0
     started_at: float = 0.0
     restart_at: float | None = None
@@ -51,7 +57,7 @@ class Child:
     exit_code: int | None = field(default=None)
 
     def start(self) -> None:
-        self.pid = spawn(self.argv)
+        self.pid = spawn(self.name, self.target)
         self.started_at, self.restart_at, self.exit_code = time.monotonic(), None, None
         logger.info("started %s (pid %d)", self.name, self.pid)
 
@@ -60,22 +66,39 @@ class Child:
         return self.pid != 0 and self.exit_code is None
 
 
-def spawn(argv: list[str]) -> int:
-    """Fork and exec `argv` as the leader of a new session (and so of a new process group)."""
+def spawn(name: str, target: Target) -> int:
+    """Fork a child that runs `target` as the leader of a new session (and so of a new group).
+
+    The child is named `gaiaorch-<name>` (what `ps -o comm`, `top` and /proc/<pid>/comm show), and
+    so is everything it forks.
+    """
     supervisor = os.getpid()
+    sys.stdout.flush()  # or the child would print what is still buffered here a second time
+    sys.stderr.flush()
     pid = os.fork()
-    if pid == 0:  # the child: never return into the supervisor's code
-        try:
-            os.setsid()
-            prctl(PR_SET_PDEATHSIG, signal.SIGTERM)  # kept across exec
-            if os.getppid() != supervisor:  # the supervisor died before the line above
-                os._exit(1)
-            for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGCHLD):
-                signal.signal(signum, signal.SIG_DFL)
-            os.execvp(argv[0], argv)
-        finally:
-            os._exit(127)
+    if pid == 0:
+        # The child leaves through SystemExit, as a process that returns from main would: exit
+        # handlers run (the qcluster waits for its sentinel in one) and nothing here resumes.
+        raise SystemExit(_run_child(name, target, supervisor))
     return pid
+
+
+def _run_child(name: str, target: Target, supervisor: int) -> int:
+    os.setsid()
+    prctl(PR_SET_NAME, ctypes.c_char_p(f"gaiaorch-{name}".encode()[:15]))
+    prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != supervisor:  # the supervisor died before the line above
+        return 1
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGCHLD):
+        signal.signal(signum, signal.SIG_DFL)
+    try:
+        target()
+    except SystemExit as stop:
+        return stop.code if isinstance(stop.code, int) else int(stop.code is not None)
+    except BaseException:
+        traceback.print_exc()
+        return 1
+    return 0
 
 
 def signal_group(pgid: int, signum: int) -> bool:
@@ -92,8 +115,8 @@ def exit_code(status: int) -> int:
 
 
 class Supervisor:
-    def __init__(self, children: dict[str, list[str]]):
-        self.children = [Child(name, argv) for name, argv in children.items()]
+    def __init__(self, children: dict[str, Target]):
+        self.children = [Child(name, target) for name, target in children.items()]
         self.stopping = False
 
     def run(self) -> int:
@@ -185,21 +208,9 @@ def become_subreaper() -> None:
     prctl(PR_SET_CHILD_SUBREAPER, 1)
 
 
-def prctl(option: int, value: int) -> None:
+def prctl(option: int, value: int | ctypes.c_char_p) -> None:
     """Linux process controls; elsewhere process groups alone do the job."""
     if not sys.platform.startswith("linux"):
         return
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL(None, use_errno=True).prctl(option, value, 0, 0, 0)
-
-
-def main(argv: list[str]) -> int:
-    logging.basicConfig(
-        level=os.environ.get("GAIAORCH_LOG_LEVEL", "INFO").upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    return Supervisor(json.loads(argv[1])).run()
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv))

@@ -1,7 +1,6 @@
 """The README's run command brings up web, worker and ticker, restarts one that dies, and a signal
 stops all of them and everything they started."""
 
-import json
 import os
 import re
 import signal
@@ -68,8 +67,8 @@ def tree_of(pid: int) -> set[int]:
     return found
 
 
-def command_of(pid: int) -> str:
-    return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+def name_of(pid: int) -> str:
+    return Path(f"/proc/{pid}/comm").read_text().strip()
 
 
 def alive(pid: int) -> bool:
@@ -112,9 +111,10 @@ def test_it_restarts_a_killed_worker_without_orphans_and_stops_the_whole_tree(tm
     stack = subprocess.Popen([sys.executable, "manage.py", "runstack"], cwd=ROOT, env=env)
     try:
         wait_healthy(f"http://127.0.0.1:{port}/health")
-        by_command = {command_of(pid): pid for pid in children_of(stack.pid)}
-        worker = next(pid for command, pid in by_command.items() if "qcluster" in command)
-        others = {pid for pid in by_command.values() if pid != worker}
+        by_name = {name_of(pid): pid for pid in children_of(stack.pid)}
+        assert set(by_name) == {"gaiaorch-web", "gaiaorch-worker", "gaiaorch-ticker"}
+        worker = by_name["gaiaorch-worker"]
+        others = {by_name["gaiaorch-web"], by_name["gaiaorch-ticker"]}
         left_behind = wait_until(
             lambda: len(tree_of(worker)) > 3 and tree_of(worker) - {worker}, 30, "the qcluster forking"
         )
@@ -126,7 +126,7 @@ def test_it_restarts_a_killed_worker_without_orphans_and_stops_the_whole_tree(tm
             lambda: not any(alive(pid) for pid in left_behind), 15, "the dead worker's children ending"
         )
         restarted = wait_until(
-            lambda: [p for p in children_of(stack.pid) if "qcluster" in command_of(p) and p != worker],
+            lambda: [p for p in children_of(stack.pid) if name_of(p) == "gaiaorch-worker" and p != worker],
             15,
             "a new worker",
         )
@@ -143,14 +143,19 @@ def test_it_restarts_a_killed_worker_without_orphans_and_stops_the_whole_tree(tm
         stack.kill()
 
 
-def test_it_backs_off_restarting_a_child_that_keeps_dying_and_logs_each_restart():
-    children = {"flaky": [sys.executable, "-c", "import sys; sys.exit(3)"]}
-    supervisor = subprocess.Popen(
-        [sys.executable, "-m", "gaiaorch.supervisor", json.dumps(children)],
-        cwd=ROOT,
-        stderr=subprocess.PIPE,
-        text=True,
+def supervise(children: str, **popen) -> subprocess.Popen:
+    """A supervisor process of its own over `children` (Python source of a dict of targets)."""
+    script = (
+        "import logging, sys, time\n"
+        "from gaiaorch.supervisor import Supervisor\n"
+        "logging.basicConfig(level=logging.INFO)\n"
+        f"sys.exit(Supervisor({children}).run())\n"
     )
+    return subprocess.Popen([sys.executable, "-c", script], cwd=ROOT, **popen)
+
+
+def test_it_backs_off_restarting_a_child_that_keeps_dying_and_logs_each_restart():
+    supervisor = supervise('{"flaky": lambda: sys.exit(3)}', stderr=subprocess.PIPE, text=True)
     time.sleep(4)  # starts at 0, 1 and 3 s
     supervisor.send_signal(signal.SIGTERM)
     _, log = supervisor.communicate(timeout=20)
@@ -160,10 +165,7 @@ def test_it_backs_off_restarting_a_child_that_keeps_dying_and_logs_each_restart(
 
 
 def test_it_takes_its_children_along_when_the_supervisor_itself_is_killed():
-    children = {"sleeper": [sys.executable, "-c", "import time; time.sleep(60)"]}
-    supervisor = subprocess.Popen(
-        [sys.executable, "-m", "gaiaorch.supervisor", json.dumps(children)], cwd=ROOT
-    )
+    supervisor = supervise('{"sleeper": lambda: time.sleep(60)}')
     try:
         [sleeper] = wait_until(lambda: children_of(supervisor.pid), 10, "the child starting")
         supervisor.kill()

@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
-import json
-import os
 import sys
 
 from django.conf import settings
+from django.core.management import call_command
 from django.core.management.base import BaseCommand
+from django.db import connections
+
+from gaiaorch.supervisor import Supervisor
+
+
+def web() -> None:
+    from daphne.cli import CommandLineInterface
+
+    CommandLineInterface().run(["-b", settings.BIND, "-p", str(settings.PORT), "gaiaorch.asgi:application"])
 
 
 class Command(BaseCommand):
@@ -15,19 +23,12 @@ class Command(BaseCommand):
         "Start daphne on GAIAORCH_PORT, the django-q2 worker and the ticker, restart any that dies, "
         "and stop all of them (and what they started) on SIGINT/SIGTERM."
     )
+    requires_system_checks = []  # each child is a full Django process of its own
 
     def handle(self, *args, **options):
-        manage = [sys.executable, str(settings.BASE_DIR / "manage.py")]
-        children = {
-            "web": [
-                *(sys.executable, "-m", "daphne"),
-                *("-b", settings.BIND, "-p", str(settings.PORT), "gaiaorch.asgi:application"),
-            ],
-            "worker": [*manage, "qcluster"],
-            "ticker": [*manage, "ticker"],
-        }
         self.stdout.write(f"gaiaorch listening on http://{settings.BIND}:{settings.PORT}/ (admin: /admin/)")
-        self.stdout.flush()
-        os.chdir(settings.BASE_DIR)
-        # The supervisor needs no Django: exec it in place of this process to drop Django's memory.
-        os.execv(sys.executable, [sys.executable, "-m", "gaiaorch.supervisor", json.dumps(children)])
+        connections.close_all()  # children are forked from here: they must not share a connection
+        supervisor = Supervisor(
+            {"web": web, "worker": lambda: call_command("qcluster"), "ticker": lambda: call_command("ticker")}
+        )
+        sys.exit(supervisor.run())
