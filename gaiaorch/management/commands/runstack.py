@@ -23,7 +23,6 @@ class Command(BaseCommand):
         "Start daphne on GAIAORCH_PORT, the django-q2 worker and the ticker, restart any that dies, "
         "and stop all of them (and what they started) on SIGINT/SIGTERM."
     )
-    requires_system_checks = []  # each child is a full Django process of its own
 
     def handle(self, *args, **options):
         self.stdout.write(f"gaiaorch listening on http://{settings.BIND}:{settings.PORT}/ (admin: /admin/)")
