@@ -132,8 +132,10 @@ def start(
 def enqueue(handoff_id: UUID) -> None:
     """Hand a committed handoff to the worker; never raises (the caller's change is committed)."""
     if not queues.enqueue(TASK, str(handoff_id), group="handoffs"):
-        # Not queued: an empty enqueued_at makes recovery queue it at its next tick.
-        Handoff.objects.filter(pk=handoff_id, claimed_by="").update(enqueued_at=None)
+        # Not queued: unless a live worker drives it, an empty enqueued_at makes recovery queue it
+        # at its next tick.
+        stale = jobs.stale(Handoff, config.load().stale_after_seconds, pk=handoff_id)
+        stale.update(enqueued_at=None)
 
 
 def cancel(handoff_id: UUID | str, *, actor: str, reason: str = "") -> Handoff:
