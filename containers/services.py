@@ -11,6 +11,7 @@ from datetime import timedelta
 from typing import Any
 
 from django.db import IntegrityError, transaction
+from django.db.models import F, Q
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
@@ -28,7 +29,7 @@ from containers.models import (
     SwapTarget,
 )
 from gaiaorch import config as gaiaorch_config
-from gaiaorch import jobs, telemetry
+from gaiaorch import jobs, queues, telemetry
 from gaiaorch.config import Config, Service
 from gaiaorch.errors import Conflict, InvalidRequest, NotFound, Unavailable
 from notifications.models import Severity
@@ -55,12 +56,15 @@ SERVICE_KINDS = {
 
 
 def enqueue(operation_id: int) -> None:
-    """Hand an operation to the worker pool (tests replace this with a thread or a direct call)."""
-    from django_q.tasks import async_task
+    """Hand an operation to the worker pool (tests replace this with a thread or a direct call).
 
-    async_task(
+    Never raises: the operation is committed. When the queue refuses the task, the hand-over is
+    taken back (attempts - 1); an operation with no attempt is queued by recovery at its next tick.
+    """
+    if not queues.enqueue(
         "containers.tasks.run_operation", operation_id, task_name=f"container-operation-{operation_id}"
-    )
+    ):
+        Operation.objects.filter(pk=operation_id, attempts__gt=0).update(attempts=F("attempts") - 1)
 
 
 # --- Docker reality ------------------------------------------------------------------------
@@ -316,6 +320,7 @@ def _request(
     kind: str, plan: list[Service], params: dict[str, Any], *, actor: str, reason: str = ""
 ) -> Operation:
     require_docker()  # outside the transaction: never wait on Docker while holding locks
+    queues.require_broker()  # a queue that is down is a 503 now, before anything is committed
     config = gaiaorch_config.current()
     try:
         with transaction.atomic():
@@ -551,12 +556,19 @@ def swap_target(live: str) -> str:
 
 
 def recover_stale_operations() -> list[int]:
-    """Operations no worker drives any more are resumed once, then failed — never left stuck."""
+    """Operations no worker drives any more are resumed once, then failed — never left stuck.
+
+    An operation whose task never reached the queue (attempts 0) is queued at once.
+    """
     limit = timezone.now() - timedelta(seconds=STALE_AFTER_SECONDS)
     candidates = jobs.stale(Operation, STALE_AFTER_SECONDS, status__in=OperationStatus.active()).filter(
-        enqueued_at__lt=limit
+        _recoverable(limit)
     )
     return [op_id for op_id in candidates.values_list("id", flat=True) if _recover(op_id, limit)]
+
+
+def _recoverable(limit) -> Q:
+    return Q(enqueued_at__lt=limit) | Q(attempts=0)
 
 
 def _recover(operation_id: int, limit) -> bool:
@@ -564,12 +576,18 @@ def _recover(operation_id: int, limit) -> bool:
         # Conditional re-check under the row lock: the worker may have beaten since we looked.
         op = (
             Operation.objects.select_for_update()
-            .filter(pk=operation_id, status__in=OperationStatus.active(), enqueued_at__lt=limit)
+            .filter(_recoverable(limit), pk=operation_id, status__in=OperationStatus.active())
             .exclude(heartbeat_at__gte=limit)
             .first()
         )
         if op is None:
             return False
+        if op.attempts == 0:
+            # Its task never reached the queue: this is its first hand-over, not a resume.
+            op.attempts, op.enqueued_at = 1, timezone.now()
+            op.save(update_fields=["attempts", "enqueued_at"])
+            transaction.on_commit(lambda: enqueue(op.id))
+            return True
         silence = f"no worker has driven it for {STALE_AFTER_SECONDS:.0f} s (worker stopped or restarted)"
         if op.attempts >= MAX_ATTEMPTS:
             finish_operation(

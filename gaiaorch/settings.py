@@ -6,6 +6,7 @@ parses the whole document once; docs/CONFIGURATION.md lists every key and enviro
 
 import os
 from pathlib import Path
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from django.core.management.utils import get_random_secret_key
 
@@ -120,8 +121,20 @@ if REDIS_URL:
 else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
 
+# The worker runs only long work that moves GPUs (handoffs, container operations) and the tiny
+# heartbeat; webhook deliveries run in the ticker.
 WORKER_COUNT = model.worker.count
 TASK_TIMEOUT = model.worker.task_timeout_seconds
+
+
+def redis_with_timeouts(url: str) -> str:
+    """The Redis URL with socket timeouts, so a hung or unreachable Redis fails a call within
+    seconds instead of blocking it (a request, the ticker) until the kernel gives up."""
+    parts = urlsplit(url)
+    query = {"socket_connect_timeout": "2", "socket_timeout": "5", **dict(parse_qsl(parts.query))}
+    return urlunsplit(parts._replace(query=urlencode(query)))
+
+
 Q_CLUSTER = {
     "name": "gaiaorch",
     "workers": WORKER_COUNT,
@@ -134,9 +147,12 @@ Q_CLUSTER = {
     "ack_failures": True,
     "save_limit": 1000,
     "label": "Worker tasks",
+    # The pusher holds no more tasks than there are workers: a task taken off the broker by a
+    # cluster that then dies waits `retry` seconds before the broker hands it out again.
+    "queue_limit": WORKER_COUNT,
 }
 if REDIS_URL:
-    Q_CLUSTER["redis"] = REDIS_URL
+    Q_CLUSTER["redis"] = redis_with_timeouts(REDIS_URL)
 else:
     Q_CLUSTER["orm"] = "default"
 

@@ -18,9 +18,8 @@ from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
-from django_q.tasks import async_task
 
-from gaiaorch import config, jobs, telemetry
+from gaiaorch import config, jobs, queues, telemetry
 from gaiaorch.errors import Conflict, InvalidRequest, NotFound, Unavailable
 from handoffs import cleanup, ownership
 from handoffs.models import ACTIVE, TERMINAL, Handoff, HandoffPhase, Phase
@@ -111,6 +110,7 @@ def _start(
     kind = configured_type(type, stack)
     type = kind.name
     _require_telemetry(stack, kind)
+    queues.require_broker()  # a queue that is down is a 503 now, before anything is committed
     with transaction.atomic():
         if Handoff.objects.active().filter(gpu_index=gpu).exists():
             raise _conflict_with_active(gpu)
@@ -173,7 +173,12 @@ async def wait_for_end(
 
 
 def enqueue(handoff_id: UUID) -> None:
-    async_task(TASK, str(handoff_id), group="handoffs")
+    """Hand a committed handoff to the worker; never raises (the caller's change is committed)."""
+    if not queues.enqueue(TASK, str(handoff_id), group="handoffs"):
+        # Not queued: unless a live worker drives it, an empty enqueued_at makes recovery queue it
+        # at its next tick.
+        stale = jobs.stale(Handoff, config.current().handoffs.stale_after_seconds, pk=handoff_id)
+        stale.update(enqueued_at=None)
 
 
 def cancel(handoff_id: UUID | str, *, actor: str, reason: str = "") -> Handoff:

@@ -6,6 +6,7 @@ code that changes webhook deliveries and Oracle-fallback bursts.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -25,7 +26,7 @@ EVENT_ORDER_LOCK = 0x6A1A0E
 ORACLE_FALLBACK = "notification.oracle_fallback"
 # Events about webhooks are never sent to webhooks: a dead one would otherwise feed itself forever.
 UNDELIVERED_PREFIX = "webhook."
-# A claimed delivery is left alone this long beyond its timeout before the ticker retries it.
+# A claimed delivery is left alone this long beyond its timeout before it is attempted again.
 CLAIM_MARGIN_SECONDS = 30
 
 
@@ -66,17 +67,17 @@ def record_event(
             correlation_id=str(correlation_id or ""),
             created_at=timezone.now(),
         )
-        delivery_ids = _create_deliveries(event)
-        transaction.on_commit(lambda: dispatch.event_committed(event.id, delivery_ids))
+        _create_deliveries(event)
+        transaction.on_commit(lambda: dispatch.event_committed(event.id))
     return event
 
 
 # --- webhooks -------------------------------------------------------------------------------
 
 
-def _create_deliveries(event: Event) -> list[int]:
+def _create_deliveries(event: Event) -> None:
     if event.type.startswith(UNDELIVERED_PREFIX):
-        return []
+        return
     hooks = [hook for hook in config.current().notifications.webhooks if type_filter(hook.types)(event.type)]
     rows = [
         WebhookDelivery(
@@ -84,12 +85,11 @@ def _create_deliveries(event: Event) -> list[int]:
             webhook=hook.name,
             url=public_origin(hook.url),
             created_at=event.created_at,
-            # Claimed for the on-commit task; the ticker takes over if that task never runs.
-            next_attempt_at=event.created_at + _claim_window(hook),
+            next_attempt_at=event.created_at,  # due at once: the ticker's delivery pump takes it
         )
         for hook in hooks
     ]
-    return [row.id for row in WebhookDelivery.objects.bulk_create(rows)]
+    WebhookDelivery.objects.bulk_create(rows)
 
 
 def _claim_window(hook: Webhook) -> timedelta:
@@ -187,21 +187,32 @@ def retry_failed_deliveries(delivery_ids: list[int], actor: str) -> int:
     return retried
 
 
-def dispatch_due_deliveries(limit: int = 200) -> int:
-    """Ticker: hand every delivery whose retry time has come to the worker. Returns how many."""
+def claim_due_deliveries(
+    free: int, in_flight: Mapping[str, int], per_webhook: int
+) -> list[tuple[int, int, str]]:
+    """Take up to `free` due attempts as (delivery id, attempt number, webhook), leaving out the
+    webhooks that already have `per_webhook` attempts in flight here."""
     now, settings = timezone.now(), config.current().notifications
+    taken = dict(in_flight)
+    full = [webhook for webhook, count in taken.items() if count >= per_webhook]
     due = WebhookDelivery.objects.filter(status=DeliveryStatus.PENDING, next_attempt_at__lte=now)
-    rows = due.order_by("next_attempt_at").values_list("id", "webhook", "attempts")[:limit]
-    dispatched = 0
-    for delivery_id, webhook, attempts in rows:
+    rows = due.exclude(webhook__in=full).order_by("next_attempt_at").values_list("id", "webhook", "attempts")
+    claimed = []
+    for delivery_id, webhook, attempts in rows[: free * 4]:
+        if len(claimed) == free:
+            break
+        if taken.get(webhook, 0) >= per_webhook:
+            continue
         hook = settings.webhook_named(webhook)
         window = _claim_window(hook) if hook else timedelta(seconds=CLAIM_MARGIN_SECONDS)
-        # why: several tickers may run; the conditional update lets one of them dispatch each retry.
-        claimed = WebhookDelivery.objects.filter(id=delivery_id, attempts=attempts, next_attempt_at__lte=now)
-        if claimed.update(next_attempt_at=now + window):
-            dispatch.enqueue_delivery(delivery_id, attempts + 1)
-            dispatched += 1
-    return dispatched
+        # why: several tickers may run; the conditional update lets one of them make each attempt.
+        still_due = WebhookDelivery.objects.filter(
+            id=delivery_id, attempts=attempts, next_attempt_at__lte=now
+        )
+        if still_due.update(next_attempt_at=now + window):
+            claimed.append((delivery_id, attempts + 1, webhook))
+            taken[webhook] = taken.get(webhook, 0) + 1
+    return claimed
 
 
 # --- Oracle fallback ------------------------------------------------------------------------

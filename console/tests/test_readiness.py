@@ -2,9 +2,12 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import pytest
+from django.db import connection
 from django.utils import timezone
 
 from containers.services import docker_reachable
+from gaiaorch import services
 from gaiaorch.models import WorkerHeartbeat
 
 
@@ -60,3 +63,30 @@ def test_it_accepts_telemetry_that_is_switched_off(anonymous_client, everything_
     status, checks = _checks(anonymous_client)
     assert status == 200
     assert checks["telemetry"]["ok"] is True and checks["telemetry"]["backend"] == "none"
+
+
+# Makes this connection read-only (a read-only file, a standby server), and back.
+READ_ONLY = {
+    "sqlite": ("PRAGMA query_only = ON", "PRAGMA query_only = OFF"),
+    "postgresql": (
+        "SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY",
+        "SET SESSION CHARACTERISTICS AS TRANSACTION READ WRITE",
+    ),
+}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_it_is_not_ready_while_the_database_refuses_writes(anonymous_client, fake_gpu):
+    docker_reachable(reachable=True)
+    services.stamp_worker_heartbeat()
+    on, off = READ_ONLY[connection.vendor]
+    with connection.cursor() as cursor:
+        cursor.execute(on)
+    try:
+        status, checks = _checks(anonymous_client)
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute(off)
+    assert status == 503
+    assert checks["database"]["ok"] is False
+    assert "read-only" in checks["database"]["detail"]

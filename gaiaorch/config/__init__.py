@@ -90,6 +90,7 @@ ENVIRONMENT = {
     "GAIAORCH_TASK_TIMEOUT": "worker.task_timeout_seconds",
     "GAIAORCH_WORKER_HEARTBEAT_INTERVAL": "worker.heartbeat_interval_seconds",
     "GAIAORCH_WORKER_HEARTBEAT_MAX_AGE": "worker.heartbeat_max_age_seconds",
+    "GAIAORCH_WEBHOOK_CONCURRENCY": "notifications.delivery_concurrency",
     "GAIAORCH_GPU_BACKEND": "gpu.backend",
     "GAIAORCH_GPU_COUNT": "gpu.count",
     "GAIAORCH_FAKE_GPU_FILE": "gpu.fake_file",

@@ -55,7 +55,9 @@ class Redis:
 
 @dataclass(frozen=True)
 class Worker:
-    count: int = 4
+    # Only long work that moves GPUs queues there: a handoff, the container operation it follows,
+    # and one worker left for the heartbeat and the next job.
+    count: int = 3
     task_timeout_seconds: int = 900
     heartbeat_interval_seconds: int = 5
     heartbeat_max_age_seconds: int = 30
@@ -228,6 +230,7 @@ class Notifications:
     slow_client_timeout_seconds: float = 5.0
     retry_base_seconds: float = 2.0
     retry_max_seconds: float = 300.0
+    delivery_concurrency: int = 4  # webhook attempts the ticker makes at once
     webhooks: tuple[Webhook, ...] = ()
 
     def webhook_named(self, name: str) -> Webhook | None:

@@ -541,6 +541,7 @@ def _notifications(node: Node) -> Notifications:
         ),
         retry_base_seconds=node.number("retry_base_seconds", defaults.retry_base_seconds, 0.01, 3600),
         retry_max_seconds=node.number("retry_max_seconds", defaults.retry_max_seconds, 0.01, 86_400),
+        delivery_concurrency=node.integer("delivery_concurrency", defaults.delivery_concurrency, 2, 64),
         webhooks=webhooks,
     )
     node.finish()
