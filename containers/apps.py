@@ -7,9 +7,9 @@ class ContainersConfig(AppConfig):
 
     def ready(self) -> None:
         from containers import config, reality, services
-        from gaiaorch import ticker
+        from gaiaorch import jobs, ticker
 
         parsed = config.current()  # a broken services/stacks section stops start-up here
         ticker.follower(name="containers.follow_docker_events")(reality.follow)
         ticker.every(parsed.reconcile_interval_seconds, name="containers.reconcile")(reality.reconcile)
-        ticker.every(5.0, name="containers.recover_stale_operations")(services.recover_stale_operations)
+        jobs.schedule_recovery(services.OPERATIONS)
