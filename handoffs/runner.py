@@ -77,7 +77,7 @@ class Runner:
         return True
 
     def _interrupted(self, handoff: Handoff) -> bool:
-        """The current phase began but did not succeed: a dead worker's record, closed as failed."""
+        """The current phase began but did not succeed (its worker died): it runs again."""
         record = handoff.phases.filter(name=handoff.phase).order_by("-started_at", "-id").first()
         return record is not None and record.outcome != Outcome.SUCCEEDED
 
@@ -187,7 +187,7 @@ class Runner:
                 subject=("handoff", handoff.id),
             )
 
-    # ---- waiting: heartbeat, cancellation, deadlines
+    # ---- waiting: the claim, cancellation, deadlines
 
     def pause(self, seconds: float, cancellable: bool = True) -> None:
         self.claim.checkpoint(cancellable)
