@@ -3,8 +3,8 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from gaiaorch import jobs
-from handoffs import measure, services, tasks
+from gaiaorch import jobs, ticker
+from handoffs import config, measure, services, tasks
 from handoffs.models import GpuBaseline, Handoff, HandoffPhase, Phase
 from handoffs.tests.conftest import IDLE_MIB
 from leases import holdings
@@ -127,3 +127,22 @@ def test_it_measures_the_idle_baseline_only_while_no_lease_is_active(
     handoff = run_handoff()
     assert handoff.phase == Phase.COMPLETED
     assert handoff.phases.get(name="waiting_cuda_cleanup").figures["baseline_mib"] == 480
+
+
+@pytest.mark.django_db
+def test_it_recovers_handoffs_from_the_ticker_on_the_configured_cadence(
+    gaia, gpu, hold_gpu, synchronous_worker, django_capture_on_commit_callbacks
+):
+    recovery = ticker.PERIODIC["handoffs.handoff.recover"]
+    hold_gpu("gaia-core")
+    handoff = services.start(type="prime_to_study", actor="olivia")
+    gpu.set(IDLE_MIB)
+    interrupt(handoff, Phase.RELEASING_GPU)
+
+    with django_capture_on_commit_callbacks(execute=True):
+        recovery.func()
+
+    assert recovery.interval == config.load().recovery_interval_seconds
+    handoff.refresh_from_db()
+    assert handoff.phase == Phase.COMPLETED
+    assert handoff.phases.get(name="releasing_gpu", outcome="failed").detail.startswith("interrupted")
