@@ -1,6 +1,6 @@
-"""Latency of the operator dashboard's feed (GET /admin/dashboard/feed), through a real daphne.
+"""Latency of what the operator dashboard polls (GET /admin/dashboard/feed and /gpus), through daphne.
 
-The dashboard polls this every two seconds per open browser tab. The bench sets up what a busy
+The dashboard asks for both every two seconds per open browser tab. The bench sets up what a busy
 box shows: 2 fake GPUs (one held, 3 waiters on it), a running handoff, the configured services and
 1000 events, then asks the feed as a logged-in operator.
 
@@ -90,30 +90,39 @@ def wait_until_up(client: httpx.Client) -> None:
     raise RuntimeError("daphne did not start")
 
 
-def measure(client: httpx.Client, requests: int) -> list[float]:
+def timed(client: httpx.Client, path: str, requests: int) -> tuple[list[float], httpx.Response]:
     for _ in range(20):
-        client.get("/admin/dashboard/feed").raise_for_status()
+        client.get(path).raise_for_status()
     timings = []
     for _ in range(requests):
         started = time.perf_counter()
-        answer = client.get("/admin/dashboard/feed")
+        answer = client.get(path)
         timings.append((time.perf_counter() - started) * 1000)
         answer.raise_for_status()
+    return timings, answer
+
+
+def measure(client: httpx.Client, requests: int) -> dict[str, list[float]]:
+    """The two answers the page asks for on every poll: the JSON feed and the GPU cards."""
+    feed, answer = timed(client, "/admin/dashboard/feed", requests)
     body = answer.json()
     assert body["gpu"]["gpus"][0]["owner"] == "gaia-core" and len(body["gpu"]["gpus"][0]["queue"]) == 3
     assert body["handoffs"]["active"] and len(body["events"]) == 15
     print(f"feed answer: {len(answer.content)} bytes")
-    return timings
+    cards, answer = timed(client, "/admin/dashboard/gpus", requests)
+    assert "Held by <strong>gaia-core</strong>" in answer.text and answer.text.count("Cancel…") == 3
+    print(f"GPU cards answer: {len(answer.content)} bytes")
+    return {"feed": feed, "gpus": cards}
 
 
-def report(timings: list[float]) -> None:
+def report(name: str, timings: list[float]) -> None:
     ordered = sorted(timings)
 
     def pick(share: float) -> float:
         return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
 
     print(
-        f"requests {len(timings)}: mean {statistics.mean(timings):.2f} ms, p50 {pick(0.5):.2f} ms, "
+        f"{name}: requests {len(timings)}: mean {statistics.mean(timings):.2f} ms, p50 {pick(0.5):.2f} ms, "
         f"p95 {pick(0.95):.2f} ms, p99 {pick(0.99):.2f} ms, max {ordered[-1]:.2f} ms"
     )
 
@@ -128,7 +137,7 @@ def main() -> None:
         manage(env, "migrate", "--noinput")
         session = manage(env, "shell", stdin=SETUP).strip().splitlines()[-1]
         server = subprocess.Popen(
-            [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "gaiaorch.asgi:application"],
+            [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "console.asgi:application"],
             cwd=ROOT,
             env=env,
             stdout=subprocess.DEVNULL,
@@ -137,7 +146,8 @@ def main() -> None:
         try:
             with httpx.Client(base_url=f"http://127.0.0.1:{port}", cookies={"sessionid": session}) as client:
                 wait_until_up(client)
-                report(measure(client, options.requests))
+                for name, timings in measure(client, options.requests).items():
+                    report(name, timings)
         finally:
             server.terminate()
             server.wait()

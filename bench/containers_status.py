@@ -63,12 +63,12 @@ def prepare(env: dict[str, str]) -> None:
     from django.core.management import call_command
     from django.utils import timezone
 
-    from containers import config
     from containers.models import Container, DockerStatus
+    from gaiaorch import config
 
     call_command("migrate", verbosity=0)
     now = timezone.now()
-    for service in config.current().services.values():
+    for service in config.current().containers():
         Container.objects.update_or_create(
             service=service.name,
             defaults={
@@ -132,7 +132,7 @@ def main() -> None:
                 "127.0.0.1",
                 "-p",
                 str(port),
-                "gaiaorch.asgi:application",
+                "console.asgi:application",
             ],
             env=env,
             cwd=ROOT,

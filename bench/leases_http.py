@@ -54,7 +54,7 @@ def requester(number: int) -> str:
 def server_env(workdir: Path, database_url: str | None, clients: int) -> dict[str, str]:
     workdir.mkdir(parents=True, exist_ok=True)
     config = workdir / "orchestrator.yaml"
-    services = {requester(n): {"stack": "live", "compose_service": requester(n)} for n in range(clients)}
+    services = {requester(n): {} for n in range(clients)}  # plain processes: requesters, no containers
     config.write_text(json.dumps({"gpu": {"backend": "none", "count": 1}, "services": services}))
     env = {**os.environ, "GAIAORCH_CONFIG": str(config), "GAIAORCH_VAR_DIR": str(workdir)}
     env["GAIAORCH_LOG_LEVEL"] = "WARNING"
@@ -192,12 +192,12 @@ def main() -> None:
             sqlite_env = server_env(Path(tmp) / f"sqlite-{clients}", None, clients)
             targets = [("floor (bare ASGI)", "bench.floor_app:application", sqlite_env, {})]
             targets.append(
-                ("Django GET /health x2 (no lease work)", "gaiaorch.asgi:application", sqlite_env, {})
+                ("Django GET /health x2 (no lease work)", "console.asgi:application", sqlite_env, {})
             )
-            targets.append(("gaiaorch SQLite", "gaiaorch.asgi:application", sqlite_env, None))
+            targets.append(("gaiaorch SQLite", "console.asgi:application", sqlite_env, None))
             if args.postgres:
                 pg_env = server_env(Path(tmp) / f"pg-{clients}", args.postgres, clients)
-                targets.append(("gaiaorch PostgreSQL", "gaiaorch.asgi:application", pg_env, None))
+                targets.append(("gaiaorch PostgreSQL", "console.asgi:application", pg_env, None))
             for label, app, env, tokens in targets:
                 tokens = helper(env, "prepare", str(clients)) if tokens is None else tokens
                 rows.append(measure(label, app, env, tokens, clients, args.seconds))

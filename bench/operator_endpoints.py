@@ -146,7 +146,7 @@ def main() -> None:
             "GAIAORCH_LOG_LEVEL": "WARNING",
         }
         fill(env, args.leases, args.handoffs)
-        command = ["-m", "daphne", "-v", "0", "-b", "127.0.0.1", "-p", str(port), "gaiaorch.asgi:application"]
+        command = ["-m", "daphne", "-v", "0", "-b", "127.0.0.1", "-p", str(port), "console.asgi:application"]
         server = subprocess.Popen([sys.executable, *command], env=env, cwd=ROOT)
         try:
             base = f"http://127.0.0.1:{port}"

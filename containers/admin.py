@@ -1,34 +1,29 @@
 """The operator's console: reality rows with allowlisted, confirmed actions; operations read-only."""
 
-from django.contrib import admin, messages
-from django.http import HttpResponseRedirect
+from django.contrib import admin
 
 from containers.models import Container, Operation, OperationStep, Swap, SwapTarget
+from gaiaorch.actions import list_action
 from gaiaorch.admin_mixins import EstimatedCountPaginator, ReadOnlyAdmin
-from gaiaorch.console.actions import ACTIONS
 
 
 def _confirm_services(name: str, description: str):
-    """The list action leads to the console's confirmation page, which asks for a reason."""
-
-    def action(modeladmin, request, queryset):
-        return HttpResponseRedirect(
-            ACTIONS[name].url(services=list(queryset.values_list("service", flat=True)))
-        )
-
-    action.__name__ = f"{name.replace('-', '_')}_action"
-    return admin.action(description=description)(action)
+    return list_action(
+        name,
+        description,
+        lambda rows: {"services": list(rows.values_list("service", flat=True))},
+        function_name=f"{name.replace('-', '_')}_action",
+    )
 
 
 def _confirm_swap(target: str, description: str):
-    def action(modeladmin, request, queryset):
-        if queryset.count() != 1:
-            modeladmin.message_user(request, "Select exactly one service to swap.", level=messages.ERROR)
-            return None
-        return HttpResponseRedirect(ACTIONS["swap"].url(service=queryset.get().service, target=target))
-
-    action.__name__ = f"swap_to_{target}_action"
-    return admin.action(description=description)(action)
+    return list_action(
+        "swap",
+        description,
+        lambda rows: {"service": rows.get().service, "target": target},
+        function_name=f"swap_to_{target}_action",
+        exactly_one="service to swap",
+    )
 
 
 @admin.register(Container)
@@ -46,7 +41,8 @@ class ContainerAdmin(ReadOnlyAdmin):
     ]
     list_filter = ["stack", "state", "health"]
     search_fields = ["service", "name", "image", "container_id"]
-    # Allowlist: only these actions exist, and every one goes through a service.
+    # Allowlist: only these actions exist; each leads to the operator action's confirmation page,
+    # which asks for the reason and calls the service.
     actions = [
         _confirm_services("service-start", "Start the selected services (and their dependencies)…"),
         _confirm_services("service-stop", "Stop the selected services (and their dependents)…"),

@@ -20,7 +20,7 @@ from django.conf import settings
 from docker.errors import APIError, DockerException
 from docker.errors import NotFound as DockerNotFound
 
-from containers.config import ContainersConfig, Service
+from gaiaorch.config import Config, Service
 from gaiaorch.errors import Forbidden, Unavailable
 
 API_VERSION = "1.41"  # Docker 20.10; DeviceRequests need >= 1.40
@@ -97,14 +97,14 @@ class Engine:
         except ContainerGone:
             return None
 
-    def find(self, config: ContainersConfig, service: Service) -> dict[str, Any] | None:
+    def find(self, config: Config, service: Service) -> dict[str, Any] | None:
         """The inspected container of a service, or None when it does not exist."""
         for summary in self.summaries():
             if matches(config, service, summary_name(summary), summary.get("Labels") or {}):
                 return self.inspect(summary["Id"])
         return None
 
-    def managed(self, config: ContainersConfig) -> dict[str, dict[str, Any]]:
+    def managed(self, config: Config) -> dict[str, dict[str, Any]]:
         """Service name -> inspected container, for every configured service that has one."""
         found = {}
         for summary in self.summaries():
@@ -131,7 +131,7 @@ class Engine:
 
     # --- acting ------------------------------------------------------------------------------
 
-    def stop(self, config: ContainersConfig, attrs: dict[str, Any], timeout: int) -> None:
+    def stop(self, config: Config, attrs: dict[str, Any], timeout: int) -> None:
         refuse_own(config, attrs)
         # docker-py lets the HTTP call outlive the grace period (SIGTERM, wait, SIGKILL) by itself.
         self.call(f"stop {container_name(attrs)}", self.api.stop, attrs["Id"], timeout=timeout)
@@ -139,20 +139,23 @@ class Engine:
     def start(self, attrs: dict[str, Any]) -> None:
         self.call(f"start {container_name(attrs)}", self.api.start, attrs["Id"])
 
-    def remove(self, config: ContainersConfig, attrs: dict[str, Any]) -> None:
+    def remove(self, config: Config, attrs: dict[str, Any]) -> None:
         refuse_own(config, attrs)
         self.call(f"remove {container_name(attrs)}", self.api.remove_container, attrs["Id"], force=True)
 
-    def create(self, config: ContainersConfig, service: Service, device_requests: list[dict]) -> dict:
+    def create(self, config: Config, service: Service, device_requests: list[dict]) -> dict:
         """A container for a service that has none yet, from its configured spec."""
         spec = service.spec
-        name = service.container_name or f"{config.compose_project or 'gaia'}-{service.name}"
+        name = service.container_name or f"{config.docker.compose_project or 'gaia'}-{service.name}"
         labels = {**spec.labels, SERVICE_LABEL: service.name}
-        if service.compose_service and config.compose_project:
-            labels |= {COMPOSE_PROJECT: config.compose_project, COMPOSE_SERVICE: service.compose_service}
+        if service.compose_service and config.docker.compose_project:
+            labels |= {
+                COMPOSE_PROJECT: config.docker.compose_project,
+                COMPOSE_SERVICE: service.compose_service,
+            }
         host_config = self.api.create_host_config(
             port_bindings={port: _binding(host) for port, host in spec.ports.items()},
-            network_mode=config.network or None,
+            network_mode=config.docker.network or None,
             device_requests=device_requests or None,
         )
         created = self.call(
@@ -166,12 +169,12 @@ class Engine:
             name=name,
             ports=[tuple(port.split("/")) for port in spec.ports],
             host_config=host_config,
-            networking_config=self._endpoints(config.network, [service.network_alias]),
+            networking_config=self._endpoints(config.docker.network, [service.network_alias]),
             stop_timeout=service.stop_timeout_seconds,
         )
         return self.inspect(created["Id"])
 
-    def recreate(self, config: ContainersConfig, attrs: dict[str, Any], device_requests: list[dict]) -> dict:
+    def recreate(self, config: Config, attrs: dict[str, Any], device_requests: list[dict]) -> dict:
         """Replace a container by one with its own configuration plus the given device requests."""
         refuse_own(config, attrs)
         body = dict(attrs["Config"])
@@ -251,28 +254,30 @@ def container_name(attrs: dict[str, Any]) -> str:
     return attrs.get("Name", "").lstrip("/")
 
 
-def matches(config: ContainersConfig, service: Service, name: str, labels: dict[str, str]) -> bool:
+def matches(config: Config, service: Service, name: str, labels: dict[str, str]) -> bool:
     if service.container_name:
         return name == service.container_name
     return (
         labels.get(COMPOSE_SERVICE) == service.compose_service
-        and labels.get(COMPOSE_PROJECT) == config.compose_project
+        and labels.get(COMPOSE_PROJECT) == config.docker.compose_project
     )
 
 
-def service_of(config: ContainersConfig, name: str, labels: dict[str, str]) -> Service | None:
-    return next((s for s in config.services.values() if matches(config, s, name, labels)), None)
+def service_of(config: Config, name: str, labels: dict[str, str]) -> Service | None:
+    return next((s for s in config.containers() if matches(config, s, name, labels)), None)
 
 
-def is_own(config: ContainersConfig, attrs: dict[str, Any]) -> bool:
+def is_own(config: Config, attrs: dict[str, Any]) -> bool:
     """The orchestrator's container: its configured name, or the container we run inside."""
     hostname = socket.gethostname()
     looks_like_id = len(hostname) == 12 and all(char in hexdigits for char in hostname)
     inside = looks_like_id and attrs.get("Id", "").startswith(hostname)
-    return inside or bool(config.own_container and container_name(attrs) == config.own_container)
+    return inside or bool(
+        config.orchestrator.own_container and container_name(attrs) == config.orchestrator.own_container
+    )
 
 
-def refuse_own(config: ContainersConfig, attrs: dict[str, Any]) -> None:
+def refuse_own(config: Config, attrs: dict[str, Any]) -> None:
     if is_own(config, attrs):
         raise Forbidden(
             f"{container_name(attrs)} is the orchestrator's own container; it is never stopped, "

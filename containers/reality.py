@@ -1,6 +1,6 @@
 """Keeping the reality rows true: Docker's event stream, a periodic full reconcile, and pings.
 
-Both run in the ticker process (`manage.py ticker`), registered in ContainersConfig.ready().
+Both run in the ticker process (`manage.py ticker`), registered in Config.ready().
 The follower reads Docker's container events in short windows (so it notices a stop request
 quickly), keeps only the events of managed containers and re-inspects the container concerned.
 """
@@ -14,9 +14,9 @@ from typing import Any
 
 from django.utils import timezone
 
-from containers import config as containers_config
 from containers import services
 from containers.engine import DockerUnavailable, Engine, observe, service_of
+from gaiaorch import config as gaiaorch_config
 
 logger = logging.getLogger(__name__)
 
@@ -27,7 +27,7 @@ INTERESTING = {"create", "start", "restart", "die", "stop", "kill", "pause", "un
 
 def reconcile() -> None:
     """Inspect every managed container and store what Docker says (absent when there is none)."""
-    config = containers_config.current()
+    config = gaiaorch_config.current()
     try:
         with Engine() as engine:
             found = engine.managed(config)
@@ -35,7 +35,7 @@ def reconcile() -> None:
         services.docker_reachable(reachable=False, error=exc.detail)
         return
     services.docker_reachable(reachable=True)
-    for service in config.services.values():
+    for service in config.containers():
         services.record_observation(service, observe(found.get(service.name)))
 
 
@@ -43,7 +43,7 @@ def apply_event(engine: Engine, event: dict[str, Any]) -> bool:
     """One Docker event; True when it concerned a managed container."""
     if event.get("Action", "").split(":")[0] not in INTERESTING:
         return False
-    config = containers_config.current()
+    config = gaiaorch_config.current()
     actor = event.get("Actor") or {}
     attributes = actor.get("Attributes") or {}
     service = service_of(config, attributes.get("name", ""), attributes)

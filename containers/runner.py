@@ -17,13 +17,13 @@ from typing import Any
 import httpx
 from django.utils import timezone
 
-from containers import config as containers_config
 from containers import engine as docker_engine
 from containers import services
-from containers.config import Service
 from containers.engine import DockerRefused, DockerUnavailable, Engine
 from containers.models import Operation, OperationKind, SwapTarget
+from gaiaorch import config as gaiaorch_config
 from gaiaorch import jobs
+from gaiaorch.config import Service
 from gaiaorch.errors import DomainError
 
 logger = logging.getLogger(__name__)
@@ -62,7 +62,7 @@ class Run:
     def __init__(self, op: Operation, claim: jobs.Claim):
         self.op = op
         self.claim = claim
-        self.config = containers_config.current()
+        self.config = gaiaorch_config.current()
         self.plan = [self.config.services[name] for name in op.services if name in self.config.services]
         self.engine = Engine()
 
@@ -227,14 +227,14 @@ class Run:
     def route(self, service: Service) -> None:
         """Give the live network name to whichever container the recorded swap says."""
         live = service if service.stack == "live" else self.config.twin(service)
-        if not self.config.network or live is None or self.config.twin(live) is None:
+        if not self.config.docker.network or live is None or self.config.twin(live) is None:
             return  # nothing to swap: no shared network, or no live/candidate pair
         attrs = self.engine.find(self.config, service)
         if attrs is None:
             return
         to_candidate = services.swap_target(live.name) == SwapTarget.CANDIDATE
         holds_name = (service.stack == "candidate") == to_candidate
-        network, alias = self.config.network, live.network_alias
+        network, alias = self.config.docker.network, live.network_alias
         current = docker_engine.own_aliases(attrs, network)
         wanted = sorted({*current, alias}) if holds_name else [a for a in current if a != alias]
         if network in (attrs["NetworkSettings"]["Networks"] or {}) and sorted(current) == wanted:

@@ -16,8 +16,6 @@ from django.db.models import Q
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
-from containers import config as containers_config
-from containers.config import ContainersConfig, Service
 from containers.engine import DockerUnavailable, Engine
 from containers.models import (
     Container,
@@ -30,7 +28,9 @@ from containers.models import (
     Swap,
     SwapTarget,
 )
+from gaiaorch import config as gaiaorch_config
 from gaiaorch import jobs, telemetry
+from gaiaorch.config import Config, Service
 from gaiaorch.errors import Conflict, InvalidRequest, NotFound, Unavailable
 from leases import holdings
 from notifications.models import Severity
@@ -140,12 +140,12 @@ def _change(row: Container, fields: dict[str, Any], reason: str = "") -> bool:
 # --- status --------------------------------------------------------------------------------
 
 
-def docker_availability(config: ContainersConfig) -> tuple[bool, str]:
+def docker_availability(config: Config) -> tuple[bool, str]:
     """Docker's reachability as last recorded; a record nobody refreshed lately counts as unknown."""
     status = _docker_status()
     if not status.available:
         return False, status.error or "Docker has not been reached yet"
-    limit = timedelta(seconds=max(3 * config.reconcile_interval_seconds, 10))
+    limit = timedelta(seconds=max(3 * config.docker.reconcile_interval_seconds, 10))
     if status.checked_at is None or timezone.now() - status.checked_at > limit:
         return False, "Docker has not been checked lately: is the ticker (manage.py ticker) running?"
     return True, ""
@@ -153,13 +153,12 @@ def docker_availability(config: ContainersConfig) -> tuple[bool, str]:
 
 def status() -> dict[str, Any]:
     """Everything an operator needs, from the database alone (no Docker round trip)."""
-    config = containers_config.current()
+    config = gaiaorch_config.current()
     available, error = docker_availability(config)
-    rows = {row.service: row for row in Container.objects.filter(service__in=list(config.services))}
-    services = [
-        _service_status(service, rows.get(service.name), available) for service in config.services.values()
-    ]
-    stacks = {stack: {} for stack in containers_config.STACKS}
+    managed = config.containers()
+    rows = {row.service: row for row in Container.objects.filter(service__in=[s.name for s in managed])}
+    services = [_service_status(service, rows.get(service.name), available) for service in managed]
+    stacks = {stack: {} for stack in gaiaorch_config.STACKS}
     for entry in services:
         stacks[entry["stack"]][entry["role"]] = entry["state"]
     active = Operation.objects.filter(status__in=OperationStatus.active()).first()
@@ -208,7 +207,7 @@ def request_stack_operation(
     kind: str, *, actor: str, gpu_enabled: bool = False, reason: str = ""
 ) -> Operation:
     stack, action = STACK_KINDS[OperationKind(kind)]
-    config = containers_config.current()
+    config = gaiaorch_config.current()
     targets = config.stack_services(stack)
     plan = config.start_order(targets) if action == "start" else config.stop_order(targets)
     params = {"stack": stack, "action": action, "gpu_enabled": bool(gpu_enabled and action == "start")}
@@ -217,7 +216,7 @@ def request_stack_operation(
 
 def request_service_operation(kind: str, names: list[str], *, actor: str, reason: str = "") -> Operation:
     """Start, stop or restart some configured services (with their dependencies / dependents)."""
-    config = containers_config.current()
+    config = gaiaorch_config.current()
     targets = [_configured(config, name) for name in names]
     action = SERVICE_KINDS[OperationKind(kind)]
     plan = config.start_order(targets) if action == "start" else config.stop_order(targets)
@@ -226,14 +225,14 @@ def request_service_operation(kind: str, names: list[str], *, actor: str, reason
 
 
 def request_swap(service_name: str, target: str, *, actor: str, reason: str = "") -> Operation:
-    config = containers_config.current()
+    config = gaiaorch_config.current()
     live, candidate = swap_pair(config, service_name)
     if target not in SwapTarget.values:
         raise InvalidRequest(
             f"target must be one of {SwapTarget.values}, got {target!r}.",
             fields={"target": ["unknown target"]},
         )
-    if not config.network:
+    if not config.docker.network:
         raise InvalidRequest("Swaps need docker.network (the network callers share) in the configuration.")
     params = {
         "action": "swap",
@@ -245,7 +244,7 @@ def request_swap(service_name: str, target: str, *, actor: str, reason: str = ""
     return _request(OperationKind.SWAP, [live, candidate], params, actor=actor, reason=reason)
 
 
-def swap_pair(config: ContainersConfig, name: str) -> tuple[Service, Service]:
+def swap_pair(config: Config, name: str) -> tuple[Service, Service]:
     """(live, candidate) for a live name, a candidate name or a role; 400 when there is none."""
     service = config.service(name) or next((s for s in config.stack_services("live") if s.role == name), None)
     twin = config.twin(service) if service else None
@@ -257,10 +256,13 @@ def swap_pair(config: ContainersConfig, name: str) -> tuple[Service, Service]:
     return (service, twin) if service.stack == "live" else (twin, service)
 
 
-def _configured(config: ContainersConfig, name: str) -> Service:
+def _configured(config: Config, name: str) -> Service:
     service = config.service(name)
-    if service is None:
-        raise InvalidRequest(f"{name!r} is not a configured service.", fields={"service": ["not configured"]})
+    if service is None or not service.in_container:
+        raise InvalidRequest(
+            f"{name!r} is not a configured container service.",
+            fields={"service": ["not a container service"]},
+        )
     return service
 
 
@@ -279,7 +281,7 @@ def _request(
     kind: str, plan: list[Service], params: dict[str, Any], *, actor: str, reason: str = ""
 ) -> Operation:
     require_docker()  # outside the transaction: never wait on Docker while holding locks
-    config = containers_config.current()
+    config = gaiaorch_config.current()
     try:
         with transaction.atomic():
             _refuse_if_busy()
@@ -339,7 +341,7 @@ def status_url(operation: Operation) -> str:
 # --- GPU memory and the lease ---------------------------------------------------------------
 
 
-def _check_memory(config: ContainersConfig, plan: list[Service], *, strict: bool) -> dict[str, Any]:
+def _check_memory(config: Config, plan: list[Service], *, strict: bool) -> dict[str, Any]:
     """Before a start: the GPU services it starts must fit; `strict` when it cannot go unchecked."""
     gpu_index = config.stacks[plan[0].stack].gpu if plan else 0
     sample = telemetry.sample()
@@ -348,7 +350,7 @@ def _check_memory(config: ContainersConfig, plan: list[Service], *, strict: bool
     return {"vram_need_mib": check_vram(config, plan, gpu_index, sample)}
 
 
-def _take_gpu(config: ContainersConfig, need_mib: int, actor: str) -> dict[str, Any]:
+def _take_gpu(config: Config, need_mib: int, actor: str) -> dict[str, Any]:
     """Take the GPU lease for the candidate stack (409 naming the holder when someone has it)."""
     stack = config.stacks["candidate"]
     holding = holdings.acquire_or_refuse(
@@ -362,9 +364,7 @@ def _take_gpu(config: ContainersConfig, need_mib: int, actor: str) -> dict[str, 
     return {"gpu": stack.gpu, "lease_id": str(holding.lease_id)}
 
 
-def check_vram(
-    config: ContainersConfig, plan: list[Service], gpu_index: int, sample: telemetry.Telemetry
-) -> int:
+def check_vram(config: Config, plan: list[Service], gpu_index: int, sample: telemetry.Telemetry) -> int:
     """Refuse (409) when the declared VRAM of the GPU services to start exceeds measured free memory.
 
     Services already running on the GPU are in the measured figures and need nothing more; a
@@ -412,7 +412,7 @@ def _runs_on_gpu(row: Container | None, gpu_index: int) -> bool:
     )
 
 
-def _gpu_users(config: ContainersConfig, gpu_index: int) -> list[dict[str, Any]]:
+def _gpu_users(config: Config, gpu_index: int) -> list[dict[str, Any]]:
     running = Container.objects.filter(state=State.RUNNING, service__in=list(config.services))
     return [
         {"service": row.service, "vram_mib": config.services[row.service].vram_need_mib}
@@ -463,7 +463,7 @@ def finish_operation(operation_id: int, *, error: str = "", claim: jobs.Claim | 
 
 def release_stack_gpu(stack_name: str, *, actor: str) -> str:
     """After a stack stop: give up the stack's GPU lease, if it holds one."""
-    stack = containers_config.current().stacks[stack_name]
+    stack = gaiaorch_config.current().stacks[stack_name]
     with transaction.atomic():
         released = holdings.release_if_held(
             requester=stack.gpu_requester, gpu=stack.gpu, reason=f"{stack_name} stack stopped", actor=actor

@@ -8,7 +8,7 @@ class GaiaorchConfig(AppConfig):
     def ready(self) -> None:
         from django.conf import settings
 
-        from gaiaorch import services, ticker
+        from gaiaorch import checks, services, ticker  # noqa: F401 (checks registers itself)
 
         ticker.every(settings.WORKER_HEARTBEAT_INTERVAL_SECONDS, name="gaiaorch.worker_heartbeat")(
             services.enqueue_worker_heartbeat

@@ -1,38 +1,32 @@
-"""The one settings module. Precedence: environment > config/orchestrator.yaml > defaults.
+"""The one settings module: Django's settings, derived from the one configuration model.
 
-docs/CONFIGURATION.md lists every key and environment variable.
+gaiaorch.config states the precedence (environment > config/orchestrator.yaml > defaults) and
+parses the whole document once; docs/CONFIGURATION.md lists every key and environment variable.
 """
 
+import os
 from pathlib import Path
 
 from django.core.management.utils import get_random_secret_key
 
-from gaiaorch.config import (
-    choice_parser,
-    database_from_url,
-    int_parser,
-    parse_bool,
-    parse_list,
-    parse_secret,
-    source_from_environment,
-    sqlite_database,
-)
+from gaiaorch import config as gaiaorch_config
 
 BASE_DIR = Path(__file__).resolve().parent.parent
-CONFIG = source_from_environment(BASE_DIR)
+# The whole configuration document (YAML with the environment laid over it) and its model.
+GAIAORCH = gaiaorch_config.read_document(BASE_DIR, os.environ)
+model = gaiaorch_config.startup(GAIAORCH)  # lower case: not itself a Django setting
 
-VAR_DIR = Path(CONFIG.get("GAIAORCH_VAR_DIR", "orchestrator.var_dir", str(BASE_DIR / "var")))
+VAR_DIR = Path(model.orchestrator.var_dir or BASE_DIR / "var")
 VAR_DIR.mkdir(parents=True, exist_ok=True)
 
-DEBUG = CONFIG.get("GAIAORCH_DEBUG", "orchestrator.debug", False, parse_bool)
-PORT = CONFIG.get("GAIAORCH_PORT", "orchestrator.port", 6410, int_parser(1, 65535))
-BIND = CONFIG.get("GAIAORCH_BIND", "orchestrator.bind", "127.0.0.1")
+DEBUG = model.orchestrator.debug
+PORT = model.orchestrator.port
+BIND = model.orchestrator.bind
 
 
 def _secret_key() -> str:
-    configured = CONFIG.get("GAIAORCH_SECRET_KEY", "orchestrator.secret_key", None, parse_secret)
-    if configured:
-        return configured
+    if model.orchestrator.secret_key:
+        return model.orchestrator.secret_key
     # Without a configured key, keep a generated one under var/ so sessions survive restarts.
     key_file = VAR_DIR / "secret_key"
     if not key_file.exists():
@@ -42,14 +36,10 @@ def _secret_key() -> str:
 
 
 SECRET_KEY = _secret_key()
-ALLOWED_HOSTS = CONFIG.get(
-    "GAIAORCH_ALLOWED_HOSTS", "orchestrator.allowed_hosts", ["127.0.0.1", "localhost", "[::1]"], parse_list
-)
-CSRF_TRUSTED_ORIGINS = CONFIG.get(
-    "GAIAORCH_CSRF_TRUSTED_ORIGINS", "orchestrator.csrf_trusted_origins", [], parse_list
-)
-OPEN_READS = CONFIG.get("GAIAORCH_OPEN_READS", "orchestrator.open_reads", True, parse_bool)
-SECURE_COOKIES = CONFIG.get("GAIAORCH_SECURE_COOKIES", "orchestrator.secure_cookies", False, parse_bool)
+ALLOWED_HOSTS = list(model.orchestrator.allowed_hosts)
+CSRF_TRUSTED_ORIGINS = list(model.orchestrator.csrf_trusted_origins)
+OPEN_READS = model.orchestrator.open_reads
+SECURE_COOKIES = model.orchestrator.secure_cookies
 SESSION_COOKIE_SECURE = SECURE_COOKIES
 CSRF_COOKIE_SECURE = SECURE_COOKIES
 X_FRAME_OPTIONS = "DENY"
@@ -74,6 +64,7 @@ INSTALLED_APPS = [
     "leases",
     "containers",
     "handoffs",
+    "console",  # the top layer: it may import every app, no app imports it (docs/DEVELOPING.md)
 ]
 
 MIDDLEWARE = [
@@ -88,7 +79,7 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
 
-ROOT_URLCONF = "gaiaorch.urls"
+ROOT_URLCONF = "console.urls"
 APPEND_SLASH = False  # seed paths have no trailing slash; never redirect a POST
 
 TEMPLATES = [
@@ -107,19 +98,17 @@ TEMPLATES = [
 ]
 
 WSGI_APPLICATION = None
-ASGI_APPLICATION = "gaiaorch.asgi.application"
+ASGI_APPLICATION = "console.asgi.application"
 
-DATABASE_URL = CONFIG.get("DATABASE_URL", "database.url", None)
+DATABASE_URL = model.database.url
 DATABASES = {
-    "default": database_from_url(DATABASE_URL)
+    "default": gaiaorch_config.database_from_url(DATABASE_URL)
     if DATABASE_URL
-    else sqlite_database(
-        Path(CONFIG.get("GAIAORCH_SQLITE_PATH", "database.sqlite_path", str(VAR_DIR / "gaiaorch.sqlite3")))
-    )
+    else gaiaorch_config.sqlite_database(model.database.sqlite_path or VAR_DIR / "gaiaorch.sqlite3")
 }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
-REDIS_URL = CONFIG.get("REDIS_URL", "redis.url", None)
+REDIS_URL = model.redis.url
 if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
@@ -130,8 +119,8 @@ if REDIS_URL:
 else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
 
-WORKER_COUNT = CONFIG.get("GAIAORCH_WORKERS", "worker.count", 4, int_parser(1, 64))
-TASK_TIMEOUT = CONFIG.get("GAIAORCH_TASK_TIMEOUT", "worker.task_timeout_seconds", 900, int_parser(10))
+WORKER_COUNT = model.worker.count
+TASK_TIMEOUT = model.worker.task_timeout_seconds
 Q_CLUSTER = {
     "name": "gaiaorch",
     "workers": WORKER_COUNT,
@@ -152,12 +141,8 @@ else:
 
 # The ticker enqueues a tiny task this often; the worker stamps it, so the stamp's age proves that
 # the worker consumes tasks. Readiness fails once the stamp is older than the maximum age.
-WORKER_HEARTBEAT_INTERVAL_SECONDS = CONFIG.get(
-    "GAIAORCH_WORKER_HEARTBEAT_INTERVAL", "worker.heartbeat_interval_seconds", 5, int_parser(1, 300)
-)
-WORKER_HEARTBEAT_MAX_AGE_SECONDS = CONFIG.get(
-    "GAIAORCH_WORKER_HEARTBEAT_MAX_AGE", "worker.heartbeat_max_age_seconds", 30, int_parser(2, 3600)
-)
+WORKER_HEARTBEAT_INTERVAL_SECONDS = model.worker.heartbeat_interval_seconds
+WORKER_HEARTBEAT_MAX_AGE_SECONDS = model.worker.heartbeat_max_age_seconds
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
@@ -179,9 +164,7 @@ STATIC_ROOT.mkdir(exist_ok=True)
 WHITENOISE_USE_FINDERS = True
 
 # Request bodies: the API takes small JSON documents; anything bigger is refused with 400.
-DATA_UPLOAD_MAX_MEMORY_SIZE = CONFIG.get(
-    "GAIAORCH_MAX_BODY_BYTES", "orchestrator.max_body_bytes", 256 * 1024, int_parser(1024)
-)
+DATA_UPLOAD_MAX_MEMORY_SIZE = model.orchestrator.max_body_bytes
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
@@ -223,7 +206,7 @@ LOGGING = {
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {
         "handlers": ["console"],
-        "level": CONFIG.get("GAIAORCH_LOG_LEVEL", "orchestrator.log_level", "INFO"),
+        "level": model.orchestrator.log_level,
     },
     "loggers": {"django.channels.server": {"level": "WARNING"}},
 }
@@ -231,23 +214,12 @@ LOGGING = {
 SERVICE_NAME = "gaia-orchestrator"
 VERSION = "0.1.0"
 
-# The GAIA stack description (services, stacks, gpu, handoffs) as read from the YAML file;
-# each app parses its own section of it.
-GAIAORCH = CONFIG.yaml_data
-GPU_BACKEND = CONFIG.get("GAIAORCH_GPU_BACKEND", "gpu.backend", "none", choice_parser("nvml", "fake", "none"))
-GPU_COUNT = CONFIG.get("GAIAORCH_GPU_COUNT", "gpu.count", 1, int_parser(0, 64))
-FAKE_GPU_FILE = CONFIG.get("GAIAORCH_FAKE_GPU_FILE", "gpu.fake_file", str(VAR_DIR / "fake-gpu.json"))
-
-# GPU leases: a lease without ttl_seconds gets this TTL (None: lives until released).
-LEASE_DEFAULT_TTL_SECONDS = CONFIG.get(
-    "GAIAORCH_LEASE_DEFAULT_TTL", "leases.default_ttl_seconds", None, int_parser(1, 7 * 24 * 3600)
-)
-LEASE_REAPER_INTERVAL_SECONDS = CONFIG.get(
-    "GAIAORCH_LEASE_REAPER_INTERVAL", "leases.reaper_interval_seconds", 1, int_parser(1, 60)
-)
-
-# The Docker Engine the containers app drives (unix:///…, tcp://127.0.0.1:2375, …).
-DOCKER_URL = CONFIG.get("GAIAORCH_DOCKER_URL", "docker.url", "unix:///var/run/docker.sock")
-DOCKER_TIMEOUT_SECONDS = CONFIG.get(
-    "GAIAORCH_DOCKER_TIMEOUT", "docker.timeout_seconds", 10, int_parser(1, 600)
-)
+# Process-level figures read by the apps through django.conf.settings (tests override them
+# there); the stack description is read through gaiaorch.config.current().
+GPU_BACKEND = model.gpu.backend
+GPU_COUNT = model.gpu.count
+FAKE_GPU_FILE = str(model.gpu.fake_file or VAR_DIR / "fake-gpu.json")
+LEASE_DEFAULT_TTL_SECONDS = model.leases.default_ttl_seconds
+LEASE_REAPER_INTERVAL_SECONDS = model.leases.reaper_interval_seconds
+DOCKER_URL = model.docker.url
+DOCKER_TIMEOUT_SECONDS = model.docker.timeout_seconds

@@ -4,7 +4,9 @@ Apps register jobs in their AppConfig.ready(); `manage.py ticker` (started by `r
 Every job calls services, which are safe to run from several ticker processes at once (row locks
 and conditional updates), so scale-out needs no leader election.
 
-- `every(seconds)`: a short function called on a fixed cadence (lease expiry, stale-job recovery).
+- `every(seconds)`: a short function called on a fixed cadence (lease expiry, stale-job recovery);
+  `seconds` may be a function returning it, read after each run, so a cadence taken from the
+  configuration is not parsed while apps load.
 - `follower`: a long-running function (e.g. following Docker's event stream) restarted with
   backoff whenever it returns or raises.
 """
@@ -27,16 +29,19 @@ MAX_BACKOFF_SECONDS = 30.0
 @dataclass
 class PeriodicJob:
     name: str
-    interval: float
+    interval: float | Callable[[], float]
     func: Callable[[], object]
     next_run: float = field(default=0.0)
+
+    def seconds(self) -> float:
+        return self.interval() if callable(self.interval) else self.interval
 
 
 PERIODIC: dict[str, PeriodicJob] = {}
 FOLLOWERS: dict[str, Callable[[threading.Event], object]] = {}
 
 
-def every(seconds: float, name: str | None = None):
+def every(seconds: float | Callable[[], float], name: str | None = None):
     """Decorator: run the function every `seconds` in the ticker process."""
 
     def register(func: Callable[[], object]):
@@ -61,8 +66,8 @@ def run_due(now: float) -> None:
     for job in PERIODIC.values():
         if now < job.next_run:
             continue
-        job.next_run = now + job.interval
         try:
+            job.next_run = now + job.seconds()
             job.func()
         except Exception:  # one failing job must not stop the others
             logger.exception("periodic job %s failed", job.name)

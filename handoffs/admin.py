@@ -1,18 +1,15 @@
-"""The operator's console: handoffs with their phase timeline; start, cancel and retry call services."""
+"""The operator's console: handoffs with their phase timeline; start, cancel and retry are operator
+actions (handoffs/actions.py): each asks for a reason on its confirmation page, then calls a service."""
 
 from __future__ import annotations
 
-from django import forms
-from django.contrib import admin, messages
-from django.http import HttpResponseRedirect
-from django.shortcuts import redirect
-from django.template.response import TemplateResponse
-from django.urls import path, reverse
+from django.contrib import admin
+from django.urls import path
+from django.utils.functional import lazy
+from django.views.generic import RedirectView
 
-from gaiaorch.console.actions import ACTIONS
-from gaiaorch.errors import DomainError
-from handoffs import services
-from handoffs.models import GpuBaseline, Handoff, HandoffPhase, HandoffType
+from gaiaorch.actions import confirmation_url, list_action
+from handoffs.models import GpuBaseline, Handoff, HandoffPhase
 
 
 class HandoffPhaseInline(admin.TabularInline):
@@ -27,11 +24,8 @@ class HandoffPhaseInline(admin.TabularInline):
         return False
 
 
-class StartForm(forms.Form):
-    type = forms.ChoiceField(choices=HandoffType.choices)
-    reason = forms.CharField(required=False, max_length=500)
-    timeout_seconds = forms.IntegerField(required=False, min_value=1, help_text="Deadline of each phase")
-    gpu = forms.IntegerField(initial=0, min_value=0)
+def _selected_handoff(handoffs) -> dict[str, str]:
+    return {"handoff_id": handoffs.get().id}
 
 
 @admin.register(Handoff)
@@ -41,7 +35,22 @@ class HandoffAdmin(admin.ModelAdmin):
     search_fields = ["id", "reason", "requested_by"]
     date_hierarchy = "created_at"
     inlines = [HandoffPhaseInline]
-    actions = ["cancel_handoffs", "retry_handoffs"]
+    actions = [
+        list_action(
+            "cancel-handoff",
+            "Cancel the selected handoff (roll back)…",
+            _selected_handoff,
+            function_name="cancel_handoffs",
+            exactly_one="handoff to cancel",
+        ),
+        list_action(
+            "retry-handoff",
+            "Retry the selected failed or cancelled handoff…",
+            _selected_handoff,
+            function_name="retry_handoffs",
+            exactly_one="handoff to retry",
+        ),
+    ]
     change_list_template = "admin/handoffs/handoff/change_list.html"
 
     def get_readonly_fields(self, request, obj=None):
@@ -54,45 +63,10 @@ class HandoffAdmin(admin.ModelAdmin):
         return False
 
     def get_urls(self):
-        start = path("start/", self.admin_site.admin_view(self.start_view), name="handoffs_handoff_start")
-        return [start, *super().get_urls()]
-
-    def start_view(self, request):
-        form = StartForm(request.POST or None)
-        if request.method == "POST" and form.is_valid():
-            try:
-                handoff = services.start(actor=request.user.get_username(), **form.cleaned_data)
-            except DomainError as refusal:
-                self.message_user(request, refusal.detail, messages.ERROR)
-            else:
-                self.message_user(request, f"Started handoff {handoff.id}.", messages.SUCCESS)
-                return redirect(reverse("admin:handoffs_handoff_change", args=[handoff.id]))
-        context = {**self.admin_site.each_context(request), "form": form, "title": "Start a handoff"}
-        return TemplateResponse(request, "admin/handoffs/handoff/start.html", context)
-
-    @admin.action(description="Cancel the selected handoff (roll back)…")
-    def cancel_handoffs(self, request, queryset):
-        """Leads to the console's confirmation page, which asks for a reason."""
-        if queryset.count() != 1:
-            self.message_user(request, "Select exactly one handoff to cancel.", messages.ERROR)
-            return None
-        return HttpResponseRedirect(ACTIONS["cancel-handoff"].url(handoff_id=queryset.get().id))
-
-    @admin.action(description="Retry selected failed or cancelled handoffs")
-    def retry_handoffs(self, request, queryset):
-        self._each(
-            request, queryset, lambda handoff: services.retry(handoff.id, actor=request.user.get_username())
-        )
-
-    def _each(self, request, queryset, act) -> None:
-        done = 0
-        for handoff in queryset:
-            try:
-                act(handoff)
-                done += 1
-            except DomainError as refusal:
-                self.message_user(request, f"{handoff.id}: {refusal.detail}", messages.WARNING)
-        self.message_user(request, f"{done} of {len(queryset)} handoffs done.")
+        # The list's "Start a handoff" address, kept: it leads to the operator action's form.
+        start = RedirectView.as_view(url=lazy(confirmation_url, str)("start-handoff"))
+        start_url = path("start/", self.admin_site.admin_view(start), name="handoffs_handoff_start")
+        return [start_url, *super().get_urls()]
 
 
 @admin.register(GpuBaseline)

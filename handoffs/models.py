@@ -10,13 +10,6 @@ from django.utils import timezone
 from gaiaorch.jobs import ClaimedJob, StepRecord
 
 
-class HandoffType(models.TextChoices):
-    PRIME_TO_STUDY = "prime_to_study"
-    STUDY_TO_PRIME = "study_to_prime"
-    LIVE_TO_CANDIDATE = "live_to_candidate"
-    CANDIDATE_TO_LIVE = "candidate_to_live"
-
-
 class Phase(models.TextChoices):
     INITIATED = "initiated"
     RELEASING_GPU = "releasing_gpu"
@@ -50,7 +43,7 @@ class Handoff(ClaimedJob):
     """One GPU transfer from a source service to a destination service, driven phase by phase."""
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
-    type = models.CharField(max_length=32, choices=HandoffType.choices)
+    type = models.CharField(max_length=32, help_text="A handoff type configured under handoffs:")
     gpu_index = models.PositiveSmallIntegerField(default=0)
     source = models.CharField(max_length=100)
     destination = models.CharField(max_length=100)

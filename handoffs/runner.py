@@ -24,9 +24,9 @@ from typing import Any
 from django.db import transaction
 from django.utils import timezone
 
-from gaiaorch import jobs
+from gaiaorch import config, jobs
 from gaiaorch.errors import DomainError
-from handoffs import cleanup, config, measure, strategies
+from handoffs import cleanup, measure, strategies
 from handoffs.errors import PhaseFailed
 from handoffs.models import FORWARD, TERMINAL, Handoff, HandoffPhase, Phase
 from leases import holdings
@@ -44,7 +44,7 @@ class Unacknowledged(PhaseFailed):
 
 
 class Runner:
-    def __init__(self, claim: jobs.Claim, settings: config.HandoffSettings):
+    def __init__(self, claim: jobs.Claim, settings: config.Config):
         self.claim = claim
         self.handoff_id = claim.pk
         self.settings = settings
@@ -95,7 +95,7 @@ class Runner:
             )
         except Unacknowledged as failure:
             self.fail_record(handoff, record, failure.detail, **failure.context)
-            if self.settings.on_recipient_unacknowledged == "complete_with_warning":
+            if self.settings.handoffs.on_recipient_unacknowledged == "complete_with_warning":
                 self.finish_handoff(handoff, Phase.COMPLETED, warning=failure.as_dict())
             else:
                 self.begin_rollback(handoff, Phase.FAILED, {"phase": phase, **failure.as_dict()})
@@ -131,7 +131,7 @@ class Runner:
                 data=handoff.event_data(previous_phase=previous, error=handoff.error),
                 subject=("handoff", handoff.id),
             )
-        timeout = handoff.timeout_seconds or self.settings.phase_timeouts[phase]
+        timeout = handoff.timeout_seconds or self.settings.handoffs.phase_timeouts[phase]
         self.deadline = time.monotonic() + timeout
         return record
 
@@ -197,7 +197,7 @@ class Runner:
         return strategies.Waiting(lambda seconds: self.pause(seconds, cancellable), self.deadline)
 
     def call_timeout(self) -> float:
-        return max(0.1, min(self.settings.http_timeout_seconds, self.deadline - time.monotonic()))
+        return max(0.1, min(self.settings.handoffs.http_timeout_seconds, self.deadline - time.monotonic()))
 
     def _cancel_error(self, handoff: Handoff) -> dict[str, Any]:
         return {
@@ -209,7 +209,7 @@ class Runner:
     # ---- phase bodies: each returns (figures, handoff fields to store)
 
     def release_gpu(self, handoff: Handoff, record: HandoffPhase):
-        kind = self.settings.types[handoff.type]
+        kind = self.settings.handoffs.types[handoff.type]
         figures: dict[str, Any] = {"vram_before_mib": _used_or_none(handoff.gpu_index)}
         if kind.release == config.STACK_STRATEGY:
             stopped = strategies.container_action(
@@ -227,26 +227,26 @@ class Runner:
         return figures, {}
 
     def wait_cuda_cleanup(self, handoff: Handoff, record: HandoffPhase):
-        kind = self.settings.types[handoff.type]
+        kind = self.settings.handoffs.types[handoff.type]
         before = handoff.phases.filter(name=Phase.RELEASING_GPU, outcome=Outcome.SUCCEEDED).last()
         vram_before = (before.figures if before else {}).get("vram_before_mib")
         sample = measure.telemetry.sample()
-        container_proof = self.settings.accept_container_stopped_as_proof and self.settings.stops_container(
-            kind
+        container_proof = (
+            self.settings.handoffs.accept_container_stopped_as_proof and self.settings.stops_container(kind)
         )
         if not sample.available and container_proof:
             return {"proof": "container_stopped", "telemetry": sample.reason}, {}
         threshold = cleanup.threshold_for(
             handoff.gpu_index,
-            configured_baseline=self.settings.baseline_mib,
-            residual_mib=self.settings.residual_mib,
+            configured_baseline=self.settings.gpu.baseline_mib,
+            residual_mib=self.settings.gpu.residual_mib,
             need_mib=self.settings.vram_needed_mib(handoff.destination),
         )
         figures = measure.wait_for_cleanup(
             handoff.gpu_index,
             threshold,
             deadline=self.deadline,
-            poll_seconds=self.settings.poll_ms / 1000,
+            poll_seconds=self.settings.gpu.poll_ms / 1000,
             pause=self.pause,
         )
         return {"vram_before_mib": vram_before, **figures}, {}
@@ -275,7 +275,7 @@ class Runner:
             raise PhaseFailed(refusal.detail, code=refusal.code, **refusal.context) from None
 
     def signal_recipient(self, handoff: Handoff, record: HandoffPhase):
-        kind = self.settings.types[handoff.type]
+        kind = self.settings.handoffs.types[handoff.type]
         payload = self._lease_payload(handoff, handoff.destination_lease_id, handoff.fencing_token)
         if kind.signal == config.STACK_STRATEGY:
             started = strategies.start_stack(self.settings.service(handoff.destination).stack, self.waiting())
@@ -323,7 +323,7 @@ class Runner:
                 if not retry_if(failure) or time.monotonic() + backoff >= self.deadline:
                     raise PhaseFailed(failure.detail, **failure.context, attempts=attempts) from None
             self.pause(backoff)
-            backoff = min(backoff * 2, self.settings.signal_retry_max_seconds)
+            backoff = min(backoff * 2, self.settings.handoffs.signal_retry_max_seconds)
 
     # ---- rollback
 
@@ -364,7 +364,7 @@ class Runner:
         self.finish_handoff(handoff, ends_as or Phase.FAILED, error=error)
 
     def _release_destination(self, handoff: Handoff) -> dict:
-        if self.settings.types[handoff.type].signal == config.STACK_STRATEGY:
+        if self.settings.handoffs.types[handoff.type].signal == config.STACK_STRATEGY:
             services = self._stack_gpu_services(handoff.destination)
             return strategies.container_action("stop", services, self.waiting(cancellable=False))
         payload = {"reason": f"rollback of handoff {handoff.id}", "handoff_id": str(handoff.id)}
@@ -402,7 +402,7 @@ class Runner:
         return {"holder": handoff.source, "moved": True, "lease_id": str(self._source_lease.lease_id)}
 
     def _reclaim_source(self, handoff: Handoff) -> dict:
-        kind = self.settings.types[handoff.type]
+        kind = self.settings.handoffs.types[handoff.type]
         if kind.release == config.STACK_STRATEGY:
             services = self._stack_gpu_services(handoff.source)
             return strategies.container_action("start", services, self.waiting(cancellable=False))
@@ -438,11 +438,7 @@ class Runner:
 
     def _stack_gpu_services(self, requester: str) -> list[str]:
         stack = self.settings.service(requester).stack
-        return [
-            service.name
-            for service in self.settings.services.values()
-            if service.stack == stack and service.gpu
-        ]
+        return [service.name for service in self.settings.stack_gpu_services(stack)]
 
 
 PHASE_BODIES = {

@@ -17,9 +17,9 @@ from django.db.models import Q
 from django.utils import timezone
 from django_q.tasks import async_task
 
-from gaiaorch import jobs, telemetry
+from gaiaorch import config, jobs, telemetry
 from gaiaorch.errors import Conflict, InvalidRequest, NotFound, Unavailable
-from handoffs import cleanup, config
+from handoffs import cleanup
 from handoffs.models import ACTIVE, TERMINAL, Handoff, HandoffPhase, Phase
 from handoffs.runner import Runner
 from leases import holdings
@@ -51,11 +51,11 @@ def _conflict_with_active(gpu: int) -> Conflict:
     )
 
 
-def _require_telemetry(settings: config.HandoffSettings, kind: config.HandoffType) -> None:
+def _require_telemetry(stack: config.Config, kind: config.HandoffType) -> None:
     sample = telemetry.sample()
     if sample.available:
         return
-    if settings.accept_container_stopped_as_proof and settings.stops_container(kind):
+    if stack.handoffs.accept_container_stopped_as_proof and stack.stops_container(kind):
         return
     raise Unavailable(
         f"GPU telemetry is unavailable ({sample.reason}), so freed VRAM cannot be verified.",
@@ -79,19 +79,37 @@ def _require_source_holds(gpu: int, kind: config.HandoffType) -> holdings.Holdin
     return holding
 
 
+def configured_type(name: str, stack: config.Config | None = None) -> config.HandoffType:
+    """The configured handoff type of that name (prime_to_study or prime-to-study); 400 otherwise."""
+    types = (stack or config.current()).handoffs
+    kind = types.type_named(name)
+    if kind is None:
+        raise InvalidRequest(
+            f"Handoff type {name!r} is not configured.",
+            code="unknown_handoff_type",
+            known=sorted(types.types),
+            fields={"type": [f"must be one of: {', '.join(sorted(types.types))}"]},
+        )
+    return kind
+
+
 def start(
     *, type: str, actor: str, reason: str = "", timeout_seconds: int | None = None, gpu: int = 0
 ) -> Handoff:
     """Create a handoff in `initiated` and wake a worker; refuse with 409/503 before anything moves."""
-    settings = config.load()
-    kind = settings.types.get(type)
-    if kind is None:
-        raise InvalidRequest(
-            f"Handoff type {type!r} is not configured.",
-            code="unknown_handoff_type",
-            known=sorted(settings.types),
-        )
-    _require_telemetry(settings, kind)
+    return _start(
+        type=type, actor=actor, reason=reason, timeout_seconds=timeout_seconds, gpu=gpu, note=reason
+    )
+
+
+def _start(
+    *, type: str, actor: str, reason: str, timeout_seconds: int | None, gpu: int, note: str
+) -> Handoff:
+    """`start`, with `note` as the message of the handoff.started event (the operator's reason)."""
+    stack = config.current()
+    kind = configured_type(type, stack)
+    type = kind.name
+    _require_telemetry(stack, kind)
     with transaction.atomic():
         if Handoff.objects.active().filter(gpu_index=gpu).exists():
             raise _conflict_with_active(gpu)
@@ -123,7 +141,7 @@ def start(
         record_event(
             "handoff.started",
             f"Handoff {type} started: {kind.source} → {kind.destination}",
-            reason,
+            note,
             actor=actor,
             data=handoff.event_data(),
             subject=("handoff", handoff.id),
@@ -169,8 +187,9 @@ def get_for_update(handoff_id: UUID | str) -> Handoff:
     return Handoff.objects.select_for_update().get(pk=handoff_id)
 
 
-def retry(handoff_id: UUID | str, *, actor: str) -> Handoff:
-    """Start a new handoff with the same parameters as an ended one."""
+def retry(handoff_id: UUID | str, *, actor: str, reason: str) -> Handoff:
+    """Start a new handoff with the same parameters as an ended one; `reason` (why it is retried)
+    is the message of its handoff.started event, the handoff keeps the reason it was started for."""
     previous = get(handoff_id)
     if previous.phase not in (Phase.FAILED, Phase.CANCELLED):
         raise Conflict(
@@ -178,12 +197,13 @@ def retry(handoff_id: UUID | str, *, actor: str) -> Handoff:
             code="not_retryable",
             phase=previous.phase,
         )
-    return start(
+    return _start(
         type=previous.type,
         actor=actor,
         reason=previous.reason or f"retry of {previous.id}",
         timeout_seconds=previous.timeout_seconds,
         gpu=previous.gpu_index,
+        note=f"Retry of {previous.id}: {reason}",
     )
 
 
@@ -199,7 +219,7 @@ class HandoffJobs(jobs.JobKind):
     cancel_requested = Q(cancel_requested=True)
 
     def policy(self) -> jobs.JobPolicy:
-        settings = config.load()
+        settings = config.current().handoffs
         return jobs.JobPolicy(
             beat_every_seconds=BEAT_EVERY_SECONDS,
             stale_after_seconds=settings.stale_after_seconds,
@@ -227,8 +247,8 @@ HANDOFFS = HandoffJobs()
 
 def run(handoff_id: UUID | str) -> None:
     """Drive one handoff to its end, if no live worker drives it already."""
-    settings = config.load()
-    jobs.drive(HANDOFFS, handoff_id, lambda claim: Runner(claim, settings).drive())
+    stack = config.current()
+    jobs.drive(HANDOFFS, handoff_id, lambda claim: Runner(claim, stack).drive())
 
 
 def recover() -> list[UUID]:

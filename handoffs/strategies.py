@@ -15,8 +15,8 @@ from typing import Any
 
 import httpx
 
+from gaiaorch.config import HttpCall, Service, Strategy
 from gaiaorch.errors import DomainError
-from handoffs.config import HttpCall, Service, Strategy
 from handoffs.errors import PhaseFailed
 
 BODY_LIMIT = 2000

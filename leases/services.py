@@ -22,7 +22,7 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
-from gaiaorch import telemetry
+from gaiaorch import config, telemetry
 from gaiaorch.errors import Conflict, InvalidRequest, NotFound
 from leases import wakeups
 from leases.models import Gpu, Lease, LeaseStatus
@@ -56,8 +56,8 @@ class AcquireResult:
 
 
 def requesters() -> list[str]:
-    """Requester names are the service keys of the configuration."""
-    return sorted((settings.GAIAORCH or {}).get("services") or {})
+    """Requester names are the configured services (containers and plain processes alike)."""
+    return config.current().requesters()
 
 
 def check_requester(requester: str) -> None:
@@ -584,7 +584,7 @@ def _iso(moment: datetime | None) -> str | None:
 
 
 def _configured_baseline() -> int | None:
-    return ((settings.GAIAORCH or {}).get("gpu") or {}).get("baseline_mib")
+    return config.current().gpu.baseline_mib
 
 
 def _memory(gpu: Gpu, sampled: telemetry.GpuSample | None, held: bool) -> dict[str, int | None]:

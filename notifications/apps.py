@@ -7,9 +7,7 @@ class NotificationsConfig(AppConfig):
     def ready(self) -> None:
         from gaiaorch import ticker
         from notifications import services
-        from notifications.conf import notification_settings
 
-        notification_settings()  # a broken notifications section stops start-up, not a delivery
         ticker.every(1.0, name="notifications.close_expired_oracle_bursts")(
             services.close_expired_oracle_bursts
         )

@@ -19,9 +19,9 @@ from django.conf import settings
 from django.http.request import validate_host
 from rest_framework.authtoken.models import Token
 
+from gaiaorch import config as gaiaorch_config
 from gaiaorch.errors import InvalidRequest
 from notifications import feed
-from notifications.conf import notification_settings
 from notifications.hub import FETCH_BATCH, hub_for_running_loop
 
 logger = logging.getLogger(__name__)
@@ -56,7 +56,7 @@ class NotificationConsumer(AsyncWebsocketConsumer):
         await self.start_stream(after)
 
     async def start_stream(self, after: int | None) -> None:
-        config = notification_settings()
+        config = gaiaorch_config.current().notifications
         self.queue: asyncio.Queue[str] = asyncio.Queue(maxsize=config.client_queue_size)
         self.slow_after = config.slow_client_timeout_seconds
         self.hub = hub_for_running_loop()

@@ -24,8 +24,8 @@ from concurrent.futures import ThreadPoolExecutor
 from channels.layers import get_channel_layer
 from django.db import connection
 
+from gaiaorch import config
 from notifications import feed
-from notifications.conf import notification_settings
 from notifications.dispatch import EVENTS_GROUP
 
 logger = logging.getLogger(__name__)
@@ -78,7 +78,7 @@ class Hub:
         return newer
 
     async def _start(self) -> None:
-        self._poll_seconds = notification_settings().relay_poll_ms / 1000
+        self._poll_seconds = config.current().notifications.relay_poll_ms / 1000
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="event-relay")
         try:
             self.last_id = self.floor = await self._read(feed.latest_event_id)

@@ -13,9 +13,10 @@ from typing import Any
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
+from gaiaorch import config
+from gaiaorch.config import Webhook
 from notifications import dispatch, webhooks
-from notifications.conf import Webhook, notification_settings
-from notifications.feed import notification
+from notifications.feed import notification, type_filter
 from notifications.models import DeliveryStatus, Event, OracleFallbackBurst, Severity, WebhookDelivery
 
 # Any constant works; it only has to be the same for every writer of the event log.
@@ -75,7 +76,7 @@ def record_event(
 def _create_deliveries(event: Event) -> list[int]:
     if event.type.startswith(UNDELIVERED_PREFIX):
         return []
-    hooks = [hook for hook in notification_settings().webhooks if hook.wants(event.type)]
+    hooks = [hook for hook in config.current().notifications.webhooks if type_filter(hook.types)(event.type)]
     rows = [
         WebhookDelivery(
             event=event,
@@ -96,8 +97,8 @@ def _claim_window(hook: Webhook) -> timedelta:
 
 def retry_delay(attempt: int) -> float:
     """Exponential backoff after the given failed attempt: base, 2*base, 4*base ... capped."""
-    config = notification_settings()
-    return min(config.retry_base_seconds * 2 ** (attempt - 1), config.retry_max_seconds)
+    settings = config.current().notifications
+    return min(settings.retry_base_seconds * 2 ** (attempt - 1), settings.retry_max_seconds)
 
 
 def attempt_delivery(delivery_id: int, attempt: int) -> WebhookDelivery | None:
@@ -105,7 +106,7 @@ def attempt_delivery(delivery_id: int, attempt: int) -> WebhookDelivery | None:
     delivery = WebhookDelivery.objects.select_related("event").filter(id=delivery_id).first()
     if delivery is None or delivery.status != DeliveryStatus.PENDING:
         return None
-    hook = notification_settings().webhook_named(delivery.webhook)
+    hook = config.current().notifications.webhook_named(delivery.webhook)
     if hook is None:
         return _give_up(delivery_id, "the webhook is no longer configured")
     # why: a task can be queued twice (the ticker re-dispatches after a slow queue); comparing
@@ -187,12 +188,12 @@ def retry_failed_deliveries(delivery_ids: list[int], actor: str) -> int:
 
 def dispatch_due_deliveries(limit: int = 200) -> int:
     """Ticker: hand every delivery whose retry time has come to the worker. Returns how many."""
-    now, config = timezone.now(), notification_settings()
+    now, settings = timezone.now(), config.current().notifications
     due = WebhookDelivery.objects.filter(status=DeliveryStatus.PENDING, next_attempt_at__lte=now)
     rows = due.order_by("next_attempt_at").values_list("id", "webhook", "attempts")[:limit]
     dispatched = 0
     for delivery_id, webhook, attempts in rows:
-        hook = config.webhook_named(webhook)
+        hook = settings.webhook_named(webhook)
         window = _claim_window(hook) if hook else timedelta(seconds=CLAIM_MARGIN_SECONDS)
         # why: several tickers may run; the conditional update lets one of them dispatch each retry.
         claimed = WebhookDelivery.objects.filter(id=delivery_id, attempts=attempts, next_attempt_at__lte=now)
@@ -270,7 +271,7 @@ def _report_oracle_fallback(
         },
         subject=("oracle_fallback", original_role),
     )
-    window = timedelta(seconds=notification_settings().oracle_dedup_window_seconds)
+    window = timedelta(seconds=config.current().notifications.oracle_dedup_window_seconds)
     burst = OracleFallbackBurst.objects.create(
         fallback_model=fallback_model,
         original_role=original_role,

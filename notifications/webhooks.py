@@ -8,7 +8,7 @@ from typing import Any
 
 import httpx
 
-from notifications.conf import Webhook
+from gaiaorch.config import Webhook
 
 
 @dataclass(frozen=True)

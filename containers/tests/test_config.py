@@ -3,8 +3,8 @@ import yaml
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
-from containers import config
 from containers.tests.conftest import stack_config
+from gaiaorch import config
 
 
 def names(services) -> list[str]:
@@ -106,9 +106,9 @@ def test_it_loads_a_configuration_file(tmp_path):
     path = tmp_path / "stack.yaml"
     path.write_text(yaml.safe_dump(stack_config("busybox", "gaia-net")))
 
-    parsed = config.load_file(path)
+    parsed = config.load(config.load_yaml(path))
 
-    assert parsed.network == "gaia-net"
+    assert parsed.docker.network == "gaia-net"
     assert parsed.services["t-core-candidate"].vram_mib == (4096, 2048)
 
 

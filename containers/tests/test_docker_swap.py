@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from containers import config
 from containers.models import Swap
 from containers.tests.conftest import RUN_ID, RUN_LABEL
+from gaiaorch import config
 
 pytestmark = [pytest.mark.slow, pytest.mark.docker]
 

@@ -125,5 +125,5 @@ def test_it_recovers_operations_from_the_ticker_every_five_seconds(
     with django_capture_on_commit_callbacks(execute=True):
         recovery.func()
 
-    assert recovery.interval == 5.0
+    assert recovery.seconds() == 5.0
     assert queued == [operation.id]

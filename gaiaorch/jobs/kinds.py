@@ -44,7 +44,7 @@ class JobKind(ABC):
 
     @abstractmethod
     def policy(self) -> JobPolicy:
-        """Read at each claim and recovery pass; the ticker's cadence is read once, at start-up."""
+        """Read at each claim, each recovery pass and, for its cadence, by the ticker after each run."""
 
     @abstractmethod
     def enqueue(self, pk: Any) -> None:

@@ -77,5 +77,7 @@ def _recover_one(kind: JobKind, pk: Any, policy: JobPolicy, now: datetime, limit
 
 
 def schedule_recovery(kind: JobKind) -> None:
-    """Run `kind`'s recovery in the ticker every `recovery_interval_seconds` (read now, at start-up)."""
-    ticker.every(kind.policy().recovery_interval_seconds, name=f"{kind.name}.recover")(lambda: recover(kind))
+    """Run `kind`'s recovery in the ticker every `recovery_interval_seconds` (read after each run)."""
+    ticker.every(lambda: kind.policy().recovery_interval_seconds, name=f"{kind.name}.recover")(
+        lambda: recover(kind)
+    )

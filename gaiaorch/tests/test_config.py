@@ -1,73 +1,75 @@
+"""The one configuration model: precedence, strict parsing, every refusal naming its key."""
+
+import copy
+from pathlib import Path
+
 import pytest
 from django.core.exceptions import ImproperlyConfigured
+from django.core.management import call_command
+from django.core.management.base import SystemCheckError
 
-from gaiaorch.config import (
-    Source,
-    choice_parser,
-    database_from_url,
-    int_parser,
-    load_yaml,
-    parse_bool,
-    parse_secret,
-    source_from_environment,
-)
+from gaiaorch import config
+from gaiaorch.config import ConfigError, database_from_url, load, load_yaml, overlay, read_document, reader
 
-YAML = {"orchestrator": {"port": 7000, "debug": "yes"}, "gpu": {"backend": "fake"}}
+YAML = {"orchestrator": {"port": 7000, "debug": True}, "gpu": {"backend": "fake"}}
+
+
+def problems_of(document) -> list[str]:
+    _, found = config.parse(document)
+    return [str(problem) for problem in found]
 
 
 def test_it_prefers_environment_over_yaml_over_default():
-    source = Source({"GAIAORCH_PORT": "7100"}, YAML)
-    port = int_parser(1, 65535)
-    assert source.get("GAIAORCH_PORT", "orchestrator.port", 6410, port) == 7100
-    assert Source({}, YAML).get("GAIAORCH_PORT", "orchestrator.port", 6410, port) == 7000
-    assert Source({}, {}).get("GAIAORCH_PORT", "orchestrator.port", 6410, port) == 6410
+    assert load(overlay(YAML, {"GAIAORCH_PORT": "7100"})).orchestrator.port == 7100
+    assert load(overlay(YAML, {})).orchestrator.port == 7000
+    assert load({}).orchestrator.port == 6410
 
 
 def test_it_treats_an_empty_environment_variable_as_unset():
-    source = Source({"GAIAORCH_PORT": ""}, YAML)
-    assert source.get("GAIAORCH_PORT", "orchestrator.port", 6410, int_parser()) == 7000
+    assert load(overlay(YAML, {"GAIAORCH_PORT": ""})).orchestrator.port == 7000
 
 
 def test_it_parses_yaml_values_with_the_same_strict_parser():
-    with pytest.raises(ImproperlyConfigured, match=r"gpu\.backend"):
-        Source({}, {"gpu": {"backend": "cuda"}}).get(
-            None, "gpu.backend", "none", choice_parser("nvml", "none")
-        )
+    assert problems_of({"gpu": {"backend": "cuda"}}) == [
+        "gpu.backend: must be one of ['nvml', 'fake', 'none'], got 'cuda'"
+    ]
 
 
-@pytest.mark.parametrize("word", ["1", "true", "YES", "on", True])
-def test_it_accepts_true_words(word):
-    assert parse_bool("X", word) is True
+@pytest.mark.parametrize("word", ["1", "true", "YES", "on"])
+def test_it_accepts_true_words_from_the_environment(word):
+    assert load(overlay({}, {"GAIAORCH_DEBUG": word})).orchestrator.debug is True
 
 
-@pytest.mark.parametrize("word", ["0", "false", "No", "off", False])
-def test_it_accepts_false_words(word):
-    assert parse_bool("X", word) is False
+@pytest.mark.parametrize("word", ["0", "false", "No", "off"])
+def test_it_accepts_false_words_from_the_environment(word):
+    assert load(overlay({}, {"GAIAORCH_OPEN_READS": word})).orchestrator.open_reads is False
 
 
-@pytest.mark.parametrize("word", ["", "maybe", "2", "tru"])
-def test_it_refuses_nonsense_booleans(word):
-    with pytest.raises(ImproperlyConfigured, match="X must be one of"):
-        parse_bool("X", word)
+@pytest.mark.parametrize("word", ["maybe", "2", "tru"])
+def test_it_refuses_nonsense_booleans_naming_the_variable(word):
+    found = problems_of(overlay({}, {"GAIAORCH_DEBUG": word}))
+    assert found == [f"GAIAORCH_DEBUG must be one of {reader.BOOLEAN_WORDS}, got {word!r}"]
 
 
-@pytest.mark.parametrize("raw", ["abc", "1.5", "", True])
+@pytest.mark.parametrize("raw", ["abc", "1.5", "7 000"])
 def test_it_refuses_non_integers(raw):
-    with pytest.raises(ImproperlyConfigured, match="must be an integer"):
-        int_parser()("PORT", raw)
+    assert problems_of(overlay({}, {"GAIAORCH_PORT": raw})) == [
+        f"GAIAORCH_PORT must be an integer, got {raw!r}"
+    ]
 
 
 def test_it_refuses_integers_out_of_range():
-    with pytest.raises(ImproperlyConfigured, match="<= 65535"):
-        int_parser(1, 65535)("PORT", "70000")
-    with pytest.raises(ImproperlyConfigured, match=">= 1"):
-        int_parser(1, 65535)("PORT", "0")
+    assert problems_of(overlay({}, {"GAIAORCH_PORT": "70000"})) == [
+        "GAIAORCH_PORT must be an integer <= 65535, got '70000'"
+    ]
+    assert problems_of({"orchestrator": {"port": 0}}) == ["orchestrator.port: must be an integer >= 1, got 0"]
 
 
 def test_it_refuses_short_secrets():
-    with pytest.raises(ImproperlyConfigured, match="at least 32"):
-        parse_secret("KEY", "short")
-    assert parse_secret("KEY", "k" * 40) == "k" * 40
+    assert problems_of({"orchestrator": {"secret_key": "short"}}) == [
+        "orchestrator.secret_key: must be at least 32 characters long"
+    ]
+    assert load({"orchestrator": {"secret_key": "k" * 40}}).orchestrator.secret_key == "k" * 40
 
 
 def test_it_refuses_a_broken_yaml_file(tmp_path):
@@ -79,14 +81,13 @@ def test_it_refuses_a_broken_yaml_file(tmp_path):
 
 def test_it_refuses_a_config_path_that_does_not_exist(tmp_path):
     with pytest.raises(ImproperlyConfigured, match="does not exist"):
-        source_from_environment(tmp_path, {"GAIAORCH_CONFIG": str(tmp_path / "nope.yaml")})
+        read_document(tmp_path, {"GAIAORCH_CONFIG": str(tmp_path / "nope.yaml")})
 
 
 def test_it_reads_the_file_named_by_gaiaorch_config(tmp_path):
-    config = tmp_path / "site.yaml"
-    config.write_text("orchestrator:\n  port: 7200\n")
-    source = source_from_environment(tmp_path, {"GAIAORCH_CONFIG": str(config)})
-    assert source.get("GAIAORCH_PORT", "orchestrator.port", 6410, int_parser()) == 7200
+    site = tmp_path / "site.yaml"
+    site.write_text("orchestrator:\n  port: 7200\n")
+    assert load(read_document(tmp_path, {"GAIAORCH_CONFIG": str(site)})).orchestrator.port == 7200
 
 
 def test_it_turns_a_database_url_into_django_settings():
@@ -103,7 +104,180 @@ def test_it_turns_a_database_url_into_django_settings():
 
 
 def test_it_refuses_a_database_url_it_cannot_use():
-    with pytest.raises(ImproperlyConfigured, match="postgres://"):
-        database_from_url("mysql://x@y/z")
-    with pytest.raises(ImproperlyConfigured, match="name a database"):
-        database_from_url("postgres://x@y/")
+    assert problems_of(overlay({}, {"DATABASE_URL": "mysql://x@y/z"})) == [
+        "DATABASE_URL must start with postgres://, got 'mysql'"
+    ]
+    assert problems_of(overlay({}, {"DATABASE_URL": "postgres://x@y/"})) == [
+        "DATABASE_URL must name a database"
+    ]
+
+
+# --- one meaning per key --------------------------------------------------------------------
+
+SHIPPED = load_yaml(Path(__file__).resolve().parents[2] / "config" / "orchestrator.yaml")
+
+
+def shipped_with(path: str, value) -> dict:
+    """The shipped document with one key set (dotted path; None deletes it)."""
+    document = copy.deepcopy(SHIPPED)
+    *parents, last = path.split(".")
+    node = document
+    for part in parents:
+        node = node.setdefault(part, {})
+    if value is None:
+        node.pop(last, None)
+    else:
+        node[last] = value
+    return document
+
+
+def test_it_parses_the_shipped_configuration_without_a_problem():
+    assert problems_of(SHIPPED) == []
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "expected"),
+    [
+        # The same key means one thing everywhere: a quoted boolean or number is refused.
+        ("services.gaia-core.gpu", "false", "services.gaia-core.gpu: must be true or false, got 'false'"),
+        (
+            "services.gaia-study.vram_mib",
+            "1024",
+            "services.gaia-study.vram_mib: must be an integer >= 1, got '1024'",
+        ),
+        ("services.gaia-study.vram_mib", 0, "services.gaia-study.vram_mib: must be an integer >= 1, got 0"),
+        ("services.gaia-web.colour", "blue", "services.gaia-web.colour: is not a known key"),
+        ("services.gaia-web.port", "6414", "services.gaia-web.port: must be an integer, got '6414'"),
+        ("services.gaia-web.depends_on", [1], "services.gaia-web.depends_on: must be a list of strings"),
+        (
+            "services.gaia-core.release.http.method",
+            "FETCH",
+            "services.gaia-core.release.http.method: must be one of",
+        ),
+        ("services.gaia-core.release.http.url", None, "services.gaia-core.release.http.url: is required"),
+        ("services.gaia-core.release.sleep", True, "services.gaia-core.release.sleep: is not a known key"),
+        ("services.gaia-web.container", {"command": "x"}, "services.gaia-web.container.image: is required"),
+        ("services.gaia-web", "gaia-web", "services.gaia-web: must be a mapping, got 'gaia-web'"),
+        ("stacks.live.gpu", -1, "stacks.live.gpu: must be an integer >= 0, got -1"),
+        (
+            "stacks.live.gpu_requester",
+            "nobody",
+            "stacks.live.gpu_requester: names 'nobody', which is not under",
+        ),
+        ("stacks.staging", {}, "stacks: unknown stack(s) ['staging']"),
+        ("gpu.poll_ms", 1, "gpu.poll_ms: must be an integer >= 10, got 1"),
+        ("gpu.residual", 5, "gpu.residual: is not a known key"),
+        ("leases.default_ttl_seconds", 0, "leases.default_ttl_seconds: must be an integer >= 1, got 0"),
+        (
+            "docker.reconcile_interval_seconds",
+            "5",
+            "docker.reconcile_interval_seconds: must be a number between 0.05 and 3600, got '5'",
+        ),
+        ("worker.count", 0, "worker.count: must be an integer >= 1, got 0"),
+        (
+            "handoffs.prime_to_study.destination",
+            "nobody",
+            "handoffs.prime_to_study.destination: names 'nobody'",
+        ),
+        ("handoffs.prime_to_study.source", None, "handoffs.prime_to_study.source: is required"),
+        ("handoffs.prime_to_study.release", "x", "handoffs.prime_to_study.release: must be one of"),
+        ("handoffs.prime_to_study.verify", True, "handoffs.prime_to_study.verify: is not a known key"),
+        (
+            "handoffs.Prime",
+            {"source": "gaia-core", "destination": "gaia-study"},
+            "handoffs.Prime: a handoff type name",
+        ),
+        ("handoffs.phase_timeout_second", 5, "handoffs.phase_timeout_second: is neither a handoffs setting"),
+        ("handoffs.phase_timeouts", {"lunch": 5}, "handoffs.phase_timeouts: has unknown phases ['lunch']"),
+        (
+            "handoffs.on_recipient_unacknowledged",
+            "shrug",
+            "handoffs.on_recipient_unacknowledged: must be one of",
+        ),
+        (
+            "handoffs.stale_after_seconds",
+            5,
+            "handoffs.stale_after_seconds: must exceed handoffs.http_timeout_seconds",
+        ),
+        (
+            "notifications.relay_poll_ms",
+            "fast",
+            "notifications.relay_poll_ms: must be an integer, got 'fast'",
+        ),
+        (
+            "notifications.webhooks",
+            [{"url": "ftp://x"}],
+            "notifications.webhooks[0].url: must be an http(s) URL",
+        ),
+        ("notifications.webhooks", [{"name": "x"}], "notifications.webhooks[0].url: is required"),
+        ("notifications.webhooks", ["http://x"], "notifications.webhooks[0]: must be a mapping"),
+        ("notifications.retry_max_seconds", -1, "notifications.retry_max_seconds: must be a number between"),
+        (
+            "services.gaia-web.container_name",
+            "gaia-orchestrator",
+            "services.gaia-web: is the orchestrator's own container 'gaia-orchestrator'",
+        ),
+        ("colour", "blue", "colour: is not a known key"),
+    ],
+)
+def test_it_refuses_each_mistake_naming_its_path(path, value, expected):
+    found = problems_of(shipped_with(path, value))
+    assert len(found) == 1, found
+    assert found[0].startswith(expected)
+
+
+def test_it_refuses_container_keys_on_a_service_outside_every_stack():
+    document = shipped_with("services.trainer", {"gpu": True, "container_name": "trainer"})
+    assert problems_of(document) == [
+        "services.trainer.container_name: needs the service to be in a stack (set stack: live or candidate)"
+    ]
+
+
+def test_it_reports_every_problem_of_a_document_at_once():
+    document = shipped_with("gpu.poll_ms", 1)
+    document["services"]["gaia-web"]["port"] = "x"
+    with pytest.raises(ConfigError) as refused:
+        load(document)
+    assert [problem.path for problem in refused.value.problems] == ["services.gaia-web.port", "gpu.poll_ms"]
+
+
+# --- the stack ------------------------------------------------------------------------------
+
+
+def test_it_lets_a_plain_process_hold_leases_without_a_container():
+    document = shipped_with("services.trainer", {"gpu": True, "vram_mib": 8192})
+    parsed = load(document)
+    assert "trainer" in parsed.requesters()
+    assert parsed.services["trainer"].in_container is False
+    assert "trainer" not in [service.name for service in parsed.containers()]
+    assert parsed.stacks["live"].services == ("gaia-prime", "gaia-core", "gaia-web", "gaia-mcp", "gaia-study")
+
+
+def test_it_names_handoff_types_in_either_spelling():
+    types = load(SHIPPED).handoffs
+    assert types.type_named("prime-to-study") is types.type_named("prime_to_study")
+    assert types.type_named("prime-to-study").slug == "prime-to-study"
+
+
+def test_it_follows_a_settings_override_and_parses_each_document_once(settings):
+    settings.GAIAORCH = shipped_with("services.trainer", {})
+    first = config.current()
+    assert "trainer" in first.services
+    assert config.current() is first
+
+
+def test_it_is_checked_whole_by_the_system_check(settings):
+    document = shipped_with("gpu.poll_ms", 1)
+    document["handoffs"]["prime_to_study"]["destination"] = "nobody"
+    settings.GAIAORCH = document
+    with pytest.raises(SystemCheckError) as refused:
+        call_command("check")
+    report = str(refused.value)
+    assert "(gaiaorch.E001) gpu.poll_ms: must be an integer >= 10, got 1" in report
+    assert "(gaiaorch.E001) handoffs.prime_to_study.destination: names 'nobody'" in report
+
+
+def test_it_documents_every_environment_variable_with_the_key_it_overrides():
+    documented = (Path(__file__).resolve().parents[2] / "docs" / "CONFIGURATION.md").read_text()
+    for variable, path in config.ENVIRONMENT.items():
+        assert f"| `{variable}` | `{path}` |" in documented, variable

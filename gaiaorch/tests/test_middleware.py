@@ -8,3 +8,9 @@ def test_it_keeps_every_middleware_async_capable():
         path for path in settings.MIDDLEWARE if not getattr(import_string(path), "async_capable", False)
     ]
     assert sync_only == []
+
+
+def test_it_serves_the_admin_stylesheet_itself(client, db):
+    response = client.get("/static/admin/css/base.css")
+    assert response.status_code == 200
+    assert b"".join(response.streaming_content).startswith(b"/*")

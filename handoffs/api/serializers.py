@@ -1,7 +1,7 @@
 from rest_framework import serializers
 
 from gaiaorch.serializers import StepRecordSerializer
-from handoffs.models import Handoff, HandoffType
+from handoffs.models import Handoff
 
 
 class StartSeedSerializer(serializers.Serializer):
@@ -12,7 +12,7 @@ class StartSeedSerializer(serializers.Serializer):
 
 
 class StartSerializer(StartSeedSerializer):
-    type = serializers.ChoiceField(choices=HandoffType.choices)
+    type = serializers.CharField(max_length=32, help_text="A handoff type configured under handoffs:")
     gpu = serializers.IntegerField(required=False, min_value=0, default=0)
 
 

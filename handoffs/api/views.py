@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-from drf_spectacular.utils import OpenApiResponse, extend_schema
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action, api_view
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from gaiaorch import config
 from gaiaorch.auth import actor_name
-from gaiaorch.errors import Forbidden
-from handoffs import config, services
+from gaiaorch.errors import Forbidden, NotFound
+from handoffs import services
 from handoffs.api.serializers import (
     HandoffSerializer,
     StartedSerializer,
@@ -26,7 +28,7 @@ def _require_party(request: Request, handoff_type: str) -> None:
     user = request.user
     if user.is_staff:
         return
-    kind = config.load().types.get(handoff_type)
+    kind = config.current().handoffs.type_named(handoff_type)
     if kind and user.get_username() not in (kind.source, kind.destination):
         raise Forbidden(
             f"{user.get_username()} is neither the source nor the destination of {handoff_type}.",
@@ -64,19 +66,31 @@ REFUSALS = {
     ),
     503: OpenApiResponse(description="telemetry_unavailable: freed VRAM cannot be verified"),
 }
-START_SCHEMA = extend_schema(request=StartSeedSerializer, responses={202: StartedSerializer, **REFUSALS})
 
 
-@START_SCHEMA
+@extend_schema(
+    request=StartSeedSerializer,
+    parameters=[
+        OpenApiParameter(
+            "handoff_type",
+            OpenApiTypes.STR,
+            OpenApiParameter.PATH,
+            description="A configured handoff type, e.g. prime-to-study or study-to-prime (the seed's)",
+        )
+    ],
+    responses={202: StartedSerializer, 404: OpenApiResponse(description="unknown_handoff_type"), **REFUSALS},
+)
 @api_view(["POST"])
-def prime_to_study(request: Request) -> Response:
-    return start_from_request(request, "prime_to_study")
-
-
-@START_SCHEMA
-@api_view(["POST"])
-def study_to_prime(request: Request) -> Response:
-    return start_from_request(request, "study_to_prime")
+def start_by_path(request: Request, handoff_type: str) -> Response:
+    """Start any configured handoff type; the seed's paths are /handoff/prime-to-study and
+    /handoff/study-to-prime."""
+    kind = config.current().handoffs.type_named(handoff_type)
+    if kind is None:
+        known = sorted(config.current().handoffs.types)
+        raise NotFound(
+            f"No handoff type {handoff_type!r} is configured.", code="unknown_handoff_type", known=known
+        )
+    return start_from_request(request, kind.name)
 
 
 @extend_schema(responses={200: StatusSerializer})

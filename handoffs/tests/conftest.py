@@ -51,6 +51,18 @@ def configure(settings):
 
 
 @pytest.fixture
+def configure_service(settings):
+    """Change keys of one service under services: for one test (a new document, as an edit would be)."""
+
+    def apply(name: str, **values):
+        services = {**settings.GAIAORCH["services"]}
+        services[name] = {**services[name], **values}
+        settings.GAIAORCH = {**settings.GAIAORCH, "services": services}
+
+    return apply
+
+
+@pytest.fixture
 def hold_gpu(db):
     """Give GPU 0's lease to a requester, as the lease service would."""
     from leases import services as leases

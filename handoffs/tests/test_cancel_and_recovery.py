@@ -3,8 +3,8 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from gaiaorch import jobs, ticker
-from handoffs import config, measure, services, tasks
+from gaiaorch import config, jobs, ticker
+from handoffs import measure, services, tasks
 from handoffs.models import GpuBaseline, Handoff, HandoffPhase, Phase
 from handoffs.tests.conftest import IDLE_MIB
 from leases import holdings
@@ -142,7 +142,7 @@ def test_it_recovers_handoffs_from_the_ticker_on_the_configured_cadence(
     with django_capture_on_commit_callbacks(execute=True):
         recovery.func()
 
-    assert recovery.interval == config.load().recovery_interval_seconds
+    assert recovery.seconds() == config.current().handoffs.recovery_interval_seconds
     handoff.refresh_from_db()
     assert handoff.phase == Phase.COMPLETED
     assert handoff.phases.get(name="releasing_gpu", outcome="failed").detail.startswith("interrupted")

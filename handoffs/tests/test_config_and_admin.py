@@ -1,21 +1,23 @@
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 
+from gaiaorch import config
 from gaiaorch.errors import Unavailable
-from handoffs import config, services, tasks
+from handoffs import services, tasks
 from handoffs.models import Handoff, Phase
+from notifications.models import Event
 
 
 def test_it_releases_the_gpu_dependencies_after_the_service_and_sums_what_they_need(gaia):
-    settings = config.load()
+    settings = config.current()
     assert [service.name for service in settings.gpu_chain("gaia-core")] == ["gaia-core", "gaia-prime"]
     assert settings.vram_needed_mib("gaia-core") == 10240
     assert settings.vram_needed_mib("gaia-study") == 16384
 
 
-def test_it_sums_a_list_of_vram_figures(gaia, settings):
-    settings.GAIAORCH["services"]["gaia-study"]["vram_mib"] = [10240, 6144]
-    assert config.load().vram_needed_mib("gaia-study") == 16384
+def test_it_sums_a_list_of_vram_figures(gaia, configure_service):
+    configure_service("gaia-study", vram_mib=[10240, 6144])
+    assert config.current().vram_needed_mib("gaia-study") == 16384
 
 
 @pytest.mark.parametrize(
@@ -40,13 +42,13 @@ def test_it_sums_a_list_of_vram_figures(gaia, settings):
 def test_it_refuses_nonsense_configuration_naming_the_key(gaia, configure, section, values, complaint):
     configure(section, **values)
     with pytest.raises(ImproperlyConfigured, match=complaint):
-        config.load()
+        config.current()
 
 
-def test_it_refuses_a_bad_strategy(gaia, settings):
-    settings.GAIAORCH["services"]["gaia-core"]["release"] = {"container": "explode"}
+def test_it_refuses_a_bad_strategy(gaia, configure_service):
+    configure_service("gaia-core", release={"container": "explode"})
     with pytest.raises(ImproperlyConfigured, match=r"services\.gaia-core\.release\.container"):
-        config.load()
+        config.current()
 
 
 @pytest.mark.django_db
@@ -60,11 +62,11 @@ def test_it_does_not_take_a_missing_container_stop_as_proof(gaia, hold_gpu, sett
 
 @pytest.mark.django_db
 def test_it_accepts_a_stopped_container_as_proof_when_configured(
-    gaia, hold_gpu, settings, configure, monkeypatch
+    gaia, hold_gpu, settings, configure, configure_service, monkeypatch
 ):
     hold_gpu("gaia-core")
     configure("handoffs", accept_container_stopped_as_proof=True)
-    settings.GAIAORCH["services"]["gaia-prime"]["release"] = {"container": "stop"}
+    configure_service("gaia-prime", release={"container": "stop"})
     stopped = []
     monkeypatch.setattr(
         "handoffs.strategies.container_action", lambda action, names, waiting: stopped.append((action, names))
@@ -81,8 +83,10 @@ def test_it_accepts_a_stopped_container_as_proof_when_configured(
 @pytest.mark.django_db
 def test_it_shows_the_timeline_and_acts_from_the_admin(gaia, hold_gpu, admin_client):
     hold_gpu("gaia-core")
+    start = admin_client.get("/admin/handoffs/handoff/start/")
+    assert start["Location"] == "/admin/dashboard/action/start-handoff"
     started = admin_client.post(
-        "/admin/handoffs/handoff/start/", {"type": "prime_to_study", "reason": "from admin", "gpu": 0}
+        start["Location"], {"type": "prime_to_study", "reason": "from admin", "gpu": 0}
     )
     assert started.status_code == 302
     handoff = Handoff.objects.get()
@@ -99,6 +103,10 @@ def test_it_shows_the_timeline_and_acts_from_the_admin(gaia, hold_gpu, admin_cli
     tasks.run_handoff(str(handoff.id))
     handoff.refresh_from_db()
     assert handoff.phase == Phase.CANCELLED
-    admin_client.post(change_list, {"action": "retry_handoffs", "_selected_action": [str(handoff.id)]})
+    asked = admin_client.post(change_list, {"action": "retry_handoffs", **selected})
+    assert asked["Location"] == f"/admin/dashboard/action/retry-handoff?handoff_id={handoff.id}"
+    admin_client.post(asked["Location"], {"handoff_id": str(handoff.id), "reason": "the right night"})
     retried = Handoff.objects.exclude(pk=handoff.pk).get()
     assert (retried.type, retried.phase, retried.reason) == ("prime_to_study", Phase.INITIATED, "from admin")
+    started = Event.objects.filter(type="handoff.started", actor="admin").order_by("-id").first()
+    assert started.message == f"Retry of {handoff.id}: the right night"

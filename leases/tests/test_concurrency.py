@@ -19,7 +19,8 @@ CLIENTS = 32
 @pytest.fixture
 def many_requesters(settings):
     names = [f"worker-{number:02d}" for number in range(CLIENTS)]
-    settings.GAIAORCH = {**settings.GAIAORCH, "services": {name: {} for name in names}}
+    # Plain-process requesters only; no handoff types name the shipped services any more.
+    settings.GAIAORCH = {**settings.GAIAORCH, "services": {name: {} for name in names}, "handoffs": {}}
     settings.GPU_BACKEND = "none"
     settings.GPU_COUNT = 1
     return names

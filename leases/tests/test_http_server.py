@@ -12,7 +12,7 @@ CLIENTS = 8
 def test_it_loses_no_grant_with_eight_clients_contending_over_http(tmp_path):
     env = server_env(tmp_path, None, CLIENTS)
     tokens = helper(env, "prepare", str(CLIENTS))
-    server, base = start_daphne("gaiaorch.asgi:application", env)
+    server, base = start_daphne("console.asgi:application", env)
     try:
         outcome, _ = drive(base, tokens, CLIENTS, seconds=3, one=cycle)
     finally:

@@ -9,7 +9,7 @@ import redis
 from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
 
-from gaiaorch.asgi import application
+from console.asgi import application
 from gaiaorch.auth import ensure_service_account
 from notifications.services import record_event
 

@@ -17,7 +17,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 PROCESSES = {
-    "web": lambda port: ["-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "gaiaorch.asgi:application"],
+    "web": lambda port: ["-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "console.asgi:application"],
     "worker": lambda port: ["manage.py", "qcluster"],
     "ticker": lambda port: ["manage.py", "ticker"],
 }

@@ -4,8 +4,8 @@ import pytest
 from django.core.exceptions import ImproperlyConfigured
 from django.utils import timezone
 
+from gaiaorch import config
 from notifications import dispatch, services
-from notifications.conf import notification_settings
 from notifications.models import DeliveryStatus, Event, WebhookDelivery
 from notifications.services import attempt_delivery, dispatch_due_deliveries, record_event
 from notifications.tests.receiver import WebhookReceiver
@@ -78,7 +78,7 @@ def test_it_schedules_a_retry_with_exponential_backoff(db, gaia_web):
     assert before + timedelta(seconds=9) < first.next_attempt_at < before + timedelta(seconds=12)
     assert second.next_attempt_at - timezone.now() > timedelta(seconds=19)
     assert [a["status_code"] for a in second.attempt_log] == [503, 500]
-    assert services.retry_delay(20) == notification_settings().retry_max_seconds
+    assert services.retry_delay(20) == config.current().notifications.retry_max_seconds
 
 
 def test_it_runs_each_attempt_once_when_its_task_is_queued_twice(db, gaia_web):
@@ -158,7 +158,7 @@ def test_it_dispatches_a_first_attempt_whose_task_was_lost(db, gaia_web, queued)
 def test_it_refuses_a_broken_webhook_configuration(notifications_config, hooks):
     notifications_config(webhooks=hooks)
     with pytest.raises(ImproperlyConfigured):
-        notification_settings()
+        config.current()
 
 
 def test_it_shows_deliveries_read_only_in_the_admin(client, django_user_model, gaia_web):

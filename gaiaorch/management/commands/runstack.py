@@ -28,7 +28,7 @@ class Command(BaseCommand):
         sys.exit(0 if stopping else code or 1)
 
     def _web(self) -> subprocess.Popen:
-        command = ["daphne", "-b", settings.BIND, "-p", str(settings.PORT), "gaiaorch.asgi:application"]
+        command = ["daphne", "-b", settings.BIND, "-p", str(settings.PORT), "console.asgi:application"]
         return subprocess.Popen([sys.executable, "-m", *command])
 
     def _manage(self, command: str) -> subprocess.Popen:

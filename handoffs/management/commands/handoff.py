@@ -1,5 +1,6 @@
-"""manage.py handoff prime-to-study | study-to-prime | live-to-candidate | candidate-to-live
-                     | status ID | cancel ID [--wait]
+"""manage.py handoff TYPE | status ID | cancel ID [--wait]
+
+TYPE is any handoff type configured under `handoffs:` (prime-to-study, study-to-prime, …).
 
 Starting a handoff follows it to its end, printing one line per phase as it happens; the exit code
 is 0 only when it completed without warnings (2: completed with a warning, 1: failed/cancelled).
@@ -16,7 +17,6 @@ from gaiaorch.errors import DomainError
 from handoffs import services
 from handoffs.models import TERMINAL, Phase
 
-TYPES = {"prime-to-study", "study-to-prime", "live-to-candidate", "candidate-to-live"}
 POLL_SECONDS = 0.2
 EXIT_WARNING = 2
 
@@ -25,7 +25,9 @@ class Command(BaseCommand):
     help = "Start, follow, inspect or cancel GPU handoffs."
 
     def add_arguments(self, parser):
-        parser.add_argument("action", choices=sorted(TYPES | {"status", "cancel"}))
+        parser.add_argument(
+            "action", help="a configured handoff type (prime-to-study, study-to-prime, …), status or cancel"
+        )
         parser.add_argument("handoff_id", nargs="?", help="for status and cancel")
         parser.add_argument("--reason", default="", help="why (stored and sent to the services)")
         parser.add_argument("--timeout-seconds", type=int, default=None, help="deadline of each phase")
@@ -42,9 +44,9 @@ class Command(BaseCommand):
         sys.exit(code)
 
     def _dispatch(self, action: str, handoff_id: str | None, options) -> int:
-        if action in TYPES:
+        if action not in ("status", "cancel"):
             handoff = services.start(
-                type=action.replace("-", "_"),
+                type=action,
                 actor=options["actor"],
                 reason=options["reason"],
                 timeout_seconds=options["timeout_seconds"],

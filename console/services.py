@@ -1,0 +1,171 @@
+"""The coordinator's own answers, over every app: readiness (/ready), the summary (GET /status)
+and the endpoint index (GET /)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from django.conf import settings
+from django.db import DatabaseError, connection
+from django.urls import URLPattern, URLResolver, get_resolver
+from django.utils import timezone
+
+from containers import services as containers
+from gaiaorch import config as gaiaorch_config
+from gaiaorch import telemetry
+from gaiaorch.models import WorkerHeartbeat
+from gaiaorch.services import worker_heartbeat_age
+from handoffs import services as handoffs
+from leases import services as leases
+
+UNLISTED_PREFIXES = ("admin/", "static/")
+
+
+# --- readiness -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Check:
+    ok: bool
+    detail: str
+    figures: dict[str, Any]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"ok": self.ok, "detail": self.detail, **self.figures}
+
+
+def check_database() -> Check:
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+    except DatabaseError as exc:
+        return Check(False, f"the database refused a query: {exc}", {"vendor": connection.vendor})
+    return Check(True, "answers queries", {"vendor": connection.vendor})
+
+
+def check_worker() -> Check:
+    limit = settings.WORKER_HEARTBEAT_MAX_AGE_SECONDS
+    row = WorkerHeartbeat.objects.filter(pk=1).first()
+    age = worker_heartbeat_age()
+    figures = {"heartbeat_age_seconds": round(age, 1) if age is not None else None, "max_age_seconds": limit}
+    if age is not None and age <= limit:
+        return Check(True, "the worker consumes tasks", figures)
+    if row is None or row.enqueued_at is None:
+        return Check(
+            False, "no heartbeat task was ever enqueued: is the ticker (manage.py ticker) running?", figures
+        )
+    if (timezone.now() - row.enqueued_at).total_seconds() > limit:
+        return Check(False, "the ticker stopped enqueuing heartbeats: is manage.py ticker running?", figures)
+    return Check(
+        False, "heartbeat tasks are not consumed: is the worker (manage.py qcluster) running?", figures
+    )
+
+
+def check_docker() -> Check:
+    available, error = containers.docker_availability(gaiaorch_config.current())
+    return Check(available, "reachable" if available else error, {})
+
+
+def check_telemetry() -> Check:
+    sampled = telemetry.sample()
+    figures = {"backend": sampled.backend, "gpus": len(sampled.gpus)}
+    if sampled.backend == "none":
+        # Deliberately off: handoffs then verify only by stopped containers, which is configured.
+        return Check(True, sampled.reason, figures)
+    return Check(sampled.available, "samples GPU memory" if sampled.available else sampled.reason, figures)
+
+
+CHECKS = {
+    "database": check_database,
+    "worker": check_worker,
+    "docker": check_docker,
+    "telemetry": check_telemetry,
+}
+
+
+def readiness() -> dict[str, Any]:
+    """Every check with its reason; ready only when all pass."""
+    results = {name: _run_check(check) for name, check in CHECKS.items()}
+    return {
+        "ready": all(result.ok for result in results.values()),
+        "checks": {name: result.as_dict() for name, result in results.items()},
+        "checked_at": timezone.now(),
+    }
+
+
+def _run_check(check) -> Check:
+    try:
+        return check()
+    except DatabaseError as exc:  # every check but telemetry reads the database
+        return Check(False, f"the database refused a query: {exc}", {})
+
+
+# --- summary ---------------------------------------------------------------------------------
+
+
+def overview() -> dict[str, Any]:
+    """The seed's GET /status: {service, status, gpu, containers, active_handoff, last_updated}."""
+    gpu = leases.gpu_status()
+    stacks = containers.status()
+    problems = _problems(gpu, stacks)
+    return {
+        "service": settings.SERVICE_NAME,
+        "version": settings.VERSION,
+        "status": "degraded" if problems else "healthy",
+        "problems": problems,
+        "gpu": gpu,
+        "containers": stacks,
+        "active_handoff": handoffs.active_status(),
+        "last_updated": timezone.now(),
+    }
+
+
+def _problems(gpu: dict[str, Any], stacks: dict[str, Any]) -> list[str]:
+    problems = []
+    if settings.GPU_BACKEND != "none" and not gpu["telemetry_available"]:
+        problems.append(f"GPU telemetry is unavailable: {gpu['telemetry_reason']}")
+    if not stacks["docker_available"]:
+        problems.append(f"Docker is unavailable: {stacks['docker_error']}")
+    return problems
+
+
+def endpoint_index() -> list[dict[str, Any]]:
+    """Every URL the coordinator answers (admin and static files aside), with its methods."""
+    return [
+        {"path": path, "methods": methods, "name": name}
+        for path, methods, name in walk_urls(get_resolver().url_patterns)
+        if not path.startswith(tuple("/" + prefix for prefix in UNLISTED_PREFIXES))
+    ]
+
+
+def walk_urls(patterns, prefix: str = "/"):
+    """(path, methods, name) of every route, methods read from the view (DRF or plain)."""
+    for pattern in patterns:
+        route = prefix + str(pattern.pattern)
+        if isinstance(pattern, URLResolver):
+            yield from walk_urls(pattern.url_patterns, route)
+        elif isinstance(pattern, URLPattern) and "(?P<format>" not in route:
+            yield openapi_path(route), view_methods(pattern.callback), pattern.name
+
+
+def openapi_path(route: str) -> str:
+    """`/api/leases/(?P<pk>[^/.]+)/` and `/handoff/<str:handoff_id>/status` as `{pk}`, `{handoff_id}`."""
+    route = re.sub(r"\(\?P<(\w+)>[^)]*\)", r"{\1}", route)
+    route = re.sub(r"<(?:\w+:)?(\w+)>", r"{\1}", route)
+    return route.replace("^", "").replace("$", "")
+
+
+def view_methods(callback) -> list[str]:
+    actions = getattr(callback, "actions", None)  # a DRF viewset route
+    if actions:
+        return sorted(method.upper() for method in actions)
+    view_class = getattr(callback, "cls", None) or getattr(callback, "view_class", None)
+    if view_class is not None:
+        return sorted(
+            method.upper()
+            for method in view_class.http_method_names
+            if method != "options" and hasattr(view_class, method) and method != "head"
+        )
+    return sorted(getattr(callback, "allowed_methods", ["GET"]))

@@ -1,0 +1,62 @@
+from __future__ import annotations
+
+from datetime import timedelta
+
+from django.utils import timezone
+
+from containers.services import docker_reachable
+from gaiaorch.models import WorkerHeartbeat
+
+
+def _checks(client) -> tuple[int, dict]:
+    response = client.get("/ready")
+    return response.status_code, response.json()["checks"]
+
+
+def test_it_is_ready_when_every_part_works(anonymous_client, everything_up):
+    response = anonymous_client.get("/ready")
+    assert response.status_code == 200
+    assert response.json()["ready"] is True
+    checks = response.json()["checks"]
+    assert set(checks) == {"database", "worker", "docker", "telemetry"}
+    assert checks["worker"]["heartbeat_age_seconds"] < 5
+    assert checks["telemetry"]["backend"] == "fake"
+
+
+def test_it_blames_the_ticker_when_no_heartbeat_was_ever_enqueued(anonymous_client, fake_gpu, db):
+    docker_reachable(reachable=True)
+    status, checks = _checks(anonymous_client)
+    assert status == 503
+    assert checks["worker"]["ok"] is False
+    assert "manage.py ticker" in checks["worker"]["detail"]
+    assert checks["docker"]["ok"] is True
+
+
+def test_it_blames_the_worker_when_heartbeats_are_not_consumed(anonymous_client, everything_up, settings):
+    old = timezone.now() - timedelta(seconds=settings.WORKER_HEARTBEAT_MAX_AGE_SECONDS + 1)
+    WorkerHeartbeat.objects.filter(pk=1).update(consumed_at=old, enqueued_at=timezone.now())
+    status, checks = _checks(anonymous_client)
+    assert status == 503
+    assert "manage.py qcluster" in checks["worker"]["detail"]
+    assert checks["worker"]["heartbeat_age_seconds"] > settings.WORKER_HEARTBEAT_MAX_AGE_SECONDS
+
+
+def test_it_is_not_ready_without_docker(anonymous_client, everything_up):
+    docker_reachable(reachable=False, error="connection refused")
+    status, checks = _checks(anonymous_client)
+    assert status == 503
+    assert checks["docker"] == {"ok": False, "detail": "connection refused"}
+
+
+def test_it_is_not_ready_when_configured_telemetry_fails(anonymous_client, everything_up, fake_gpu):
+    fake_gpu.unlink()
+    status, checks = _checks(anonymous_client)
+    assert status == 503
+    assert "does not exist" in checks["telemetry"]["detail"]
+
+
+def test_it_accepts_telemetry_that_is_switched_off(anonymous_client, everything_up, settings):
+    settings.GPU_BACKEND = "none"
+    status, checks = _checks(anonymous_client)
+    assert status == 200
+    assert checks["telemetry"]["ok"] is True and checks["telemetry"]["backend"] == "none"

@@ -1,0 +1,321 @@
+"""The typed, frozen model of the whole configuration, and the topology helpers on it.
+
+Built only by gaiaorch.config.parse from one document (config/orchestrator.yaml with the
+environment laid over it). docs/CONFIGURATION.md describes every field.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+STACKS = ("live", "candidate")
+STACK_STRATEGY = "containers"  # a handoff that stops / starts whole stacks
+SERVICE_STRATEGY = "services"  # a handoff that calls each service's own strategy
+HANDOFF_PHASES_WITH_DEADLINES = (
+    "releasing_gpu",
+    "waiting_cuda_cleanup",
+    "transferring_ownership",
+    "signaling_recipient",
+    "rolling_back",
+)
+
+
+# --- process-level settings -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Orchestrator:
+    port: int = 6410
+    bind: str = "127.0.0.1"
+    var_dir: Path | None = None  # None: var/ beside manage.py
+    debug: bool = False
+    secret_key: str | None = None
+    allowed_hosts: tuple[str, ...] = ("127.0.0.1", "localhost", "[::1]")
+    csrf_trusted_origins: tuple[str, ...] = ()
+    open_reads: bool = True
+    secure_cookies: bool = False
+    max_body_bytes: int = 256 * 1024
+    log_level: str = "INFO"
+    own_container: str = ""
+
+
+@dataclass(frozen=True)
+class Database:
+    url: str | None = None  # postgres://…; None: the embedded SQLite database
+    sqlite_path: Path | None = None  # None: var/gaiaorch.sqlite3
+
+
+@dataclass(frozen=True)
+class Redis:
+    url: str | None = None
+
+
+@dataclass(frozen=True)
+class Worker:
+    count: int = 4
+    task_timeout_seconds: int = 900
+    heartbeat_interval_seconds: int = 5
+    heartbeat_max_age_seconds: int = 30
+
+
+@dataclass(frozen=True)
+class Gpu:
+    backend: str = "none"
+    count: int = 1
+    fake_file: Path | None = None  # None: var/fake-gpu.json
+    poll_ms: int = 100
+    residual_mib: int = 512
+    baseline_mib: int | None = None
+    baseline_interval_seconds: int = 5
+
+
+@dataclass(frozen=True)
+class Leases:
+    default_ttl_seconds: int | None = None
+    reaper_interval_seconds: int = 1
+
+
+@dataclass(frozen=True)
+class Docker:
+    url: str = "unix:///var/run/docker.sock"
+    timeout_seconds: int = 10
+    compose_project: str = ""
+    network: str = ""
+    reconcile_interval_seconds: float = 5.0
+
+
+# --- the stack ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class HttpCall:
+    method: str
+    url: str
+
+
+@dataclass(frozen=True)
+class Strategy:
+    """How to make one service give up, take back, or start using the GPU."""
+
+    http: HttpCall | None = None
+    container: str = ""  # "stop" | "start" | ""
+
+    def __bool__(self) -> bool:
+        return bool(self.http or self.container)
+
+
+@dataclass(frozen=True)
+class ContainerSpec:
+    """How to create a service's container when it does not exist yet."""
+
+    image: str
+    command: tuple[str, ...] | None = None
+    entrypoint: tuple[str, ...] | None = None
+    environment: Mapping[str, str] = field(default_factory=dict)
+    ports: Mapping[str, str] = field(default_factory=dict)  # "8080/tcp" -> "127.0.0.1:6415"
+    labels: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Service:
+    """A configured service: a GPU lease requester, and a container of a stack when `stack` is set.
+
+    A service without a stack is a plain process (a training script started by hand): it may
+    hold leases and take part in handoffs through HTTP strategies, but gaiaorch never starts or
+    stops it.
+    """
+
+    name: str
+    stack: str | None = None
+    role: str = ""
+    compose_service: str = ""
+    container_name: str = ""
+    network_alias: str = ""
+    port: int | None = None
+    health_url: str = ""
+    gpu: bool = False
+    vram_mib: tuple[int, ...] = ()
+    depends_on: tuple[str, ...] = ()
+    stop_timeout_seconds: int = 30
+    health_timeout_seconds: int = 120
+    spec: ContainerSpec | None = None
+    release: Strategy = Strategy()
+    reclaim: Strategy = Strategy()
+    ready: Strategy = Strategy()
+
+    @property
+    def in_container(self) -> bool:
+        return self.stack is not None
+
+    @property
+    def vram_need_mib(self) -> int:
+        return sum(self.vram_mib)
+
+
+@dataclass(frozen=True)
+class Stack:
+    name: str
+    gpu_requester: str
+    gpu: int = 0
+    services: tuple[str, ...] = ()  # the containers this stack starts and stops
+
+
+@dataclass(frozen=True)
+class HandoffType:
+    name: str
+    source: str
+    destination: str
+    # "services": each service's own strategies; "containers": whole-stack stop/start.
+    release: str = SERVICE_STRATEGY
+    signal: str = SERVICE_STRATEGY
+
+    @property
+    def slug(self) -> str:
+        """The name as it appears in URLs and on the command line (prime-to-study)."""
+        return self.name.replace("_", "-")
+
+
+@dataclass(frozen=True)
+class Handoffs:
+    types: Mapping[str, HandoffType] = field(default_factory=dict)
+    phase_timeouts: Mapping[str, int] = field(
+        default_factory=lambda: dict.fromkeys(HANDOFF_PHASES_WITH_DEADLINES, 120)
+    )
+    http_timeout_seconds: float = 10.0
+    stale_after_seconds: int = 15
+    recovery_interval_seconds: int = 5
+    signal_retry_max_seconds: float = 5.0
+    on_recipient_unacknowledged: str = "rollback"
+    accept_container_stopped_as_proof: bool = False
+
+    def type_named(self, name: str) -> HandoffType | None:
+        """A type by name, in either spelling (prime_to_study or prime-to-study)."""
+        return self.types.get(name.replace("-", "_"))
+
+
+@dataclass(frozen=True)
+class Webhook:
+    name: str
+    url: str
+    types: tuple[str, ...] = ()
+    headers: tuple[tuple[str, str], ...] = ()
+    timeout_seconds: float = 5.0
+    max_attempts: int = 8
+
+
+@dataclass(frozen=True)
+class Notifications:
+    oracle_dedup_window_seconds: int = 60
+    relay_poll_ms: int = 50
+    replay_limit: int = 10_000
+    client_queue_size: int = 1000
+    slow_client_timeout_seconds: float = 5.0
+    retry_base_seconds: float = 2.0
+    retry_max_seconds: float = 300.0
+    webhooks: tuple[Webhook, ...] = ()
+
+    def webhook_named(self, name: str) -> Webhook | None:
+        return next((hook for hook in self.webhooks if hook.name == name), None)
+
+
+# --- the whole ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, eq=False)
+class Config:
+    orchestrator: Orchestrator = Orchestrator()
+    database: Database = Database()
+    redis: Redis = Redis()
+    worker: Worker = Worker()
+    gpu: Gpu = Gpu()
+    leases: Leases = Leases()
+    docker: Docker = Docker()
+    services: Mapping[str, Service] = field(default_factory=dict)
+    stacks: Mapping[str, Stack] = field(default_factory=dict)
+    handoffs: Handoffs = Handoffs()
+    notifications: Notifications = Notifications()
+    document: Mapping[str, Any] = field(default_factory=dict, repr=False)
+
+    # --- services and requesters
+
+    def service(self, name: str) -> Service | None:
+        return self.services.get(name)
+
+    def requesters(self) -> list[str]:
+        """Who may hold a GPU lease: every configured service, containers and processes alike."""
+        return sorted(self.services)
+
+    def containers(self) -> list[Service]:
+        """The services gaiaorch runs as containers: every service of a stack."""
+        return [service for service in self.services.values() if service.stack is not None]
+
+    def stack_services(self, stack: str) -> list[Service]:
+        return [self.services[name] for name in self.stacks[stack].services] if stack in self.stacks else []
+
+    def stack_gpu_services(self, stack: str) -> list[Service]:
+        return [service for service in self.stack_services(stack) if service.gpu]
+
+    def twin(self, service: Service) -> Service | None:
+        """The service of the other stack with the same role (live <-> candidate)."""
+        if service.stack is None:
+            return None
+        return next(
+            (
+                other
+                for other in self.services.values()
+                if other.stack is not None and other.role == service.role and other.stack != service.stack
+            ),
+            None,
+        )
+
+    # --- container order
+
+    def start_order(self, targets: Iterable[Service]) -> list[Service]:
+        """Targets plus everything they depend on, dependencies first."""
+        ordered: list[Service] = []
+
+        def visit(service: Service) -> None:
+            if service in ordered:
+                return
+            for dependency in service.depends_on:
+                visit(self.services[dependency])
+            ordered.append(service)
+
+        for service in targets:
+            visit(service)
+        return ordered
+
+    def stop_order(self, targets: Iterable[Service]) -> list[Service]:
+        """Targets plus everything that depends on them, dependents first."""
+        wanted = {service.name for service in targets}
+        changed = True
+        while changed:
+            dependents = {s.name for s in self.services.values() if wanted & set(s.depends_on)}
+            changed = not dependents <= wanted
+            wanted |= dependents
+        everything = self.start_order(self.services.values())
+        return [service for service in reversed(everything) if service.name in wanted]
+
+    # --- GPU chains (handoffs)
+
+    def gpu_chain(self, name: str) -> list[Service]:
+        """The service and the GPU-using services it depends on, the service itself first.
+
+        gaia-core holds the lease while gaia-prime holds the VRAM: giving up the GPU means asking
+        gaia-core to stop using Prime, then Prime to free its memory.
+        """
+        root = self.services[name]
+        dependencies = [self.services[dep] for dep in root.depends_on]
+        return [root, *(dep for dep in dependencies if dep.gpu)]
+
+    def vram_needed_mib(self, name: str) -> int:
+        return sum(service.vram_need_mib for service in self.gpu_chain(name))
+
+    def stops_container(self, kind: HandoffType) -> bool:
+        """Whether releasing stops a container: the only proof of cleanup accepted without telemetry."""
+        if kind.release == STACK_STRATEGY:
+            return True
+        return any(service.release.container == "stop" for service in self.gpu_chain(kind.source))
