@@ -113,7 +113,7 @@ UNDOCUMENTED = {"/api/schema/", "/api/docs/"}  # the schema and its viewer descr
 
 def test_it_fuzzes_every_operation_the_server_answers():
     """An endpoint missing from the schema would never be fuzzed (as POST /gpu/wait once was)."""
-    from gaiaorch.services import endpoint_index
+    from console.services import endpoint_index
 
     fuzzed = {label for label, _ in _operations()}
     answered = {

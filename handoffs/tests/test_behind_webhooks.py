@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from gaiaorch import services as gaiaorch_services
+from console import services as console_services
 from handoffs.models import Handoff
 from handoffs.tests.processes import Process, environment, wait_for
 from notifications.models import WebhookDelivery
@@ -53,7 +53,7 @@ def processes(gaia, settings, tmp_path, broker):
 
 
 def worker_check() -> dict:
-    return gaiaorch_services.readiness()["checks"]["worker"]
+    return console_services.readiness()["checks"]["worker"]
 
 
 def test_it_picks_a_handoff_up_at_once_while_a_hanging_webhook_has_a_backlog(
