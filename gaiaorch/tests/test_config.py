@@ -369,3 +369,11 @@ def test_it_documents_every_environment_variable_with_the_key_it_overrides():
     documented = (Path(__file__).resolve().parents[2] / "docs" / "CONFIGURATION.md").read_text()
     for variable, path in config.ENVIRONMENT.items():
         assert f"| `{variable}` | `{path}` |" in documented, variable
+
+
+def test_it_documents_every_right_where_operators_grant_it():
+    docs = Path(__file__).resolve().parents[2] / "docs"
+    api, configuration = (docs / "api.md").read_text(), (docs / "CONFIGURATION.md").read_text()
+    for right in config.RIGHTS:
+        assert f"`{right}`" in api.split("## Rights", 1)[1].split("## Trusted networks")[0], right
+        assert f"`{right}`" in configuration.split("## Rights", 1)[1], right
