@@ -9,7 +9,6 @@ import pytest
 
 from conftest import client_for_token
 from console.services import endpoint_index
-from containers import services as containers
 from containers.models import Operation
 from gaiaorch.auth import ensure_service_account
 
@@ -74,15 +73,6 @@ GRANTED_ENDPOINTS = {
 def test_it_knows_the_right_of_every_container_operation():
     container_writes = {path for _, path in MUTATING_ENDPOINTS if path.startswith("/containers/")}
     assert container_writes == {path for path in GRANTED_ENDPOINTS if path.startswith("/containers/")}
-
-
-@pytest.fixture
-def operations_accepted(settings, monkeypatch, db):
-    """Docker answers and the shared network is configured (swaps need it); operations are only
-    recorded, not run."""
-    settings.GAIAORCH = {**settings.GAIAORCH, "docker": {**settings.GAIAORCH["docker"], "network": "gaia"}}
-    monkeypatch.setattr(containers, "require_docker", lambda: containers.docker_reachable(reachable=True))
-    monkeypatch.setattr(containers, "enqueue", lambda operation_id: None)
 
 
 def post_granted(client, path: str):
