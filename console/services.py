@@ -16,6 +16,7 @@ from django.utils import timezone
 from containers import services as containers
 from gaiaorch import config as gaiaorch_config
 from gaiaorch import telemetry
+from gaiaorch.auth import tokenless_warning
 from gaiaorch.models import WorkerHeartbeat
 from gaiaorch.services import worker_heartbeat_age
 from handoffs import services as handoffs
@@ -130,11 +131,12 @@ CHECKS = {
 
 
 def readiness() -> dict[str, Any]:
-    """Every check with its reason; ready only when all pass."""
+    """Every check with its reason; ready only when all pass. Warnings never make it unready."""
     results = {name: _run_check(check) for name, check in CHECKS.items()}
     return {
         "ready": all(result.ok for result in results.values()),
         "checks": {name: result.as_dict() for name, result in results.items()},
+        "warnings": [warning for warning in (tokenless_warning(),) if warning],
         "checked_at": timezone.now(),
     }
 

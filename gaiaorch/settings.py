@@ -73,6 +73,7 @@ MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "gaiaorch.middleware.StaticFilesMiddleware",
     "gaiaorch.middleware.RequestRefusalMiddleware",
+    "gaiaorch.middleware.AuditMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -188,8 +189,10 @@ REST_FRAMEWORK = {
         # Token first: its WWW-Authenticate header makes unauthenticated calls answer 401.
         "gaiaorch.auth.HashedTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
+        # Last, and only where orchestrator.trusted_networks is set: a request with no credential.
+        "gaiaorch.auth.TrustedNetworkAuthentication",
     ],
-    "DEFAULT_PERMISSION_CLASSES": ["gaiaorch.auth.ReadOpenWriteAuthenticated"],
+    "DEFAULT_PERMISSION_CLASSES": ["gaiaorch.rights.ReadOpenWriteAuthenticated"],
     "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
     "DEFAULT_RENDERER_CLASSES": [
         "rest_framework.renderers.JSONRenderer",
@@ -207,7 +210,7 @@ SPECTACULAR_SETTINGS = {
     "VERSION": "0.1.0",
     "SERVE_INCLUDE_SCHEMA": False,
     # The schema and the docs page are reads like any other: closed when GAIAORCH_OPEN_READS is off.
-    "SERVE_PERMISSIONS": ["gaiaorch.auth.ReadOpenWriteAuthenticated"],
+    "SERVE_PERMISSIONS": ["gaiaorch.rights.ReadOpenWriteAuthenticated"],
     # The docs page loads its JavaScript from this server, not from a CDN (boxes may be offline).
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",

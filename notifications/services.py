@@ -15,6 +15,7 @@ from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from gaiaorch import config
+from gaiaorch.auth import audit_marks
 from gaiaorch.config import Webhook
 from gaiaorch.redaction import public_origin
 from notifications import dispatch, webhooks
@@ -50,7 +51,8 @@ def record_event(
     subject: tuple[str, Any] | None = None,
     correlation_id: str = "",
 ) -> Event:
-    """Append one event (and its webhook outbox rows); it is pushed to listeners once committed."""
+    """Append one event (and its webhook outbox rows); it is pushed to listeners once committed.
+    An event written for a tokenless caller says so in its data (gaiaorch.auth.audit_marks)."""
     subject_kind, subject_id = subject if subject else ("", "")
     # No savepoint: an event that cannot be written must fail the caller's whole state change.
     with transaction.atomic(savepoint=False):
@@ -60,7 +62,7 @@ def record_event(
             severity=severity,
             title=title[:200],
             message=message,
-            data=data or {},
+            data={**(data or {}), **audit_marks()},
             actor=actor[:150],
             subject_kind=subject_kind,
             subject_id=str(subject_id),

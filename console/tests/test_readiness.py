@@ -26,6 +26,18 @@ def test_it_is_ready_when_every_part_works(anonymous_client, everything_up):
     assert checks["telemetry"]["backend"] == "fake"
 
 
+def test_it_warns_while_tokenless_writes_are_accepted_and_stays_ready(
+    anonymous_client, everything_up, settings
+):
+    assert anonymous_client.get("/ready").json()["warnings"] == []
+    orchestrator = {**settings.GAIAORCH["orchestrator"], "trusted_networks": ["172.18.0.0/16"]}
+    settings.GAIAORCH = {**settings.GAIAORCH, "orchestrator": orchestrator}
+    response = anonymous_client.get("/ready")
+    assert response.status_code == 200 and response.json()["ready"] is True
+    [warning] = response.json()["warnings"]
+    assert "without a token" in warning and "172.18.0.0/16" in warning
+
+
 def test_it_blames_the_ticker_when_no_heartbeat_was_ever_enqueued(anonymous_client, fake_gpu, db):
     docker_reachable(reachable=True)
     status, checks = _checks(anonymous_client)

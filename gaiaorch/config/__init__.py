@@ -29,6 +29,7 @@ from django.core.exceptions import ImproperlyConfigured
 
 from gaiaorch.config.model import (
     HANDOFF_PHASES_WITH_DEADLINES,
+    RIGHTS,
     SERVICE_STRATEGY,
     STACK_STRATEGY,
     STACKS,
@@ -42,6 +43,7 @@ from gaiaorch.config.model import (
     Service,
     Stack,
     Strategy,
+    TrustedNetwork,
     Webhook,
 )
 from gaiaorch.config.parse import parse
@@ -49,6 +51,7 @@ from gaiaorch.config.reader import ConfigError, FromEnv, Problem
 
 __all__ = [
     "HANDOFF_PHASES_WITH_DEADLINES",
+    "RIGHTS",
     "SERVICE_STRATEGY",
     "STACKS",
     "STACK_STRATEGY",
@@ -64,6 +67,7 @@ __all__ = [
     "Service",
     "Stack",
     "Strategy",
+    "TrustedNetwork",
     "Webhook",
     "current",
     "load",
@@ -83,6 +87,8 @@ ENVIRONMENT = {
     "GAIAORCH_SECURE_COOKIES": "orchestrator.secure_cookies",
     "GAIAORCH_MAX_BODY_BYTES": "orchestrator.max_body_bytes",
     "GAIAORCH_LOG_LEVEL": "orchestrator.log_level",
+    "GAIAORCH_TRUSTED_NETWORKS": "orchestrator.trusted_networks",
+    "GAIAORCH_TRUSTED_PROXIES": "orchestrator.trusted_proxies",
     "DATABASE_URL": "database.url",
     "GAIAORCH_SQLITE_PATH": "database.sqlite_path",
     "REDIS_URL": "redis.url",
