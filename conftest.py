@@ -108,3 +108,43 @@ def database_down():
 
     with mock.patch.object(BaseDatabaseWrapper, "ensure_connection", refuse):
         yield
+
+
+@pytest.fixture
+def task_broker(monkeypatch):
+    """django-q2 on the test Redis (REDIS_URL_TEST) for one test; `point_at` moves it elsewhere.
+
+    `dead_url` is a port where nothing listens (Redis stopped); `silent_url` accepts connections
+    and never answers (Redis hung, or a network that drops packets).
+    """
+    import socket
+
+    from django_q.brokers import get_broker
+    from django_q.conf import Conf
+
+    from gaiaorch.settings import redis_with_timeouts
+    from notifications.tests.conftest import fresh_redis
+
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(16)  # the kernel completes handshakes; nobody ever reads or answers
+    with socket.socket() as unused:
+        unused.bind(("127.0.0.1", 0))
+        dead_port = unused.getsockname()[1]
+
+    class Broker:
+        live_url = fresh_redis()
+        dead_url = f"redis://127.0.0.1:{dead_port}/0"
+        silent_url = f"redis://127.0.0.1:{silent.getsockname()[1]}/0"
+
+        def point_at(self, url: str) -> None:
+            monkeypatch.setattr(Conf, "REDIS", redis_with_timeouts(url))
+
+        def queued(self) -> int:
+            return get_broker().queue_size()
+
+    monkeypatch.setattr(Conf, "ORM", None)
+    broker = Broker()
+    broker.point_at(broker.live_url)
+    yield broker
+    silent.close()

@@ -18,7 +18,7 @@ from django.utils import timezone
 from containers import services as containers
 from gaiaorch import actions
 from gaiaorch import config as gaiaorch_config
-from gaiaorch.auth import actor_name
+from gaiaorch.auth import actor_name, tokenless_warning
 from gaiaorch.errors import DomainError
 from handoffs import services as handoffs
 from handoffs.models import Handoff
@@ -54,6 +54,7 @@ def dashboard(request: HttpRequest) -> TemplateResponse:
         "is_nav_sidebar_enabled": False,  # the panels need the page's full width
         "snapshot": snapshot(),
         "handoff_types": list(gaiaorch_config.current().handoffs.types),
+        "tokenless_warning": tokenless_warning(),
     }
     return TemplateResponse(request, "console/dashboard.html", context)
 

@@ -4,6 +4,7 @@ and the endpoint index (GET /)."""
 from __future__ import annotations
 
 import re
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,6 +16,7 @@ from django.utils import timezone
 from containers import services as containers
 from gaiaorch import config as gaiaorch_config
 from gaiaorch import telemetry
+from gaiaorch.auth import tokenless_warning
 from gaiaorch.models import WorkerHeartbeat
 from gaiaorch.services import worker_heartbeat_age
 from handoffs import services as handoffs
@@ -37,12 +39,51 @@ class Check:
 
 
 def check_database() -> Check:
+    figures = {"vendor": connection.vendor}
     try:
         with connection.cursor() as cursor:
             cursor.execute("SELECT 1")
     except DatabaseError as exc:
-        return Check(False, f"the database refused a query: {exc}", {"vendor": connection.vendor})
-    return Check(True, "answers queries", {"vendor": connection.vendor})
+        return Check(False, f"the database refused a query: {exc}", figures)
+    problem = database_write_problem()
+    if problem:
+        return Check(False, problem, figures)
+    return Check(True, "answers queries and accepts writes", figures)
+
+
+# An SQLite writer waits this long for the lock when probing, not the connection's busy timeout.
+WRITE_PROBE_BUSY_MS = 500
+
+
+def database_write_problem() -> str:
+    """Why the database takes no write now ("" when it does), by a write that changes no row."""
+    try:
+        with _short_busy_timeout():
+            WorkerHeartbeat.objects.filter(pk__lt=0).update(consumed_by="")
+    except DatabaseError as exc:
+        text = str(exc)
+        if "locked" in text or "busy" in text:
+            return f"the database is locked by another writer (busy), so nothing can be written now: {text}"
+        if "read-only" in text or "readonly" in text:
+            return f"the database is read-only, so nothing can be written: {text}"
+        return f"the database refused a write: {text}"
+    return ""
+
+
+@contextmanager
+def _short_busy_timeout():
+    if connection.vendor != "sqlite":
+        yield
+        return
+    with connection.cursor() as cursor:
+        cursor.execute("PRAGMA busy_timeout")
+        configured = cursor.fetchone()[0]
+        cursor.execute(f"PRAGMA busy_timeout = {WRITE_PROBE_BUSY_MS}")
+    try:
+        yield
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute(f"PRAGMA busy_timeout = {int(configured)}")
 
 
 def check_worker() -> Check:
@@ -52,6 +93,10 @@ def check_worker() -> Check:
     figures = {"heartbeat_age_seconds": round(age, 1) if age is not None else None, "max_age_seconds": limit}
     if age is not None and age <= limit:
         return Check(True, "the worker consumes tasks", figures)
+    blocked = database_write_problem()
+    if blocked:
+        # Neither the ticker nor the worker can stamp a heartbeat: blame the database, not them.
+        return Check(False, f"heartbeats cannot be stamped: {blocked}", figures)
     if row is None or row.enqueued_at is None:
         return Check(
             False, "no heartbeat task was ever enqueued: is the ticker (manage.py ticker) running?", figures
@@ -86,11 +131,12 @@ CHECKS = {
 
 
 def readiness() -> dict[str, Any]:
-    """Every check with its reason; ready only when all pass."""
+    """Every check with its reason; ready only when all pass. Warnings never make it unready."""
     results = {name: _run_check(check) for name, check in CHECKS.items()}
     return {
         "ready": all(result.ok for result in results.values()),
         "checks": {name: result.as_dict() for name, result in results.items()},
+        "warnings": [warning for warning in (tokenless_warning(),) if warning],
         "checked_at": timezone.now(),
     }
 

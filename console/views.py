@@ -77,6 +77,10 @@ READY_SCHEMA = inline_serializer(
         "checks": serializers.DictField(
             child=serializers.DictField(), help_text="database, worker, docker, telemetry: {ok, detail, …}"
         ),
+        "warnings": serializers.ListField(
+            child=serializers.CharField(),
+            help_text="what an operator should know (tokenless writes accepted)",
+        ),
         "checked_at": serializers.DateTimeField(),
     },
 )

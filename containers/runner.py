@@ -3,19 +3,18 @@
 Every step is a row (OperationStep) written before Docker is touched and finished after, so a
 reader always sees where an operation is. Steps are idempotent (stop skips what is stopped,
 start skips what is running and healthy, routing only changes what differs), which is what
-makes resuming an operation after its worker died safe.
+makes resuming an operation after its worker died safe. Claiming, the heartbeat, step rows and
+recovery are the job runner's (gaiaorch.jobs); every write goes through the operation's claim.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import threading
 import time
 from typing import Any
 
 import httpx
-from django.db import DatabaseError, close_old_connections
 from django.utils import timezone
 
 from containers import engine as docker_engine
@@ -37,68 +36,32 @@ class StepFailed(Exception):
     pass
 
 
-class ClaimLost(Exception):
-    pass
-
-
-class Heartbeat:
-    """Renews the operation's claim from a side thread while the main thread waits on Docker."""
-
-    def __init__(self, operation_id: int):
-        self.operation_id = operation_id
-        self.stop = threading.Event()
-        self.lost = threading.Event()
-        self.thread = threading.Thread(
-            target=self._run, name=f"operation-{operation_id}-heartbeat", daemon=True
-        )
-
-    def _run(self) -> None:
-        try:
-            while not self.stop.wait(services.HEARTBEAT_SECONDS):
-                try:
-                    if not jobs.beat(Operation, self.operation_id):
-                        self.lost.set()
-                        return
-                except DatabaseError:  # a busy database: try again on the next beat
-                    logger.warning("heartbeat of operation %s failed", self.operation_id, exc_info=True)
-        finally:
-            close_old_connections()
-
-    def __enter__(self) -> Heartbeat:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        self.stop.set()
-        self.thread.join(timeout=5)
-
-
 def run(operation_id: int) -> None:
     """Run (or resume) an operation to its end; a no-op when another worker holds it."""
-    if not services.claim_operation(operation_id):
-        return
-    op = services.operation(operation_id)
+    jobs.drive(services.OPERATIONS, operation_id, operate)
+
+
+def operate(claim: jobs.Claim) -> None:
     error = ""
-    with Heartbeat(operation_id) as heartbeat:
-        try:
-            Run(op, heartbeat).execute()
-        except ClaimLost:
-            return  # another worker took over; it finishes the operation
-        except DockerUnavailable as exc:
-            services.docker_reachable(reachable=False, error=exc.detail)
-            error = f"Docker became unreachable: {exc.detail}"
-        except (StepFailed, DockerRefused, DomainError) as exc:
-            error = str(exc)
-        except Exception as exc:  # a bug must end the operation, not leave it running
-            logger.exception("container operation %s crashed", operation_id)
-            error = f"Unexpected error: {exc!r}"
-    services.finish_operation(operation_id, error=error)
+    try:
+        Run(services.operation(claim.pk), claim).execute()
+    except jobs.ClaimLost:
+        raise  # another worker took over; it finishes the operation
+    except DockerUnavailable as exc:
+        services.docker_reachable(reachable=False, error=exc.detail)
+        error = f"Docker became unreachable: {exc.detail}"
+    except (StepFailed, DockerRefused, DomainError) as exc:
+        error = str(exc)
+    except Exception as exc:  # a bug must end the operation, not leave it running
+        logger.exception("container operation %s crashed", claim.pk)
+        error = f"Unexpected error: {exc!r}"
+    services.finish_operation(claim.pk, error=error, claim=claim)
 
 
 class Run:
-    def __init__(self, op: Operation, heartbeat: Heartbeat):
+    def __init__(self, op: Operation, claim: jobs.Claim):
         self.op = op
-        self.heartbeat = heartbeat
+        self.claim = claim
         self.config = gaiaorch_config.current()
         self.plan = [self.config.services[name] for name in op.services if name in self.config.services]
         self.engine = Engine()
@@ -122,27 +85,26 @@ class Run:
 
     @contextlib.contextmanager
     def step(self, name: str, service: str = ""):
-        if self.heartbeat.lost.is_set():
-            raise ClaimLost()
+        self.claim.check()
         if self.op.deadline_at and timezone.now() > self.op.deadline_at:
             raise StepFailed(
                 f"the operation passed its deadline ({self.op.deadline_at:%H:%M:%S} UTC) before {name}"
             )
-        record = services.begin_step(self.op.id, name, service)
+        record = self.claim.begin_step(name, service=service)
         outcome: dict[str, Any] = {"outcome": jobs.StepOutcome.SUCCEEDED, "detail": ""}
         try:
             yield outcome
         except StepFailed as exc:
-            record.finish(jobs.StepOutcome.FAILED, str(exc))
+            self.claim.finish_step(record, jobs.StepOutcome.FAILED, str(exc))
             raise
         except (DockerUnavailable, DomainError) as exc:
-            record.finish(jobs.StepOutcome.FAILED, exc.detail)
+            self.claim.finish_step(record, jobs.StepOutcome.FAILED, exc.detail)
             raise
         except DockerRefused as exc:
-            record.finish(jobs.StepOutcome.FAILED, str(exc))
+            self.claim.finish_step(record, jobs.StepOutcome.FAILED, str(exc))
             raise StepFailed(f"{service or name}: {_hint(str(exc))}") from None
         figures = outcome.pop("figures", {})
-        record.finish(outcome["outcome"], outcome["detail"], **figures)
+        self.claim.finish_step(record, outcome["outcome"], outcome["detail"], **figures)
 
     def observe(self, service: Service, attrs: dict[str, Any] | None) -> None:
         services.record_observation(service, docker_engine.observe(attrs))
@@ -227,8 +189,7 @@ class Run:
         deadline = began + service.health_timeout_seconds
         reason = ""
         while time.monotonic() < deadline:
-            if self.heartbeat.lost.is_set():
-                raise ClaimLost()
+            self.claim.check()
             attrs = self.engine.inspect(attrs["Id"])
             healthy, reason = health(service, attrs)
             if healthy:
@@ -258,7 +219,7 @@ class Run:
                 raise StepFailed(f"{receiver.name} is not healthy ({reason}); traffic stays where it is")
             outcome["detail"] = reason
         services.record_swap(
-            live.name, candidate.name, params["target"], operation_id=self.op.id, actor=self.op.requested_by
+            live.name, candidate.name, params["target"], claim=self.claim, actor=self.op.requested_by
         )
         for service in (live, candidate):
             self.route(service)

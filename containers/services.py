@@ -2,7 +2,8 @@
 
 Each public function is one transaction and writes its audit event inside it. Docker is driven
 by containers.runner (operations) and containers.reality (observation); the only Docker call made
-here is the ping that admits an operation, before its transaction opens.
+here is the ping that admits an operation, before its transaction opens. Operations are claimed
+jobs of gaiaorch.jobs (OPERATIONS below): the runner's claim writes their step rows.
 """
 
 from __future__ import annotations
@@ -11,10 +12,10 @@ from datetime import timedelta
 from typing import Any
 
 from django.db import IntegrityError, transaction
+from django.db.models import F, Q
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
-from containers import gpu
 from containers.engine import DockerUnavailable, Engine
 from containers.models import (
     Container,
@@ -28,17 +29,19 @@ from containers.models import (
     SwapTarget,
 )
 from gaiaorch import config as gaiaorch_config
-from gaiaorch import jobs, telemetry
+from gaiaorch import jobs, queues, telemetry
 from gaiaorch.config import Config, Service
 from gaiaorch.errors import Conflict, InvalidRequest, NotFound, Unavailable
+from leases import holdings
 from notifications.models import Severity
 from notifications.services import record_event
 
 # A worker beats every HEARTBEAT_SECONDS; one silent for STALE_AFTER_SECONDS is presumed dead.
 HEARTBEAT_SECONDS = 2.0
 STALE_AFTER_SECONDS = 15.0
-PING_TIMEOUT_SECONDS = 3.0
+RECOVERY_INTERVAL_SECONDS = 5.0
 MAX_ATTEMPTS = 2  # an operation is handed to a worker at most this often (first run + one resume)
+PING_TIMEOUT_SECONDS = 3.0
 DEADLINE_SLACK_SECONDS = 60  # on top of the services' own stop and health timeouts
 
 STACK_KINDS = {
@@ -55,12 +58,15 @@ SERVICE_KINDS = {
 
 
 def enqueue(operation_id: int) -> None:
-    """Hand an operation to the worker pool (tests replace this with a thread or a direct call)."""
-    from django_q.tasks import async_task
+    """Hand an operation to the worker pool (tests replace this with a thread or a direct call).
 
-    async_task(
+    Never raises: the operation is committed. When the queue refuses the task, the hand-over is
+    taken back (attempts - 1); an operation with no attempt is queued by recovery at its next tick.
+    """
+    if not queues.enqueue(
         "containers.tasks.run_operation", operation_id, task_name=f"container-operation-{operation_id}"
-    )
+    ):
+        Operation.objects.filter(pk=operation_id, attempts__gt=0).update(attempts=F("attempts") - 1)
 
 
 # --- Docker reality ------------------------------------------------------------------------
@@ -316,6 +322,7 @@ def _request(
     kind: str, plan: list[Service], params: dict[str, Any], *, actor: str, reason: str = ""
 ) -> Operation:
     require_docker()  # outside the transaction: never wait on Docker while holding locks
+    queues.require_broker()  # a queue that is down is a 503 now, before anything is committed
     config = gaiaorch_config.current()
     try:
         with transaction.atomic():
@@ -388,14 +395,15 @@ def _check_memory(config: Config, plan: list[Service], *, strict: bool) -> dict[
 def _take_gpu(config: Config, need_mib: int, actor: str) -> dict[str, Any]:
     """Take the GPU lease for the candidate stack (409 naming the holder when someone has it)."""
     stack = config.stacks["candidate"]
-    holder = gpu.acquire(
+    holding = holdings.acquire_or_refuse(
         requester=stack.gpu_requester,
         gpu=stack.gpu,
         reason="candidate stack start with GPU",
         memory_mib=need_mib or None,
         actor=actor,
+        remedy="release it (stop the live stack) first",
     )
-    return {"gpu": stack.gpu, "lease_id": holder.lease_id}
+    return {"gpu": stack.gpu, "lease_id": str(holding.lease_id)}
 
 
 def check_vram(config: Config, plan: list[Service], gpu_index: int, sample: telemetry.Telemetry) -> int:
@@ -418,7 +426,7 @@ def check_vram(config: Config, plan: list[Service], gpu_index: int, sample: tele
             code="telemetry_unavailable",
         )
     if need > measured.free_mib:
-        holder = gpu.current_holder(gpu_index)
+        holder = holdings.current_holder(gpu_index)
         raise Conflict(
             f"The services to start declare {need} MiB of VRAM but GPU {gpu_index} has "
             f"{measured.free_mib} MiB free.",
@@ -465,30 +473,12 @@ def operation(operation_id: int) -> Operation:
         raise NotFound(f"No container operation #{operation_id}.", operation_id=operation_id) from None
 
 
-def claim_operation(operation_id: int) -> bool:
-    """Take the operation for this worker; False when someone alive holds it or it has ended."""
+def finish_operation(operation_id: int, *, error: str = "", claim: jobs.Claim | None = None) -> Operation:
+    """End an operation; with `claim`, only while that worker still holds it (ClaimLost otherwise)."""
     with transaction.atomic():
-        if not jobs.claim(Operation, operation_id, STALE_AFTER_SECONDS, status__in=OperationStatus.active()):
-            return False
-        op = Operation.objects.select_for_update().get(pk=operation_id)
-        resumed = op.status == OperationStatus.RUNNING
-        op.status = OperationStatus.RUNNING
-        op.started_at = op.started_at or timezone.now()
-        op.save(update_fields=["status", "started_at"])
-        record_event(
-            "container.operation_resumed" if resumed else "container.operation_started",
-            f"{op.kind} #{op.id} {'resumed' if resumed else 'started'} by {jobs.worker_id()}",
-            subject=("container_operation", op.id),
-        )
-    return True
-
-
-def begin_step(operation_id: int, name: str, service: str = "") -> OperationStep:
-    return OperationStep.objects.create(operation_id=operation_id, name=name, service=service)
-
-
-def finish_operation(operation_id: int, *, error: str = "") -> Operation:
-    with transaction.atomic():
+        if claim is not None:
+            claim.update()
+        # Row lock: the runner finishing and the recovery abandoning an operation must not interleave.
         op = Operation.objects.select_for_update().get(pk=operation_id)
         op.status = OperationStatus.FAILED if error else OperationStatus.SUCCEEDED
         op.error = error
@@ -509,7 +499,7 @@ def finish_operation(operation_id: int, *, error: str = "") -> Operation:
         )
         if error and op.lease_id:
             # A failed GPU start must not keep the GPU it took.
-            gpu.release(op.lease_id, reason=f"container operation #{op.id} failed", actor="gaiaorch")
+            holdings.release(op.lease_id, reason=f"container operation #{op.id} failed", actor="gaiaorch")
     return op
 
 
@@ -517,7 +507,7 @@ def release_stack_gpu(stack_name: str, *, actor: str) -> str:
     """After a stack stop: give up the stack's GPU lease, if it holds one."""
     stack = gaiaorch_config.current().stacks[stack_name]
     with transaction.atomic():
-        released = gpu.release_if_held(
+        released = holdings.release_if_held(
             requester=stack.gpu_requester, gpu=stack.gpu, reason=f"{stack_name} stack stopped", actor=actor
         )
     if released is None:
@@ -525,8 +515,12 @@ def release_stack_gpu(stack_name: str, *, actor: str) -> str:
     return f"released lease {released.lease_id} of {released.requester} on GPU {stack.gpu}"
 
 
-def record_swap(live: str, candidate: str, target: str, *, operation_id: int, actor: str) -> None:
+def record_swap(live: str, candidate: str, target: str, *, claim: jobs.Claim, actor: str) -> None:
+    """Record where traffic goes, while the swap operation's worker still holds its claim."""
+    operation_id = claim.pk
     with transaction.atomic():
+        claim.update()
+        # Row lock: the row saying where this service's traffic goes is read, changed and written back.
         swap, _ = Swap.objects.select_for_update().get_or_create(
             service=live, defaults={"candidate": candidate, "changed_by": actor}
         )
@@ -550,47 +544,59 @@ def swap_target(live: str) -> str:
 # --- recovery ------------------------------------------------------------------------------
 
 
-def recover_stale_operations() -> list[int]:
-    """Operations no worker drives any more are resumed once, then failed — never left stuck."""
-    limit = timezone.now() - timedelta(seconds=STALE_AFTER_SECONDS)
-    candidates = jobs.stale(Operation, STALE_AFTER_SECONDS, status__in=OperationStatus.active()).filter(
-        enqueued_at__lt=limit
-    )
-    return [op_id for op_id in candidates.values_list("id", flat=True) if _recover(op_id, limit)]
+class OperationJobs(jobs.JobKind):
+    """Container operations as claimed jobs: resumed once after their worker died, then failed."""
 
+    name = "containers.operation"
+    model = Operation
+    step_model = OperationStep
+    step_job_field = "operation_id"
+    active = Q(status__in=OperationStatus.active())
+    # Handed to no worker yet (the broker refused its task) and claimed by nobody.
+    unqueued = Q(attempts=0, claimed_by="")
 
-def _recover(operation_id: int, limit) -> bool:
-    with transaction.atomic():
-        # Conditional re-check under the row lock: the worker may have beaten since we looked.
-        op = (
-            Operation.objects.select_for_update()
-            .filter(pk=operation_id, status__in=OperationStatus.active(), enqueued_at__lt=limit)
-            .exclude(heartbeat_at__gte=limit)
-            .first()
+    def policy(self) -> jobs.JobPolicy:
+        return jobs.JobPolicy(
+            beat_every_seconds=HEARTBEAT_SECONDS,
+            stale_after_seconds=STALE_AFTER_SECONDS,
+            recovery_interval_seconds=RECOVERY_INTERVAL_SECONDS,
+            max_attempts=MAX_ATTEMPTS,
         )
-        if op is None:
-            return False
-        silence = f"no worker has driven it for {STALE_AFTER_SECONDS:.0f} s (worker stopped or restarted)"
-        if op.attempts >= MAX_ATTEMPTS:
-            finish_operation(
-                op.id, error=f"Operation abandoned: {silence}; gave up after {op.attempts} attempts."
-            )
-            return True
-        OperationStep.objects.filter(operation=op, outcome=jobs.StepOutcome.RUNNING).update(
-            outcome=jobs.StepOutcome.FAILED, finished_at=timezone.now(), detail=f"interrupted: {silence}"
-        )
-        op.attempts += 1
-        op.claimed_by, op.heartbeat_at, op.enqueued_at = "", None, timezone.now()
-        op.save(update_fields=["attempts", "claimed_by", "heartbeat_at", "enqueued_at"])
+
+    def enqueue(self, pk: int) -> None:
+        enqueue(pk)  # looked up at call time: tests run operations inline or in a thread instead
+
+    def claimed(self, claim: jobs.Claim) -> None:
+        op = Operation.objects.get(pk=claim.pk)  # the claim's UPDATE holds the row in this transaction
+        resumed = op.status == OperationStatus.RUNNING
+        claim.update(status=OperationStatus.RUNNING, started_at=op.started_at or timezone.now())
         record_event(
-            "container.operation_requeued",
-            f"{op.kind} #{op.id} handed to a worker again",
-            silence,
-            severity=Severity.WARNING,
+            "container.operation_resumed" if resumed else "container.operation_started",
+            f"{op.kind} #{op.id} {'resumed' if resumed else 'started'} by {claim.worker}",
             subject=("container_operation", op.id),
         )
-        transaction.on_commit(lambda: enqueue(op.id))
-    return True
+
+    def requeued(self, job: Operation, silence: str) -> None:
+        record_event(
+            "container.operation_requeued",
+            f"{job.kind} #{job.id} handed to a worker again",
+            silence,
+            severity=Severity.WARNING,
+            subject=("container_operation", job.id),
+        )
+
+    def abandoned(self, job: Operation, silence: str) -> None:
+        finish_operation(
+            job.id, error=f"Operation abandoned: {silence}; gave up after {job.attempts} attempts."
+        )
+
+
+OPERATIONS = OperationJobs()
+
+
+def recover_stale_operations() -> list[int]:
+    """Operations no worker drives any more are resumed once, then failed — never left stuck."""
+    return jobs.recover(OPERATIONS)
 
 
 def operation_summary(op: Operation) -> dict[str, Any]:

@@ -1,4 +1,5 @@
-"""Seed-compatible container endpoints: thin, each parses, calls one service, serializes."""
+"""Seed-compatible container endpoints: thin, each checks its right, parses, calls one service,
+serializes. Each operation needs its right (named as the operation kind) or an operator."""
 
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
 from rest_framework import mixins, viewsets
@@ -18,6 +19,7 @@ from containers.serializers import (
     SeedContainerStatusSerializer,
     SwapSerializer,
 )
+from gaiaorch import rights
 from gaiaorch.auth import actor_name
 from gaiaorch.serializers import ErrorSerializer
 
@@ -61,6 +63,7 @@ def stack_operation_view(kind: str, name: str, summary: str):
     """A body-less POST that requests one stack operation and answers 202."""
 
     def view(request):
+        rights.require(request.user, kind)
         return accepted(services.request_stack_operation(kind, actor=actor_name(request.user)))
 
     view.__name__, view.__doc__ = name, summary
@@ -77,6 +80,7 @@ candidate_stop = stack_operation_view(
 @operation_schema(CandidateStartSerializer)
 @api_view(["POST"])
 def candidate_start(request):
+    rights.require(request.user, OperationKind.CANDIDATE_START)
     params = CandidateStartSerializer(data=_body(request))
     params.is_valid(raise_exception=True)
     operation = services.request_stack_operation(
@@ -88,6 +92,7 @@ def candidate_start(request):
 @operation_schema(SwapSerializer)
 @api_view(["POST"])
 def swap(request):
+    rights.require(request.user, OperationKind.SWAP)
     params = SwapSerializer(data=_body(request))
     params.is_valid(raise_exception=True)
     operation = services.request_swap(

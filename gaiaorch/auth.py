@@ -1,9 +1,18 @@
-"""Who may call what: service accounts (API tokens) and operators (staff sessions)."""
+"""Who is calling: service accounts (API tokens), operators (staff sessions), read-only accounts,
+and, only where configured, tokenless callers from trusted networks. What each may do is
+gaiaorch.rights.
+"""
 
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
+from functools import cached_property
 from importlib import import_module
 from types import SimpleNamespace
 
@@ -13,40 +22,17 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from django.db import transaction
 from django.utils import timezone
-from rest_framework.authentication import TokenAuthentication
+from rest_framework.authentication import BaseAuthentication, TokenAuthentication
 from rest_framework.exceptions import AuthenticationFailed
-from rest_framework.permissions import SAFE_METHODS, BasePermission
 
+from gaiaorch import config
+from gaiaorch.config import TrustedNetwork
 from gaiaorch.models import ApiToken
 
 SERVICE_GROUP = "service-accounts"
+READ_ONLY_GROUP = "read-only-accounts"  # reads everything, writes nothing (gaiaorch.rights)
 KEY_BYTES = 20  # 40 hex characters, as DRF's keys were
 PREFIX_CHARS = 8
-
-
-class ReadOpenWriteAuthenticated(BasePermission):
-    """Reads are open when settings.OPEN_READS (status pages for gaia-web); writes never are."""
-
-    def has_permission(self, request, view) -> bool:
-        if is_safe(request) and settings.OPEN_READS:
-            return True
-        return bool(request.user and request.user.is_authenticated)
-
-
-class IsOperator(BasePermission):
-    """Operator-only actions (revoke, stack operations from the console)."""
-
-    def has_permission(self, request, view) -> bool:
-        return bool(request.user and request.user.is_authenticated and request.user.is_staff)
-
-
-def is_safe(request) -> bool:
-    return request.method in SAFE_METHODS
-
-
-def acts_for(user, requester: str) -> bool:
-    """A service account acts only for its own name; staff act for anyone."""
-    return user.is_authenticated and (user.is_staff or user.get_username() == requester)
 
 
 def actor_name(user) -> str:
@@ -94,17 +80,6 @@ class HashedTokenAuthentication(TokenAuthentication):
         return token.user, token
 
 
-def user_for_token_header(header: str):
-    """The active user named by an `Authorization: Token <key>` header, or None.
-
-    For plain (async) Django views that cannot use DRF's authentication classes.
-    """
-    scheme, _, key = header.strip().partition(" ")
-    if scheme.lower() != "token":
-        return None
-    return user_for_key(key.strip())
-
-
 def operator_for_session(session_key: str):
     """The staff user logged in under this session key, or None: logged out, expired, password
     changed, deactivated or no longer staff (Django's own session checks, as for a page)."""
@@ -116,13 +91,181 @@ def operator_for_session(session_key: str):
 
 
 @transaction.atomic
-def ensure_service_account(name: str, rotate: bool = False) -> str | None:
+def ensure_service_account(name: str, rotate: bool = False, read_only: bool | None = None) -> str | None:
     """Create (or find) the account of one GAIA service. Returns its new key when one was made
-    (a new account, or `rotate`); None when it already has one, which cannot be shown again."""
+    (a new account, or `rotate`); None when it already has one, which cannot be shown again.
+    `read_only` True or False makes the account read-only or writable; None leaves it as it is."""
     user, _ = get_user_model().objects.get_or_create(username=name, defaults={"is_active": True})
     user.set_unusable_password()
     user.save(update_fields=["password"])
     user.groups.add(Group.objects.get_or_create(name=SERVICE_GROUP)[0])
+    if read_only is not None:
+        set_read_only(user, read_only)
     if rotate or not ApiToken.objects.filter(user=user).exists():
         return issue_token(user)
     return None
+
+
+def set_read_only(user, read_only: bool) -> None:
+    """A read-only account is never an operator: it could otherwise write through the console."""
+    group = Group.objects.get_or_create(name=READ_ONLY_GROUP)[0]
+    if read_only:
+        user.groups.add(group)
+        get_user_model().objects.filter(pk=user.pk).update(is_staff=False)
+    else:
+        user.groups.remove(group)
+
+
+def is_read_only(user) -> bool:
+    return user.groups.filter(name=READ_ONLY_GROUP).exists()
+
+
+# --- tokenless callers from trusted networks -------------------------------------------------
+
+
+class TrustedCaller:
+    """A request without any credential from a trusted network (orchestrator.trusted_networks).
+
+    It has no name of its own. It acts as the service its request names, which the rights check
+    that reads that name records here (`act_as`: an acquire's requester, a lease's requester, a
+    handoff's destination); a request that names none acts as its network's `acts_as` account.
+    """
+
+    is_authenticated = True
+    is_anonymous = False
+    is_active = True
+    pk = None
+
+    def __init__(self, client: str, trusted: TrustedNetwork):
+        self.client, self.trusted, self.named = client, trusted, ""
+
+    def act_as(self, service: str) -> None:
+        self.named = self.named or service  # the first name wins: one request acts as one service
+
+    @cached_property
+    def account(self):
+        """The `acts_as` account's row (operator or not, read-only or not), None when it has none."""
+        name = self.trusted.acts_as
+        return get_user_model().objects.filter(username=name, is_active=True).first() if name else None
+
+    @property
+    def is_staff(self) -> bool:
+        return not self.named and self.account is not None and self.account.is_staff
+
+    def get_username(self) -> str:
+        return self.named or self.trusted.acts_as
+
+    def __str__(self) -> str:
+        return f"a tokenless caller at {self.client}"
+
+
+def client_address(peer: str | None, forwarded_for: str = "") -> str | None:
+    """The caller's address: the TCP peer (the ASGI scope's client), or, when that peer is one of
+    orchestrator.trusted_proxies, the last X-Forwarded-For address that is not a trusted proxy.
+    X-Forwarded-For is never read from any other peer: anyone can write it."""
+    proxies = config.current().orchestrator.trusted_proxies
+    address = _address(peer)
+    hops = [hop.strip() for hop in forwarded_for.split(",") if hop.strip()]
+    while address is not None and any(address in proxy for proxy in proxies) and hops:
+        address = _address(hops.pop())
+    return str(address) if address is not None else None
+
+
+def _address(text: str | None) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        address = ipaddress.ip_address(text or "")
+    except ValueError:
+        return None
+    mapped = getattr(address, "ipv4_mapped", None)  # ::ffff:172.18.0.5 on a dual-stack socket
+    return mapped or address
+
+
+def trusted_network_of(client: str | None) -> TrustedNetwork | None:
+    address = _address(client)
+    return config.current().orchestrator.trusted_network_of(address) if address else None
+
+
+def trusted_caller(request) -> TrustedCaller | None:
+    """The tokenless caller of a Django request from a trusted network, or None: trusted networks
+    are off, the request carries a credential or an Origin (a browser page, which could be any
+    site's: a page never acts without its own credential), or its address is not trusted."""
+    if not config.current().orchestrator.trusted_networks:
+        return None
+    if "Authorization" in request.headers or "Origin" in request.headers:
+        return None
+    client = client_address(request.META.get("REMOTE_ADDR"), request.headers.get("X-Forwarded-For", ""))
+    trusted = trusted_network_of(client)
+    if trusted is None:
+        return None
+    mark_unauthenticated(client)
+    return TrustedCaller(client, trusted)
+
+
+class TrustedNetworkAuthentication(BaseAuthentication):
+    """DRF's last authenticator: a request that no token or session authenticated, from a trusted
+    network. A wrong token is refused before this runs, never retried as tokenless."""
+
+    def authenticate(self, request):
+        caller = trusted_caller(request._request)
+        return (caller, None) if caller else None
+
+
+def caller_for_request(request):
+    """For plain (async) Django views: the account of an `Authorization: Token <key>` header,
+    else a tokenless caller from a trusted network, else None."""
+    scheme, _, key = request.headers.get("Authorization", "").strip().partition(" ")
+    if scheme.lower() == "token":
+        return user_for_key(key.strip())
+    return trusted_caller(request)
+
+
+def tokenless_warning() -> str:
+    """What /ready and the operator dashboard say while trusted networks are on ("" when off)."""
+    trusted = config.current().orchestrator.trusted_networks
+    if not trusted:
+        return ""
+    listed = ", ".join(
+        f"{entry.network} (as {entry.acts_as})" if entry.acts_as else str(entry.network) for entry in trusted
+    )
+    return (
+        f"Writes without a token are accepted from {listed} (orchestrator.trusted_networks): "
+        "anything that can send from there acts as a GAIA service."
+    )
+
+
+# --- the audit mark of a tokenless request -------------------------------------------------
+
+
+@dataclass
+class RequestAudit:
+    """What events written while serving one request say about its caller."""
+
+    tokenless_client: str = ""
+
+
+_request_audit: ContextVar[RequestAudit | None] = ContextVar("gaiaorch_request_audit", default=None)
+
+
+@contextmanager
+def audit_scope() -> Iterator[RequestAudit]:
+    """One request's audit (gaiaorch.middleware.AuditMiddleware). The threads that serve it
+    (sync views, sync_to_async) copy the context, so they share this one object."""
+    token = _request_audit.set(RequestAudit())
+    try:
+        yield _request_audit.get()
+    finally:
+        _request_audit.reset(token)
+
+
+def mark_unauthenticated(client: str) -> None:
+    audit = _request_audit.get()
+    if audit is not None:
+        audit.tokenless_client = client
+
+
+def audit_marks() -> dict[str, object]:
+    """Added to the data of every event written while serving a tokenless request."""
+    audit = _request_audit.get()
+    if audit is None or not audit.tokenless_client:
+        return {}
+    return {"authenticated": False, "client": audit.tokenless_client}

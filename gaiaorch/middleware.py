@@ -1,4 +1,5 @@
-"""Middleware that stays async under ASGI: static files, and bad requests refused up front."""
+"""Middleware that stays async under ASGI: static files, bad requests refused up front, and the
+audit scope of each request."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from django.http import JsonResponse
 from django.utils.decorators import sync_and_async_middleware
 from whitenoise.middleware import WhiteNoiseMiddleware
 
+from gaiaorch.auth import audit_scope
 from gaiaorch.errors import DomainError, InvalidRequest, NotFound, body_too_large
 
 
@@ -123,5 +125,25 @@ def RequestRefusalMiddleware(get_response):
     def middleware(request):
         refusal = request_refusal(request)
         return refusal_response(refusal) if refusal else get_response(request)
+
+    return middleware
+
+
+@sync_and_async_middleware
+def AuditMiddleware(get_response):
+    """Each request gets its own audit scope: events written while serving a tokenless caller
+    from a trusted network are marked `authenticated: false` with its address (gaiaorch.auth)."""
+
+    if iscoroutinefunction(get_response):
+
+        async def async_middleware(request):
+            with audit_scope():
+                return await get_response(request)
+
+        return async_middleware
+
+    def middleware(request):
+        with audit_scope():
+            return get_response(request)
 
     return middleware

@@ -22,7 +22,8 @@ ERROR_CONTENT = {"application/json": {"schema": {"$ref": "#/components/schemas/E
 SHARED = {
     "400": "invalid_request (with fields), malformed_request (not JSON) or body_too_large",
     "401": "not_authenticated or authentication_failed (reads too, when GAIAORCH_OPEN_READS is off)",
-    "403": "forbidden: acting for another requester, or an operator-only action",
+    "403": "forbidden: missing_right names what the caller lacks (write for a read-only account, "
+    "operator, or a right of grants:)",
     "404": "not_found: no such id (lease, GPU, handoff, operation, event)",
 }
 

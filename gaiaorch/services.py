@@ -7,6 +7,7 @@ import socket
 
 from django.utils import timezone
 
+from gaiaorch import queues
 from gaiaorch.models import WorkerHeartbeat
 
 HEARTBEAT_TASK = "gaiaorch.tasks.stamp_worker_heartbeat"
@@ -14,11 +15,9 @@ HEARTBEAT_TASK = "gaiaorch.tasks.stamp_worker_heartbeat"
 
 def enqueue_worker_heartbeat() -> None:
     """Ticker job: hand the worker a tiny task; its stamp proves the worker consumes tasks."""
-    from django_q.tasks import async_task
-
     WorkerHeartbeat.objects.update_or_create(pk=1, defaults={"enqueued_at": timezone.now()})
     # save=False: no result row per beat, the heartbeat row is the record.
-    async_task(HEARTBEAT_TASK, save=False, group="heartbeat")
+    queues.enqueue(HEARTBEAT_TASK, save=False, group="heartbeat")
 
 
 def stamp_worker_heartbeat() -> None:

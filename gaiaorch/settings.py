@@ -6,6 +6,7 @@ parses the whole document once; docs/CONFIGURATION.md lists every key and enviro
 
 import os
 from pathlib import Path
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from django.core.management.utils import get_random_secret_key
 
@@ -72,6 +73,7 @@ MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "gaiaorch.middleware.StaticFilesMiddleware",
     "gaiaorch.middleware.RequestRefusalMiddleware",
+    "gaiaorch.middleware.AuditMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -120,8 +122,20 @@ if REDIS_URL:
 else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
 
+# The worker runs only long work that moves GPUs (handoffs, container operations) and the tiny
+# heartbeat; webhook deliveries run in the ticker.
 WORKER_COUNT = model.worker.count
 TASK_TIMEOUT = model.worker.task_timeout_seconds
+
+
+def redis_with_timeouts(url: str) -> str:
+    """The Redis URL with socket timeouts, so a hung or unreachable Redis fails a call within
+    seconds instead of blocking it (a request, the ticker) until the kernel gives up."""
+    parts = urlsplit(url)
+    query = {"socket_connect_timeout": "2", "socket_timeout": "5", **dict(parse_qsl(parts.query))}
+    return urlunsplit(parts._replace(query=urlencode(query)))
+
+
 Q_CLUSTER = {
     "name": "gaiaorch",
     "workers": WORKER_COUNT,
@@ -134,9 +148,12 @@ Q_CLUSTER = {
     "ack_failures": True,
     "save_limit": 1000,
     "label": "Worker tasks",
+    # The pusher holds no more tasks than there are workers: a task taken off the broker by a
+    # cluster that then dies waits `retry` seconds before the broker hands it out again.
+    "queue_limit": WORKER_COUNT,
 }
 if REDIS_URL:
-    Q_CLUSTER["redis"] = REDIS_URL
+    Q_CLUSTER["redis"] = redis_with_timeouts(REDIS_URL)
 else:
     Q_CLUSTER["orm"] = "default"
 
@@ -172,8 +189,10 @@ REST_FRAMEWORK = {
         # Token first: its WWW-Authenticate header makes unauthenticated calls answer 401.
         "gaiaorch.auth.HashedTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
+        # Last, and only where orchestrator.trusted_networks is set: a request with no credential.
+        "gaiaorch.auth.TrustedNetworkAuthentication",
     ],
-    "DEFAULT_PERMISSION_CLASSES": ["gaiaorch.auth.ReadOpenWriteAuthenticated"],
+    "DEFAULT_PERMISSION_CLASSES": ["gaiaorch.rights.ReadOpenWriteAuthenticated"],
     "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
     "DEFAULT_RENDERER_CLASSES": [
         "rest_framework.renderers.JSONRenderer",
@@ -191,7 +210,7 @@ SPECTACULAR_SETTINGS = {
     "VERSION": "0.1.0",
     "SERVE_INCLUDE_SCHEMA": False,
     # The schema and the docs page are reads like any other: closed when GAIAORCH_OPEN_READS is off.
-    "SERVE_PERMISSIONS": ["gaiaorch.auth.ReadOpenWriteAuthenticated"],
+    "SERVE_PERMISSIONS": ["gaiaorch.rights.ReadOpenWriteAuthenticated"],
     # The docs page loads its JavaScript from this server, not from a CDN (boxes may be offline).
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",

@@ -28,7 +28,7 @@ class AsyncClient:
         timeout: float = 10.0,
         **httpx_options: Any,
     ):
-        headers = {"Authorization": f"Token {token}"} if token else {}
+        headers = flows.auth_headers(token)
         self.requester = requester
         self.http = httpx.AsyncClient(base_url=base_url, headers=headers, timeout=timeout, **httpx_options)
 

@@ -7,6 +7,7 @@ back the `httpx.Response`; the clients in sync.py and aio.py only perform the I/
 from __future__ import annotations
 
 import contextlib
+import os
 import time
 from collections.abc import Generator
 from dataclasses import dataclass, field
@@ -16,6 +17,7 @@ import httpx
 
 T = TypeVar("T")
 
+TOKEN_VARIABLE = "GAIAORCH_TOKEN"  # a service's token, when the code that makes the client passes none
 HANDOFF_TERMINAL_PHASES = frozenset({"completed", "failed", "cancelled"})
 WAIT_CHUNK_SECONDS = 60.0  # one /gpu/wait call blocks at most this long
 
@@ -77,6 +79,13 @@ class Lease:
     queue_position: int | None = None
     body: dict[str, Any] = field(default_factory=dict)
     heartbeat_error: Exception | None = None  # set when a heartbeat failed while the lease was held
+
+
+def auth_headers(token: str | None) -> dict[str, str]:
+    """`Authorization: Token <token>`, with $GAIAORCH_TOKEN when `token` is None; no header when
+    neither is set (or `token` is ""), for a caller on a trusted network."""
+    key = os.environ.get(TOKEN_VARIABLE, "") if token is None else token
+    return {"Authorization": f"Token {key}"} if key else {}
 
 
 def body_of(response: httpx.Response) -> dict[str, Any]:

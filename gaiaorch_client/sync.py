@@ -18,7 +18,8 @@ logger = logging.getLogger("gaiaorch_client")
 
 
 class Client:
-    """Talks to gaiaorch on behalf of one GAIA service (its `requester` name and API token)."""
+    """Talks to gaiaorch on behalf of one GAIA service (its `requester` name and API token; the
+    token defaults to the environment variable GAIAORCH_TOKEN)."""
 
     def __init__(
         self,
@@ -28,7 +29,7 @@ class Client:
         timeout: float = 10.0,
         **httpx_options: Any,
     ):
-        headers = {"Authorization": f"Token {token}"} if token else {}
+        headers = flows.auth_headers(token)
         self.requester = requester
         self.http = httpx.Client(base_url=base_url, headers=headers, timeout=timeout, **httpx_options)
 

@@ -5,13 +5,11 @@ class HandoffsConfig(AppConfig):
     name = "handoffs"
 
     def ready(self):
-        from gaiaorch import config, ticker
-        from handoffs import tasks
+        from gaiaorch import config, jobs, ticker
+        from handoffs import services, tasks
 
-        # Within stale_after + this interval of a worker being alive, a dead worker's handoff resumes.
-        ticker.every(lambda: config.current().handoffs.recovery_interval_seconds, name="handoffs.recover")(
-            tasks.recover_stale_handoffs
-        )
+        # Within stale_after + recovery_interval of a worker being alive, a dead worker's handoff resumes.
+        jobs.schedule_recovery(services.HANDOFFS)
         ticker.every(lambda: config.current().gpu.baseline_interval_seconds, name="handoffs.baseline")(
             tasks.sample_idle_baselines
         )

@@ -10,10 +10,10 @@ from collections.abc import Callable
 from django.utils import timezone
 
 from gaiaorch import telemetry
-from handoffs import ownership
 from handoffs.errors import PhaseFailed
 from handoffs.measure import Threshold
 from handoffs.models import GpuBaseline
+from leases import holdings
 
 
 def baseline_mib(gpu: int, configured: int | None) -> int | None:
@@ -22,7 +22,7 @@ def baseline_mib(gpu: int, configured: int | None) -> int | None:
         return configured
     measured = [
         GpuBaseline.objects.filter(gpu_index=gpu).values_list("used_mib", flat=True).first(),
-        ownership.idle_baseline_seen_by_leases(gpu),
+        holdings.idle_baseline(gpu),
     ]
     known = [value for value in measured if value is not None]
     return min(known) if known else None

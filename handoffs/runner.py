@@ -1,14 +1,15 @@
 """The phase runner: drives one claimed handoff from its last persisted phase to its end.
 
-Part of the handoff service layer (services.run is its only caller). Each phase is written
-(phase field + a running HandoffPhase row + an event) and committed *before* its external call,
-then finished with its outcome and measured figures. A phase found still `running` when a worker
-claims the handoff was interrupted by a dead worker: it is closed as failed and run again; every
-phase body is safe to repeat (release/reclaim calls are idempotent in the GAIA contract, cleanup is
-a measurement, the transfer first checks who holds the lease).
+Part of the handoff service layer (services.run is its only caller, through the job runner
+gaiaorch.jobs, which claims the handoff and keeps the claim alive). Each phase is written (phase
+field + a running HandoffPhase row + an event) and committed *before* its external call, then
+finished with its outcome and measured figures. A phase a dead worker left running is closed as
+failed ("interrupted") by the recovery or the next claim, and a phase that did not succeed is run
+again; every phase body is safe to repeat (release/reclaim calls are idempotent in the GAIA
+contract, cleanup is a measurement, the transfer first checks who holds the lease).
 
-Every write is conditional on this worker still holding the claim, so a worker that lost the
-handoff to recovery (it stalled past the stale limit) stops instead of fighting the new one.
+Every write goes through the claim and is conditional on still holding it, so a worker that lost
+the handoff to recovery (it stalled past the stale limit) stops instead of fighting the new one.
 """
 
 from __future__ import annotations
@@ -19,32 +20,23 @@ import time
 from collections.abc import Callable
 from http import HTTPStatus
 from typing import Any
-from uuid import UUID
 
 from django.db import transaction
 from django.utils import timezone
 
 from gaiaorch import config, jobs
 from gaiaorch.errors import DomainError
-from handoffs import cleanup, measure, ownership, strategies
+from handoffs import cleanup, measure, strategies
 from handoffs.errors import PhaseFailed
 from handoffs.models import FORWARD, TERMINAL, Handoff, HandoffPhase, Phase
+from leases import holdings
 from notifications.models import Severity
 from notifications.services import record_event
 
 logger = logging.getLogger(__name__)
 
-BEAT_EVERY_SECONDS = 1.0
 SIGNAL_FIRST_BACKOFF_SECONDS = 0.25
 Outcome = jobs.StepOutcome
-
-
-class LostClaim(Exception):
-    """Another worker took the handoff over; this one must stop touching it."""
-
-
-class CancelRequested(Exception):
-    pass
 
 
 class Unacknowledged(PhaseFailed):
@@ -52,28 +44,25 @@ class Unacknowledged(PhaseFailed):
 
 
 class Runner:
-    def __init__(self, handoff_id: UUID | str, settings: config.Config):
-        self.handoff_id = handoff_id
+    def __init__(self, claim: jobs.Claim, settings: config.Config):
+        self.claim = claim
+        self.handoff_id = claim.pk
         self.settings = settings
-        self.last_beat = time.monotonic()
         self.deadline = 0.0
-        self._source_lease: ownership.Holding | None = None
+        self._source_lease: holdings.Holding | None = None
 
     # ---- the loop
 
     def drive(self) -> None:
-        try:
-            while self.step():
-                pass
-        except LostClaim:
-            logger.warning("handoff %s was taken over by another worker; stopping", self.handoff_id)
+        while self.step():
+            pass
 
     def step(self) -> bool:
         """Run one phase; False once the handoff has ended."""
         handoff = Handoff.objects.get(pk=self.handoff_id)
         if handoff.phase in TERMINAL:
             return False
-        interrupted = self._close_interrupted(handoff)
+        interrupted = self._interrupted(handoff)
         if handoff.phase == Phase.ROLLING_BACK:
             self.roll_back(handoff, self.enter(handoff, Phase.ROLLING_BACK))
             return False
@@ -87,21 +76,19 @@ class Runner:
         self.run_phase(handoff, phase)
         return True
 
-    def _close_interrupted(self, handoff: Handoff) -> bool:
+    def _interrupted(self, handoff: Handoff) -> bool:
+        """The current phase began but did not succeed (its worker died): it runs again."""
         record = handoff.phases.filter(name=handoff.phase).order_by("-started_at", "-id").first()
-        if record is None or record.outcome != Outcome.RUNNING:
-            return False
-        record.finish(Outcome.FAILED, "interrupted: the worker driving it stopped; running the phase again")
-        return True
+        return record is not None and record.outcome != Outcome.SUCCEEDED
 
     def run_phase(self, handoff: Handoff, phase: str) -> None:
         record = self.enter(handoff, phase)
         body = PHASE_BODIES[phase]
         try:
             figures, fields = body(self, handoff, record)
-        except LostClaim:
+        except jobs.ClaimLost:
             raise
-        except CancelRequested:
+        except jobs.CancelRequested:
             self.fail_record(handoff, record, "cancel requested")
             self.begin_rollback(
                 handoff, Phase.CANCELLED, self._cancel_error(Handoff.objects.get(pk=handoff.pk))
@@ -126,20 +113,16 @@ class Runner:
 
     # ---- persistence (each write checks the claim)
 
-    def _update_claimed(self, handoff: Handoff, **fields: Any) -> None:
-        updated = Handoff.objects.filter(pk=handoff.pk, claimed_by=jobs.worker_id()).update(
-            heartbeat_at=timezone.now(), **fields
-        )
-        if updated != 1:
-            raise LostClaim(handoff.pk)
+    def _claimed(self, handoff: Handoff, **fields: Any) -> dict[str, Any]:
+        """Fields to write under the claim, applied to the in-memory handoff too."""
         for name, value in fields.items():
             setattr(handoff, name, value)
+        return fields
 
     def enter(self, handoff: Handoff, phase: str, **fields: Any) -> HandoffPhase:
         previous = handoff.phase
         with transaction.atomic():
-            self._update_claimed(handoff, phase=phase, **fields)
-            record = HandoffPhase.objects.create(handoff=handoff, name=phase)
+            record = self.claim.begin_step(phase, job=self._claimed(handoff, phase=phase, **fields))
             record_event(
                 "handoff.phase_changed",
                 f"Handoff {handoff.type}: {phase}",
@@ -150,7 +133,6 @@ class Runner:
             )
         timeout = handoff.timeout_seconds or self.settings.handoffs.phase_timeouts[phase]
         self.deadline = time.monotonic() + timeout
-        self.last_beat = time.monotonic()
         return record
 
     def succeed_record(self, handoff: Handoff, record: HandoffPhase, figures: dict, **fields: Any) -> None:
@@ -161,8 +143,9 @@ class Runner:
 
     def _finish_record(self, handoff, record, outcome, detail, figures, fields) -> None:
         with transaction.atomic():
-            self._update_claimed(handoff, **fields)
-            record.finish(outcome, detail, **_jsonable(figures))
+            self.claim.finish_step(
+                record, outcome, detail, job=self._claimed(handoff, **fields), **_jsonable(figures)
+            )
             record_event(
                 "handoff.phase_finished" if outcome == Outcome.SUCCEEDED else "handoff.phase_failed",
                 f"Handoff {handoff.type}: {record.name} {outcome}",
@@ -184,9 +167,12 @@ class Runner:
         warnings = [*handoff.warnings, {"code": "recipient_unacknowledged", **warning}] if warning else None
         with transaction.atomic():
             extra = {"warnings": warnings} if warnings else {}
-            self._update_claimed(handoff, phase=phase, completed_at=now, **extra, **fields)
-            HandoffPhase.objects.create(
-                handoff=handoff, name=phase, started_at=now, finished_at=now, outcome=Outcome.SUCCEEDED
+            self.claim.begin_step(
+                phase,
+                job=self._claimed(handoff, phase=phase, completed_at=now, **extra, **fields),
+                started_at=now,
+                finished_at=now,
+                outcome=Outcome.SUCCEEDED,
             )
             severity = (
                 Severity.INFO if phase == Phase.COMPLETED and not handoff.warnings else Severity.WARNING
@@ -201,15 +187,10 @@ class Runner:
                 subject=("handoff", handoff.id),
             )
 
-    # ---- waiting: heartbeat, cancellation, deadlines
+    # ---- waiting: the claim, cancellation, deadlines
 
     def pause(self, seconds: float, cancellable: bool = True) -> None:
-        if time.monotonic() - self.last_beat >= BEAT_EVERY_SECONDS:
-            if not jobs.beat(Handoff, self.handoff_id):
-                raise LostClaim(self.handoff_id)
-            self.last_beat = time.monotonic()
-        if cancellable and Handoff.objects.filter(pk=self.handoff_id, cancel_requested=True).exists():
-            raise CancelRequested
+        self.claim.checkpoint(cancellable)
         time.sleep(max(0.0, min(seconds, self.deadline - time.monotonic())))
 
     def waiting(self, cancellable: bool = True) -> strategies.Waiting:
@@ -271,7 +252,7 @@ class Runner:
         return {"vram_before_mib": vram_before, **figures}, {}
 
     def transfer_ownership(self, handoff: Handoff, record: HandoffPhase):
-        current = ownership.holder(handoff.gpu_index)
+        current = holdings.current_holder(handoff.gpu_index)
         adopted = current is not None and current.requester == handoff.destination
         holding = current if adopted else self._transfer(handoff, handoff.destination, handoff.source)
         figures = {
@@ -281,9 +262,9 @@ class Runner:
         }
         return figures, {"destination_lease_id": holding.lease_id, "fencing_token": holding.fencing_token}
 
-    def _transfer(self, handoff: Handoff, to: str, expected: str) -> ownership.Holding:
+    def _transfer(self, handoff: Handoff, to: str, expected: str) -> holdings.Holding:
         try:
-            return ownership.transfer(
+            return holdings.transfer(
                 gpu=handoff.gpu_index,
                 to=to,
                 expected_holder=expected,
@@ -397,13 +378,13 @@ class Runner:
         }
 
     def _return_lease(self, handoff: Handoff) -> dict:
-        current = ownership.holder(handoff.gpu_index)
+        current = holdings.current_holder(handoff.gpu_index)
         if current is not None and current.requester == handoff.source:
             self._source_lease = current
             return {"holder": handoff.source, "moved": False, "lease_id": str(current.lease_id)}
         if current is None:
             # The destination let go (a failed container start gives its lease back): take it if free.
-            self._source_lease = ownership.take_if_free(
+            self._source_lease = holdings.take_if_free(
                 gpu=handoff.gpu_index,
                 requester=handoff.source,
                 reason=f"rollback of handoff {handoff.id}",

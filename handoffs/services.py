@@ -18,19 +18,21 @@ from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
-from django_q.tasks import async_task
 
-from gaiaorch import config, jobs, telemetry
+from gaiaorch import config, jobs, queues, telemetry
 from gaiaorch.errors import Conflict, InvalidRequest, NotFound, Unavailable
-from handoffs import cleanup, ownership
+from handoffs import cleanup
 from handoffs.models import ACTIVE, TERMINAL, Handoff, HandoffPhase, Phase
 from handoffs.runner import Runner
+from leases import holdings
+from notifications.models import Severity
 from notifications.services import record_event
 
 logger = logging.getLogger(__name__)
 
 TASK = "handoffs.tasks.run_handoff"
 WAIT_POLL_SECONDS = 0.5  # how late a waiting caller learns that its handoff ended
+BEAT_EVERY_SECONDS = 1.0
 
 
 def get(handoff_id: UUID | str) -> Handoff:
@@ -65,8 +67,8 @@ def _require_telemetry(stack: config.Config, kind: config.HandoffType) -> None:
     )
 
 
-def _require_source_holds(gpu: int, kind: config.HandoffType) -> ownership.Holding:
-    holding = ownership.holder(gpu)
+def _require_source_holds(gpu: int, kind: config.HandoffType) -> holdings.Holding:
+    holding = holdings.current_holder(gpu)
     if holding is None or holding.requester != kind.source:
         holder = holding.requester if holding else None
         raise Conflict(
@@ -111,6 +113,7 @@ def _start(
     kind = configured_type(type, stack)
     type = kind.name
     _require_telemetry(stack, kind)
+    queues.require_broker()  # a queue that is down is a 503 now, before anything is committed
     with transaction.atomic():
         if Handoff.objects.active().filter(gpu_index=gpu).exists():
             raise _conflict_with_active(gpu)
@@ -173,7 +176,11 @@ async def wait_for_end(
 
 
 def enqueue(handoff_id: UUID) -> None:
-    async_task(TASK, str(handoff_id), group="handoffs")
+    """Hand a committed handoff to the worker; never raises (the caller's change is committed)."""
+    if not queues.enqueue(TASK, str(handoff_id), group="handoffs"):
+        # Not queued: while no worker has claimed it, an empty enqueued_at makes recovery queue
+        # it at its next tick (HandoffJobs.unqueued).
+        Handoff.objects.filter(pk=handoff_id, claimed_by="").update(enqueued_at=None)
 
 
 def cancel(handoff_id: UUID | str, *, actor: str, reason: str = "") -> Handoff:
@@ -229,49 +236,61 @@ def retry(handoff_id: UUID | str, *, actor: str, reason: str) -> Handoff:
     )
 
 
+class HandoffJobs(jobs.JobKind):
+    """Handoffs as claimed jobs: handed to a worker again until they end, resuming from the last
+    persisted phase (every phase is safe to repeat)."""
+
+    name = "handoffs.handoff"
+    model = Handoff
+    step_model = HandoffPhase
+    step_job_field = "handoff_id"
+    active = Q(phase__in=ACTIVE)
+    cancel_requested = Q(cancel_requested=True)
+    unqueued = Q(enqueued_at__isnull=True, claimed_by="")  # the broker refused its task
+
+    def policy(self) -> jobs.JobPolicy:
+        settings = config.current().handoffs
+        return jobs.JobPolicy(
+            beat_every_seconds=BEAT_EVERY_SECONDS,
+            stale_after_seconds=settings.stale_after_seconds,
+            recovery_interval_seconds=settings.recovery_interval_seconds,
+        )
+
+    def enqueue(self, pk: UUID) -> None:
+        enqueue(pk)
+
+    def requeued(self, job: Handoff, silence: str) -> None:
+        if not job.claimed_by:
+            return  # never picked up: nothing was interrupted
+        record_event(
+            "handoff.recovering",
+            f"Worker {job.claimed_by} stopped driving handoff {job.type} in {job.phase}",
+            "Another worker resumes it from its last persisted phase.",
+            severity=Severity.WARNING,
+            data=job.event_data(),
+            subject=("handoff", job.id),
+        )
+
+
+HANDOFFS = HandoffJobs()
+
+
 def run(handoff_id: UUID | str) -> None:
     """Drive one handoff to its end, if no live worker drives it already."""
     stack = config.current()
-    if not jobs.claim(Handoff, handoff_id, stack.handoffs.stale_after_seconds, phase__in=ACTIVE):
-        return
-    try:
-        Runner(handoff_id, stack).drive()
-    finally:
-        jobs.release_claim(Handoff, handoff_id)
+    jobs.drive(HANDOFFS, handoff_id, lambda claim: Runner(claim, stack).drive())
 
 
 def recover() -> list[UUID]:
     """Re-enqueue active handoffs whose worker stopped beating; the runner resumes them."""
-    stale_after = config.current().handoffs.stale_after_seconds
-    now = timezone.now()
-    limit = now - timezone.timedelta(seconds=stale_after)
-    not_recently_enqueued = Q(enqueued_at__isnull=True) | Q(enqueued_at__lt=limit)
-    recovered = []
-    for handoff in jobs.stale(Handoff, stale_after, phase__in=ACTIVE).filter(not_recently_enqueued):
-        with transaction.atomic():
-            # Conditional update: of several tickers, exactly one re-enqueues each handoff.
-            won = Handoff.objects.filter(not_recently_enqueued, pk=handoff.pk).update(enqueued_at=now)
-            if not won:
-                continue
-            if handoff.claimed_by:
-                record_event(
-                    "handoff.recovering",
-                    f"Worker {handoff.claimed_by} stopped driving handoff {handoff.type} in {handoff.phase}",
-                    "Another worker resumes it from its last persisted phase.",
-                    severity="warning",
-                    data=handoff.event_data(),
-                    subject=("handoff", handoff.id),
-                )
-            transaction.on_commit(lambda pk=handoff.pk: enqueue(pk))
-        recovered.append(handoff.pk)
-    return recovered
+    return jobs.recover(HANDOFFS)
 
 
 def sample_baselines() -> dict[int, int]:
     """Store the lowest VRAM use of every GPU nobody holds a lease on."""
 
     def idle(indices: list[int]) -> list[int]:
-        return [index for index in indices if ownership.holder(index) is None]
+        return [index for index in indices if holdings.current_holder(index) is None]
 
     return cleanup.record_baselines(idle)
 

@@ -7,9 +7,5 @@ def run_handoff(handoff_id: str) -> None:
     services.run(handoff_id)
 
 
-def recover_stale_handoffs() -> None:
-    services.recover()
-
-
 def sample_idle_baselines() -> None:
     services.sample_baselines()

@@ -6,9 +6,9 @@ class NotificationsConfig(AppConfig):
 
     def ready(self) -> None:
         from gaiaorch import ticker
-        from notifications import services
+        from notifications import delivery, services
 
         ticker.every(1.0, name="notifications.close_expired_oracle_bursts")(
             services.close_expired_oracle_bursts
         )
-        ticker.every(0.5, name="notifications.dispatch_due_deliveries")(services.dispatch_due_deliveries)
+        ticker.follower(name="notifications.deliver_webhooks")(delivery.run)

@@ -23,7 +23,7 @@ from django.db import DatabaseError
 from django.middleware.csrf import CsrfViewMiddleware
 
 from gaiaorch import config as gaiaorch_config
-from gaiaorch.auth import operator_for_session, user_for_key
+from gaiaorch.auth import client_address, operator_for_session, trusted_network_of, user_for_key
 from gaiaorch.errors import DomainError, InvalidRequest, Unavailable
 from notifications import feed
 from notifications.hub import FETCH_BATCH, hub_for_running_loop
@@ -52,8 +52,8 @@ class NotificationConsumer(AsyncWebsocketConsumer):
         self.params = parse_qs(self.scope.get("query_string", b"").decode("latin-1"))
         self.credential = Credential.of(self.scope, self.params)
         try:
-            self.user_id = await self.authenticate()
-            if self.user_id is None:
+            self.identity = await self.authenticate()
+            if self.identity is None:
                 await self.close(code=CLOSE_UNAUTHORIZED)  # before accept: daphne answers 403
                 return
             after, self.wants = stream_options(self.params)
@@ -71,12 +71,12 @@ class NotificationConsumer(AsyncWebsocketConsumer):
         await self.send(text_data=json.dumps(error.body()))
         await self.close(code=code)
 
-    async def authenticate(self) -> int | None:
-        """The id of the account this connection acts as, or None. A session counts only from
-        a page of this site (a token cannot ride along on another site's page; a cookie can)."""
+    async def authenticate(self) -> Identity:
+        """Who this connection reads as, or None. A session counts only from a page of this site
+        (a token cannot ride along on another site's page; a cookie can)."""
         if self.credential.session_key and not same_origin(self.scope):
             return None
-        return await database_sync_to_async(self.credential.user_id)()
+        return await database_sync_to_async(self.credential.identity)()
 
     async def start_stream(self, after: int | None) -> None:
         config = gaiaorch_config.current().notifications
@@ -143,11 +143,11 @@ class NotificationConsumer(AsyncWebsocketConsumer):
 
     async def watch_credential(self) -> None:
         """Close the stream once its credential no longer names the account it connected as."""
-        check = database_sync_to_async(self.credential.user_id)
+        check = database_sync_to_async(self.credential.identity)
         while True:
             await asyncio.sleep(RECHECK_SECONDS)
             try:
-                still_valid = await check() == self.user_id
+                still_valid = await check() == self.identity
             except DatabaseError:
                 logger.warning("cannot re-check a notification stream's credential; closing it")
                 await self.close(code=CLOSE_SERVER_ERROR)
@@ -157,24 +157,42 @@ class NotificationConsumer(AsyncWebsocketConsumer):
                 return
 
 
+# An account's id, or the trusted network of a tokenless reader; None: no valid credential.
+Identity = int | str | None
+
+
 @dataclass(frozen=True)
 class Credential:
-    """What a connection authenticates with: a service token, else an admin session's key."""
+    """What a connection authenticates with: a service token, else an admin session's key, else
+    (only where orchestrator.trusted_networks is set) the address of a tokenless reader."""
 
     token: str = ""
     session_key: str = ""
+    client: str = ""
 
     @classmethod
     def of(cls, scope, params: dict[str, list[str]]) -> Credential:
         token = params.get("token", [""])[-1] or header_token(scope)
-        if token:
-            return cls(token=token)
-        return cls(session_key=scope.get("cookies", {}).get(settings.SESSION_COOKIE_NAME, ""))
+        if token or "token" in params or has_header(scope, b"authorization"):
+            return cls(token=token)  # a wrong or empty token is refused, never read as tokenless
+        session_key = scope.get("cookies", {}).get(settings.SESSION_COOKIE_NAME, "")
+        if session_key or has_header(scope, b"origin"):  # a browser page never reads without a credential
+            return cls(session_key=session_key)
+        return cls(client=tokenless_client(scope) or "")
 
-    def user_id(self) -> int | None:
-        """The account's id while the credential is valid (database; call from a thread)."""
+    def identity(self) -> Identity:
+        """Who the credential names while it is valid (database; call from a thread)."""
+        if self.client:
+            trusted = trusted_network_of(self.client)
+            return f"trusted network {trusted.network}" if trusted else None
         user = user_for_key(self.token) if self.token else operator_for_session(self.session_key)
         return user.pk if user else None
+
+
+def tokenless_client(scope) -> str | None:
+    """The client address of the ASGI scope (through orchestrator.trusted_proxies)."""
+    peer = (scope.get("client") or [None])[0]
+    return client_address(peer, header_value(scope, b"x-forwarded-for"))
 
 
 def stream_options(params: dict[str, list[str]]):
@@ -191,11 +209,17 @@ def stream_options(params: dict[str, list[str]]):
 
 
 def header_token(scope) -> str:
-    for name, value in scope.get("headers", []):
-        if name == b"authorization":
-            scheme, _, key = value.decode("latin-1").partition(" ")
-            return key.strip() if scheme.lower() == "token" else ""
-    return ""
+    scheme, _, key = header_value(scope, b"authorization").partition(" ")
+    return key.strip() if scheme.lower() == "token" else ""
+
+
+def header_value(scope, name: bytes) -> str:
+    values = [value.decode("latin-1") for key, value in scope.get("headers", []) if key == name]
+    return ", ".join(values)
+
+
+def has_header(scope, name: bytes) -> bool:
+    return any(key == name for key, _ in scope.get("headers", []))
 
 
 def same_origin(scope) -> bool:

@@ -15,6 +15,7 @@ from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from gaiaorch import config
+from gaiaorch.auth import audit_marks
 from gaiaorch.config import Webhook
 from gaiaorch.redaction import public_origin
 from notifications import dispatch, webhooks
@@ -26,7 +27,7 @@ EVENT_ORDER_LOCK = 0x6A1A0E
 ORACLE_FALLBACK = "notification.oracle_fallback"
 # Events about webhooks are never sent to webhooks: a dead one would otherwise feed itself forever.
 UNDELIVERED_PREFIX = "webhook."
-# A claimed delivery is left alone this long beyond its timeout before the ticker retries it.
+# A claimed delivery is left alone this long beyond its timeout before it is attempted again.
 CLAIM_MARGIN_SECONDS = 30
 
 
@@ -50,7 +51,8 @@ def record_event(
     subject: tuple[str, Any] | None = None,
     correlation_id: str = "",
 ) -> Event:
-    """Append one event (and its webhook outbox rows); it is pushed to listeners once committed."""
+    """Append one event (and its webhook outbox rows); it is pushed to listeners once committed.
+    An event written for a tokenless caller says so in its data (gaiaorch.auth.audit_marks)."""
     fields = {"actor": actor, "severity": severity, "data": data, "subject": subject}
     return record_events(
         [{"type": type, "title": title, "message": message, **fields, "correlation_id": correlation_id}]
@@ -66,9 +68,9 @@ def record_events(events: Sequence[Mapping[str, Any]]) -> list[Event]:
     with transaction.atomic(savepoint=False):
         _hold_event_order_lock()
         rows = Event.objects.bulk_create([_event_row(**event) for event in events])
-        delivery_ids = [row.id for row in WebhookDelivery.objects.bulk_create(_delivery_rows(rows))]
+        WebhookDelivery.objects.bulk_create(_delivery_rows(rows))
         last_id = rows[-1].id
-        transaction.on_commit(lambda: dispatch.event_committed(last_id, delivery_ids))
+        transaction.on_commit(lambda: dispatch.event_committed(last_id))
     return rows
 
 
@@ -89,7 +91,7 @@ def _event_row(
         severity=severity,
         title=title[:200],
         message=message,
-        data=data or {},
+        data={**(data or {}), **audit_marks()},
         actor=actor[:150],
         subject_kind=subject_kind,
         subject_id=str(subject_id),
@@ -109,8 +111,7 @@ def _delivery_rows(events: Sequence[Event]) -> list[WebhookDelivery]:
             webhook=hook.name,
             url=public_origin(hook.url),
             created_at=event.created_at,
-            # Claimed for the on-commit task; the ticker takes over if that task never runs.
-            next_attempt_at=event.created_at + _claim_window(hook),
+            next_attempt_at=event.created_at,  # due at once: the ticker's delivery pump takes it
         )
         for event in events
         if not event.type.startswith(UNDELIVERED_PREFIX)
@@ -214,21 +215,32 @@ def retry_failed_deliveries(delivery_ids: list[int], actor: str) -> int:
     return retried
 
 
-def dispatch_due_deliveries(limit: int = 200) -> int:
-    """Ticker: hand every delivery whose retry time has come to the worker. Returns how many."""
+def claim_due_deliveries(
+    free: int, in_flight: Mapping[str, int], per_webhook: int
+) -> list[tuple[int, int, str]]:
+    """Take up to `free` due attempts as (delivery id, attempt number, webhook), leaving out the
+    webhooks that already have `per_webhook` attempts in flight here."""
     now, settings = timezone.now(), config.current().notifications
+    taken = dict(in_flight)
+    full = [webhook for webhook, count in taken.items() if count >= per_webhook]
     due = WebhookDelivery.objects.filter(status=DeliveryStatus.PENDING, next_attempt_at__lte=now)
-    rows = due.order_by("next_attempt_at").values_list("id", "webhook", "attempts")[:limit]
-    dispatched = 0
-    for delivery_id, webhook, attempts in rows:
+    rows = due.exclude(webhook__in=full).order_by("next_attempt_at").values_list("id", "webhook", "attempts")
+    claimed = []
+    for delivery_id, webhook, attempts in rows[: free * 4]:
+        if len(claimed) == free:
+            break
+        if taken.get(webhook, 0) >= per_webhook:
+            continue
         hook = settings.webhook_named(webhook)
         window = _claim_window(hook) if hook else timedelta(seconds=CLAIM_MARGIN_SECONDS)
-        # why: several tickers may run; the conditional update lets one of them dispatch each retry.
-        claimed = WebhookDelivery.objects.filter(id=delivery_id, attempts=attempts, next_attempt_at__lte=now)
-        if claimed.update(next_attempt_at=now + window):
-            dispatch.enqueue_delivery(delivery_id, attempts + 1)
-            dispatched += 1
-    return dispatched
+        # why: several tickers may run; the conditional update lets one of them make each attempt.
+        still_due = WebhookDelivery.objects.filter(
+            id=delivery_id, attempts=attempts, next_attempt_at__lte=now
+        )
+        if still_due.update(next_attempt_at=now + window):
+            claimed.append((delivery_id, attempts + 1, webhook))
+            taken[webhook] = taken.get(webhook, 0) + 1
+    return claimed
 
 
 # --- Oracle fallback ------------------------------------------------------------------------

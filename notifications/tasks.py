@@ -5,11 +5,6 @@ from __future__ import annotations
 from notifications import services
 
 
-def deliver_webhook(delivery_id: int, attempt: int) -> str:
-    delivery = services.attempt_delivery(delivery_id, attempt)
-    return "skipped" if delivery is None else delivery.status
-
-
 def emit_event(type: str, title: str, message: str = "", data: dict | None = None) -> int:
     """Record an event from inside the worker (`manage.py notify event --via-worker`)."""
     return services.record_event(type, title, message, actor="worker", data=data).id

@@ -5,6 +5,7 @@ from __future__ import annotations
 import docker
 import pytest
 
+from containers import services as containers
 from containers.services import docker_reachable
 from gaiaorch import services, telemetry
 from gaiaorch.auth import issue_token
@@ -51,3 +52,12 @@ def operator_token_client(anonymous_client, django_user_model, db):
     olivia = django_user_model.objects.create_user("olivia", is_staff=True)
     anonymous_client.credentials(HTTP_AUTHORIZATION=f"Token {issue_token(olivia)}")
     return anonymous_client
+
+
+@pytest.fixture
+def operations_accepted(settings, monkeypatch, db):
+    """Docker answers and the shared network is configured (swaps need it); container operations
+    are only recorded, not run."""
+    settings.GAIAORCH = {**settings.GAIAORCH, "docker": {**settings.GAIAORCH["docker"], "network": "gaia"}}
+    monkeypatch.setattr(containers, "require_docker", lambda: containers.docker_reachable(reachable=True))
+    monkeypatch.setattr(containers, "enqueue", lambda operation_id: None)

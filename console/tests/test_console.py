@@ -95,6 +95,15 @@ def test_it_renders_the_dashboard_with_the_current_snapshot(console):
     assert b"/admin/dashboard/action/start-handoff?type=prime_to_study" in response.content
 
 
+def test_it_warns_on_the_dashboard_while_tokenless_writes_are_accepted(console, settings):
+    assert b"console-tokenless" not in console.get("/admin/dashboard/").content
+    orchestrator = {**settings.GAIAORCH["orchestrator"], "trusted_networks": ["127.0.0.1/32=olivia"]}
+    settings.GAIAORCH = {**settings.GAIAORCH, "orchestrator": orchestrator}
+    page = console.get("/admin/dashboard/").content.decode()
+    assert 'id="console-tokenless"' in page
+    assert "Writes without a token are accepted from 127.0.0.1/32 (as olivia)" in page
+
+
 def test_it_feeds_gpus_handoffs_containers_and_events_as_json(console):
     lease = prime_holds_gpu()
     leases.acquire(requester="gaia-study", reason="training", actor="gaia-study")

@@ -5,8 +5,9 @@ query, body or no body, Content-Type), plus at most an `Authorization: Token …
 what that caller reads from the answer. docs/gaia-callers.md lists every call with its source file
 in azraeltruthsay/gaia; the `Call` constants below name the same files.
 
-Writes are replayed twice: with the caller's token, and without any (the originals send none),
-which is a strict expected failure until tokenless callers from trusted networks exist.
+Writes are replayed twice: with the caller's token, and without any (the originals send none)
+from the address the caller sends from, with the trusted networks of a GAIA box configured
+(TRUSTED_NETWORKS): the host's scripts at 127.0.0.1, the services on their compose network.
 """
 
 from __future__ import annotations
@@ -26,9 +27,14 @@ from notifications.models import Event
 
 pytestmark = pytest.mark.django_db
 
-TOKENLESS = "tokenless callers from trusted networks (issue 12, behaviour 5) are not built yet"
 DOWNSTREAM = "telling gaia-core about handoffs (issue 12, behaviour 6) is not built yet"
 SEED_WAIT_SECONDS = 30  # handoffs.default_wait_seconds, as an operator restoring the seed's behaviour sets it
+HOST = "127.0.0.1"  # gaia.sh and scripts/ run on the host
+COMPOSE_NETWORK = "172.18.0.7"  # the GAIA services' containers share a compose network
+TRUSTED_NETWORKS = [
+    {"network": "127.0.0.1/32", "acts_as": "olivia"},  # the host's scripts act as the operator
+    {"network": "172.18.0.0/16", "acts_as": "gaia-stack"},  # the services, where a request names none
+]
 
 
 @dataclass(frozen=True)
@@ -42,8 +48,14 @@ class Call:
     body: bytes | None = None  # None: no body at all
     content_type: str | None = None  # sent even without a body (curl -H 'Content-Type: …')
 
+    @property
+    def address(self) -> str:
+        return HOST if self.caller == "operator" else COMPOSE_NETWORK
+
     def replay(self, token: str | None = None, path: str | None = None):
-        extra = {"HTTP_AUTHORIZATION": f"Token {token}"} if token else {}
+        extra = {"REMOTE_ADDR": self.address}
+        if token:
+            extra["HTTP_AUTHORIZATION"] = f"Token {token}"
         if self.content_type and not self.body:
             extra["CONTENT_TYPE"] = self.content_type
         return Client().generic(
@@ -204,12 +216,20 @@ def token_of(db, service_token):
     return token
 
 
-@pytest.fixture(
-    params=["token", pytest.param("no token", marks=pytest.mark.xfail(strict=True, reason=TOKENLESS))]
-)
-def auth(request, token_of):
-    """How a write is sent: with the caller's token, and as the original sends it (no token)."""
-    return token_of if request.param == "token" else lambda caller: None
+@pytest.fixture(params=["token", "no token"])
+def auth(request, token_of, settings, django_user_model):
+    """How a write is sent: with the caller's token, and as the original sends it (no token)
+    from a trusted network."""
+    if request.param == "token":
+        return token_of
+    django_user_model.objects.get_or_create(username="olivia", defaults={"is_staff": True})
+    orchestrator = {**settings.GAIAORCH.get("orchestrator", {}), "trusted_networks": TRUSTED_NETWORKS}
+    grants = {
+        **settings.GAIAORCH.get("grants", {}),
+        "gaia-stack": ["oracle_fallback"],
+    }  # the notice names none
+    settings.GAIAORCH = {**settings.GAIAORCH, "orchestrator": orchestrator, "grants": grants}
+    return lambda caller: None
 
 
 @pytest.fixture
@@ -496,6 +516,7 @@ async def test_it_pushes_the_oracle_fallback_notice_in_the_seeds_shape(auth):
     token = await sync_to_async(auth)("gaia-web")
     headers = [(b"authorization", f"Token {token}".encode())] if token else []
     socket = WebsocketCommunicator(application, "/ws/notifications", headers=headers)
+    socket.scope["client"] = (COMPOSE_NETWORK, 41000)  # read when the connection starts, below
     connected, _ = await socket.connect()
     assert connected
     try:

@@ -7,7 +7,10 @@ import uuid
 
 import pytest
 
+from conftest import client_for_token
 from console.services import endpoint_index
+from containers.models import Operation
+from gaiaorch.auth import ensure_service_account
 
 MUTATING = {"POST", "PUT", "PATCH", "DELETE"}
 
@@ -44,6 +47,61 @@ def test_it_refuses_a_token_that_does_not_exist(anonymous_client, method, path, 
     assert response.status_code == 401, response.content
 
 
+@pytest.mark.parametrize(("method", "path"), MUTATING_ENDPOINTS)
+def test_it_refuses_a_read_only_account_every_write(method, path, db):
+    """A metrics scraper's account (`service_account prometheus --read-only`) never writes."""
+    scraper = client_for_token(ensure_service_account("prometheus", read_only=True))
+    response = scraper.generic(method, _concrete(path), "{}", content_type="application/json")
+    assert response.status_code == 403, response.content
+    assert response.json()["missing_right"] == "write"
+
+
+# Every write that needs a right beyond acting for one's own name: the right, and a valid body.
+GRANTED_ENDPOINTS = {
+    "/containers/live/stop": ("live_stop", None),
+    "/containers/live/start": ("live_start", None),
+    "/containers/candidate/start": ("candidate_start", {"gpu_enabled": False}),
+    "/containers/candidate/stop": ("candidate_stop", None),
+    "/containers/swap": ("swap", {"service": "gaia-core", "target": "candidate"}),
+    "/notify/oracle-fallback": (
+        "oracle_fallback",
+        {"fallback_model": "groq/llama", "original_role": "prime"},
+    ),
+}
+
+
+def test_it_knows_the_right_of_every_container_operation():
+    container_writes = {path for _, path in MUTATING_ENDPOINTS if path.startswith("/containers/")}
+    assert container_writes == {path for path in GRANTED_ENDPOINTS if path.startswith("/containers/")}
+
+
+def post_granted(client, path: str):
+    return client.post(path, GRANTED_ENDPOINTS[path][1], format="json")
+
+
+@pytest.mark.parametrize("path", GRANTED_ENDPOINTS)
+def test_it_refuses_a_service_without_the_grant_naming_the_right(operations_accepted, service_token, path):
+    response = post_granted(client_for_token(service_token("gaia-web")), path)
+    assert response.status_code == 403, response.content
+    assert response.json()["missing_right"] == GRANTED_ENDPOINTS[path][0]
+    assert response.json()["actor"] == "gaia-web"
+    assert GRANTED_ENDPOINTS[path][0] in response.json()["detail"]
+    assert not Operation.objects.exists()
+
+
+@pytest.mark.parametrize("path", GRANTED_ENDPOINTS)
+def test_it_accepts_a_service_with_the_grant(operations_accepted, settings, service_token, path):
+    settings.GAIAORCH = {**settings.GAIAORCH, "grants": {"deployer": [GRANTED_ENDPOINTS[path][0]]}}
+    response = post_granted(client_for_token(service_token("deployer")), path)
+    assert response.status_code in (200, 202), response.content
+
+
+@pytest.mark.parametrize("path", GRANTED_ENDPOINTS)
+def test_it_accepts_an_operator_without_any_grant(operations_accepted, operator_token_client, path):
+    response = post_granted(operator_token_client, path)
+    assert response.status_code in (200, 202), response.content
+
+
 LEASE_ACTIONS = [
     ("/gpu/release", "lease_id"),
     ("/gpu/heartbeat", "lease_id"),
@@ -64,6 +122,7 @@ def test_it_forbids_a_service_acting_on_another_services_lease(study_client, cor
     response = study_client.post(path.format(id=core_lease.id), body, format="json")
     assert response.status_code == 403, response.content
     assert response.json()["error"] == "forbidden"
+    assert response.json()["missing_right"] == "operator"
     core_lease.refresh_from_db()
     assert core_lease.status == "active"
 
@@ -72,6 +131,7 @@ def test_it_forbids_a_service_acquiring_for_another_service(study_client, db):
     response = study_client.post("/gpu/acquire", {"requester": "gaia-core", "reason": "x"}, format="json")
     assert response.status_code == 403
     assert response.json()["error"] == "forbidden"
+    assert response.json()["missing_right"] == "operator"
 
 
 @pytest.mark.parametrize(("method", "path"), MUTATING_ENDPOINTS)

@@ -2,9 +2,12 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import pytest
+from django.db import connection
 from django.utils import timezone
 
 from containers.services import docker_reachable
+from gaiaorch import services
 from gaiaorch.models import WorkerHeartbeat
 
 
@@ -21,6 +24,18 @@ def test_it_is_ready_when_every_part_works(anonymous_client, everything_up):
     assert set(checks) == {"database", "worker", "docker", "telemetry"}
     assert checks["worker"]["heartbeat_age_seconds"] < 5
     assert checks["telemetry"]["backend"] == "fake"
+
+
+def test_it_warns_while_tokenless_writes_are_accepted_and_stays_ready(
+    anonymous_client, everything_up, settings
+):
+    assert anonymous_client.get("/ready").json()["warnings"] == []
+    orchestrator = {**settings.GAIAORCH["orchestrator"], "trusted_networks": ["172.18.0.0/16"]}
+    settings.GAIAORCH = {**settings.GAIAORCH, "orchestrator": orchestrator}
+    response = anonymous_client.get("/ready")
+    assert response.status_code == 200 and response.json()["ready"] is True
+    [warning] = response.json()["warnings"]
+    assert "without a token" in warning and "172.18.0.0/16" in warning
 
 
 def test_it_blames_the_ticker_when_no_heartbeat_was_ever_enqueued(anonymous_client, fake_gpu, db):
@@ -60,3 +75,30 @@ def test_it_accepts_telemetry_that_is_switched_off(anonymous_client, everything_
     status, checks = _checks(anonymous_client)
     assert status == 200
     assert checks["telemetry"]["ok"] is True and checks["telemetry"]["backend"] == "none"
+
+
+# Makes this connection read-only (a read-only file, a standby server), and back.
+READ_ONLY = {
+    "sqlite": ("PRAGMA query_only = ON", "PRAGMA query_only = OFF"),
+    "postgresql": (
+        "SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY",
+        "SET SESSION CHARACTERISTICS AS TRANSACTION READ WRITE",
+    ),
+}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_it_is_not_ready_while_the_database_refuses_writes(anonymous_client, fake_gpu):
+    docker_reachable(reachable=True)
+    services.stamp_worker_heartbeat()
+    on, off = READ_ONLY[connection.vendor]
+    with connection.cursor() as cursor:
+        cursor.execute(on)
+    try:
+        status, checks = _checks(anonymous_client)
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute(off)
+    assert status == 503
+    assert checks["database"]["ok"] is False
+    assert "read-only" in checks["database"]["detail"]

@@ -8,6 +8,7 @@ from django.utils import timezone
 from containers import runner, services
 from containers.models import Operation, OperationStep
 from containers.tests.conftest import stack_config
+from gaiaorch import ticker
 from leases import services as leases
 
 pytestmark = pytest.mark.django_db
@@ -113,3 +114,16 @@ def test_it_fails_an_operation_whose_lease_already_ended(queued):
     services.recover_stale_operations()
 
     assert Operation.objects.get(pk=operation.pk).status == "failed"
+
+
+def test_it_recovers_operations_from_the_ticker_every_five_seconds(
+    queued, django_capture_on_commit_callbacks
+):
+    recovery = ticker.PERIODIC["containers.operation.recover"]
+    operation = abandoned(attempts=1)
+
+    with django_capture_on_commit_callbacks(execute=True):
+        recovery.func()
+
+    assert recovery.seconds() == 5.0
+    assert queued == [operation.id]

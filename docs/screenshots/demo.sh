@@ -26,7 +26,7 @@ acquire gaia-core '{"requester": "gaia-core", "reason": "Prime serving chat (vLL
 acquire gaia-study '{"requester": "gaia-study", "reason": "nightly LoRA training", "memory_mib": 40000}'
 acquire gaia-core-candidate '{"requester": "gaia-core-candidate", "reason": "candidate smoke test", "priority": 5}'
 acquire gaia-web '{"requester": "gaia-web", "reason": "embedding batch", "gpu": 1, "ttl_seconds": 600}'
-curl -sf -X POST "$B/notify/oracle-fallback" -H "Authorization: Token $(token gaia-web)" -H 'Content-Type: application/json' \
+curl -sf -X POST "$B/notify/oracle-fallback" -H "Authorization: Token $(token gaia-core)" -H 'Content-Type: application/json' \
   -d '{"fallback_model": "gpt-4o", "original_role": "prime", "reason": "Prime unavailable during restart"}' >/dev/null
 
 SESSION=$(.venv/bin/python manage.py shell -c "

@@ -29,6 +29,7 @@ from django.core.exceptions import ImproperlyConfigured
 
 from gaiaorch.config.model import (
     HANDOFF_PHASES_WITH_DEADLINES,
+    RIGHTS,
     SERVICE_STRATEGY,
     STACK_STRATEGY,
     STACKS,
@@ -42,6 +43,7 @@ from gaiaorch.config.model import (
     Service,
     Stack,
     Strategy,
+    TrustedNetwork,
     Webhook,
 )
 from gaiaorch.config.parse import parse
@@ -49,6 +51,7 @@ from gaiaorch.config.reader import ConfigError, FromEnv, Problem
 
 __all__ = [
     "HANDOFF_PHASES_WITH_DEADLINES",
+    "RIGHTS",
     "SERVICE_STRATEGY",
     "STACKS",
     "STACK_STRATEGY",
@@ -64,6 +67,7 @@ __all__ = [
     "Service",
     "Stack",
     "Strategy",
+    "TrustedNetwork",
     "Webhook",
     "current",
     "load",
@@ -83,6 +87,8 @@ ENVIRONMENT = {
     "GAIAORCH_SECURE_COOKIES": "orchestrator.secure_cookies",
     "GAIAORCH_MAX_BODY_BYTES": "orchestrator.max_body_bytes",
     "GAIAORCH_LOG_LEVEL": "orchestrator.log_level",
+    "GAIAORCH_TRUSTED_NETWORKS": "orchestrator.trusted_networks",
+    "GAIAORCH_TRUSTED_PROXIES": "orchestrator.trusted_proxies",
     "DATABASE_URL": "database.url",
     "GAIAORCH_SQLITE_PATH": "database.sqlite_path",
     "REDIS_URL": "redis.url",
@@ -90,6 +96,7 @@ ENVIRONMENT = {
     "GAIAORCH_TASK_TIMEOUT": "worker.task_timeout_seconds",
     "GAIAORCH_WORKER_HEARTBEAT_INTERVAL": "worker.heartbeat_interval_seconds",
     "GAIAORCH_WORKER_HEARTBEAT_MAX_AGE": "worker.heartbeat_max_age_seconds",
+    "GAIAORCH_WEBHOOK_CONCURRENCY": "notifications.delivery_concurrency",
     "GAIAORCH_GPU_BACKEND": "gpu.backend",
     "GAIAORCH_GPU_COUNT": "gpu.count",
     "GAIAORCH_FAKE_GPU_FILE": "gpu.fake_file",

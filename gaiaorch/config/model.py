@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 from pathlib import Path
 from typing import Any
 
@@ -21,9 +22,30 @@ HANDOFF_PHASES_WITH_DEADLINES = (
     "signaling_recipient",
     "rolling_back",
 )
+# What an account can be granted under `grants:`, beyond acting for its own name; operators have
+# every right. The container rights are named as the operations they allow (OperationKind).
+RIGHTS = {
+    "live_stop": "stop the live stack",
+    "live_start": "start the live stack",
+    "candidate_start": "start the candidate stack (with its GPU lease when gpu_enabled)",
+    "candidate_stop": "stop the candidate stack",
+    "swap": "swap a live service with its candidate",
+    "any_handoff": "start or cancel a handoff it is neither the source nor the destination of",
+    "oracle_fallback": "post the Oracle-fallback notice",
+}
+
+Network = IPv4Network | IPv6Network
 
 
 # --- process-level settings -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TrustedNetwork:
+    """Addresses whose requests are accepted without a token (orchestrator.trusted_networks)."""
+
+    network: Network
+    acts_as: str = ""  # the account a request naming no service acts as; "": such requests are refused
 
 
 @dataclass(frozen=True)
@@ -40,6 +62,13 @@ class Orchestrator:
     max_body_bytes: int = 256 * 1024
     log_level: str = "INFO"
     own_container: str = ""
+    trusted_networks: tuple[TrustedNetwork, ...] = ()  # empty: every write needs a token
+    trusted_proxies: tuple[Network, ...] = ()  # peers whose X-Forwarded-For names the client
+
+    def trusted_network_of(self, address: IPv4Address | IPv6Address) -> TrustedNetwork | None:
+        """The most specific trusted network holding the address, or None."""
+        holding = [trusted for trusted in self.trusted_networks if address in trusted.network]
+        return max(holding, key=lambda trusted: trusted.network.prefixlen, default=None)
 
 
 @dataclass(frozen=True)
@@ -55,7 +84,9 @@ class Redis:
 
 @dataclass(frozen=True)
 class Worker:
-    count: int = 4
+    # Only long work that moves GPUs queues there: a handoff, the container operation it follows,
+    # and one worker left for the heartbeat and the next job.
+    count: int = 3
     task_timeout_seconds: int = 900
     heartbeat_interval_seconds: int = 5
     heartbeat_max_age_seconds: int = 30
@@ -237,6 +268,7 @@ class Notifications:
     slow_client_timeout_seconds: float = 5.0
     retry_base_seconds: float = 2.0
     retry_max_seconds: float = 300.0
+    delivery_concurrency: int = 4  # webhook attempts the ticker makes at once
     webhooks: tuple[Webhook, ...] = ()
 
     def webhook_named(self, name: str) -> Webhook | None:
@@ -259,7 +291,11 @@ class Config:
     stacks: Mapping[str, Stack] = field(default_factory=dict)
     handoffs: Handoffs = Handoffs()
     notifications: Notifications = Notifications()
+    grants: Mapping[str, frozenset[str]] = field(default_factory=dict)  # account -> rights
     document: Mapping[str, Any] = field(default_factory=dict, repr=False)
+
+    def granted(self, account: str, right: str) -> bool:
+        return right in self.grants.get(account, ())
 
     # --- services and requesters
 

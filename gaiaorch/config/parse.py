@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import Mapping
 from dataclasses import replace
@@ -12,6 +13,7 @@ from urllib.parse import urlparse
 
 from gaiaorch.config.model import (
     HANDOFF_PHASES_WITH_DEADLINES,
+    RIGHTS,
     SERVICE_STRATEGY,
     STACK_STRATEGY,
     STACKS,
@@ -31,6 +33,7 @@ from gaiaorch.config.model import (
     Service,
     Stack,
     Strategy,
+    TrustedNetwork,
     Webhook,
     Worker,
 )
@@ -40,6 +43,7 @@ from gaiaorch.redaction import public_origin, public_webhook_name
 HTTP_METHODS = ("GET", "POST", "PUT", "DELETE")
 TELEMETRY_BACKENDS = ("nvml", "fake", "none")
 HANDOFF_TYPE_NAME = re.compile(r"[a-z][a-z0-9_]{0,31}")
+ACCOUNT_NAME = re.compile(r"[\w.@+-]{1,150}")  # Django's user names
 HANDOFF_SETTINGS = (
     "phase_timeout_seconds",
     "phase_timeouts",
@@ -63,6 +67,7 @@ SECTIONS = (
     "services",
     "handoffs",
     "notifications",
+    "grants",
 )
 
 
@@ -84,6 +89,7 @@ def parse(document: Mapping[str, Any]) -> tuple[Config, list]:
         stacks=MappingProxyType(stacks),
         handoffs=_handoffs(top.node("handoffs"), services),
         notifications=_notifications(top.node("notifications")),
+        grants=MappingProxyType(_grants(top.node("grants"))),
         document=document,
     )
     _check_own_container(config, problems)
@@ -119,9 +125,101 @@ def _orchestrator(node: Node) -> Orchestrator:
         max_body_bytes=node.integer("max_body_bytes", defaults.max_body_bytes, 1024, 64 * 1024 * 1024),
         log_level=node.choice("log_level", "info", ("debug", "info", "warning", "error", "critical")).upper(),
         own_container=node.text("own_container"),
+        trusted_networks=_trusted_networks(node),
+        trusted_proxies=tuple(
+            network
+            for where, entry, raw in _entries(node, "trusted_proxies")
+            if (network := _network(node.problems, where, entry, raw))
+        ),
     )
     node.finish()
     return parsed
+
+
+def _entries(node: Node, key: str) -> list[tuple[str, Any, Any]]:
+    """(path, entry, raw) of each entry of a list; an environment value (or one YAML string) is
+    split at commas and spaces, and its problems name the variable."""
+    raw = node.raw(key)
+    if raw is None:
+        return []
+    if isinstance(raw, str):
+        return [(node.where(key), word, raw) for word in re.split(r"[,\s]+", raw) if word]
+    if not isinstance(raw, list):
+        node.fail(key, f"must be a list, got {raw!r}", raw)
+        return []
+    return [(f"{node.where(key)}[{index}]", entry, entry) for index, entry in enumerate(raw)]
+
+
+def _trusted_networks(node: Node) -> tuple[TrustedNetwork, ...]:
+    """Each entry: "172.18.0.0/16", "127.0.0.1/32=olivia" or {network, acts_as}."""
+    trusted: list[TrustedNetwork] = []
+    for where, entry, raw in _entries(node, "trusted_networks"):
+        if isinstance(entry, Mapping):
+            item = Node(where, entry, node.problems)
+            text, acts_as = item.text("network", required=True), item.text("acts_as")
+            acts_as = _account(node.problems, item.where("acts_as"), acts_as, raw)
+            item.finish()
+            if not text:  # already reported as required
+                continue
+            where = item.where("network")
+        elif isinstance(entry, str):
+            text, _, named = entry.partition("=")
+            acts_as = _account(node.problems, where, named, raw)
+        else:
+            text, acts_as = entry, ""
+        network = _network(node.problems, where, text, raw)
+        if network and any(known.network == network for known in trusted):
+            node.problems.add(where, f"lists {network} twice", raw)
+        elif network:
+            trusted.append(TrustedNetwork(network, acts_as))
+    return tuple(trusted)
+
+
+def _network(problems: Problems, where: str, text: Any, raw: Any):
+    """An IP network (a bare address is one address); None, with a problem, when it is not one."""
+    if not isinstance(text, str):
+        problems.add(where, f"must be an IP network such as 172.18.0.0/16, got {text!r}", raw)
+        return None
+    try:
+        network = ipaddress.ip_network(text.strip())
+    except ValueError:
+        try:
+            meant = ipaddress.ip_network(text.strip(), strict=False)
+        except ValueError:
+            problems.add(where, f"must be an IP network such as 172.18.0.0/16, got {text!r}", raw)
+        else:
+            problems.add(where, f"names {text}, which has host bits set; did you mean {meant}?", raw)
+        return None
+    if network.prefixlen == 0:
+        problems.add(where, f"names {text}, which is every address; list the networks callers use", raw)
+        return None
+    return network
+
+
+def _account(problems: Problems, where: str, name: str, raw: Any) -> str:
+    if name and not ACCOUNT_NAME.fullmatch(name):
+        problems.add(where, f"must be an account name (letters, digits and @.+-_), got {name!r}", raw)
+        return ""
+    return name
+
+
+# --- rights ---------------------------------------------------------------------------------
+
+
+def _grants(node: Node) -> dict[str, frozenset[str]]:
+    """{account: [right, …]}: what each account may do beyond acting for its own name."""
+    grants = {}
+    for account in node.names():
+        rights = node.strings(account)
+        if not ACCOUNT_NAME.fullmatch(account):
+            node.fail(account, "is not an account name (letters, digits and @.+-_)")
+            continue
+        unknown = [right for right in rights if right not in RIGHTS]
+        if unknown:
+            node.fail(account, f"names unknown rights {unknown}; rights: {', '.join(RIGHTS)}")
+        grants[account] = frozenset(right for right in rights if right in RIGHTS)
+    node.finish()
+    return grants
 
 
 def _secret(node: Node, key: str) -> str | None:
@@ -573,6 +671,7 @@ def _notifications(node: Node) -> Notifications:
         ),
         retry_base_seconds=node.number("retry_base_seconds", defaults.retry_base_seconds, 0.01, 3600),
         retry_max_seconds=node.number("retry_max_seconds", defaults.retry_max_seconds, 0.01, 86_400),
+        delivery_concurrency=node.integer("delivery_concurrency", defaults.delivery_concurrency, 2, 64),
         webhooks=webhooks,
     )
     node.finish()

@@ -26,7 +26,7 @@ def test_it_creates_a_service_account_and_prints_a_working_token(db, capsys):
     call_command("service_account", "gaia-web")
     token = capsys.readouterr().out.strip()
     assert user_for_key(token).username == "gaia-web"
-    response = client_for_token(token).post("/notify/oracle-fallback", {}, format="json")
+    response = client_for_token(token).post("/gpu/acquire", {}, format="json")
     assert response.status_code == 400  # authenticated: refused for its empty body, not with 401
 
 
@@ -43,6 +43,34 @@ def test_it_shows_a_key_only_when_it_is_made(db, capsys):
     assert user_for_key(first) is None and user_for_key(second).username == "gaia-web"
 
 
+def test_it_mints_a_read_only_account_that_reads_but_never_writes(db, capsys, settings):
+    settings.OPEN_READS = False
+    call_command("service_account", "prometheus", "--read-only")
+    scraper = client_for_token(capsys.readouterr().out.strip())
+    assert scraper.get("/metrics").status_code == 200  # reads are closed to anonymous callers only
+    assert scraper.get("/api/events/").status_code == 200
+    refused = scraper.post("/gpu/acquire", {"requester": "gaia-web", "reason": "x"}, format="json")
+    assert refused.status_code == 403
+    assert refused.json()["missing_right"] == "write"
+
+
+def test_it_makes_an_existing_account_read_only_and_writable_again_keeping_its_key(db, capsys):
+    key = ensure_service_account("gaia-web")
+    call_command("service_account", "gaia-web", "--read-only")
+    assert "read-only" in capsys.readouterr().err
+    web = client_for_token(key)
+    assert web.post("/gpu/acquire", {}, format="json").status_code == 403  # before reading the body
+    call_command("service_account", "gaia-web", "--no-read-only")
+    assert "may write" in capsys.readouterr().err
+    assert web.post("/gpu/acquire", {}, format="json").status_code == 400
+
+
+def test_it_never_lets_a_read_only_account_be_an_operator(db, django_user_model):
+    django_user_model.objects.create_user("grafana", is_staff=True)
+    ensure_service_account("grafana", read_only=True)
+    assert django_user_model.objects.get(username="grafana").is_staff is False
+
+
 @pytest.mark.django_db(transaction=True)  # committed, so the rows are in the database file
 def test_it_stores_a_digest_of_each_token_never_the_key(settings):
     key = ensure_service_account("gaia-web")
@@ -56,7 +84,7 @@ def test_it_refuses_the_token_of_a_deactivated_account(db):
     key = ensure_service_account("gaia-web")
     get_user_model().objects.filter(username="gaia-web").update(is_active=False)
     assert user_for_key(key) is None
-    assert client_for_token(key).post("/notify/oracle-fallback", {}, format="json").status_code == 401
+    assert client_for_token(key).post("/gpu/acquire", {}, format="json").status_code == 401
 
 
 @pytest.mark.django_db(transaction=True)  # SQLite's schema editor works outside a transaction only

@@ -239,12 +239,89 @@ def test_it_parses_the_shipped_configuration_without_a_problem():
             "services.gaia-study.process.cmdline: must be a regular expression",
         ),
         ("gpu.unlisted_tolerance_mib", -1, "gpu.unlisted_tolerance_mib: must be an integer >= 0"),
+        (
+            "orchestrator.trusted_networks",
+            ["172.18.0.1/16"],
+            "orchestrator.trusted_networks[0]: names 172.18.0.1/16, which has host bits set; "
+            "did you mean 172.18.0.0/16?",
+        ),
+        ("orchestrator.trusted_networks", ["0.0.0.0/0"], "orchestrator.trusted_networks[0]: names 0.0.0.0/0"),
+        (
+            "orchestrator.trusted_networks",
+            ["gaia_default"],
+            "orchestrator.trusted_networks[0]: must be an IP",
+        ),
+        ("orchestrator.trusted_networks", "10.0.0.0/33", "orchestrator.trusted_networks: must be an IP"),
+        (
+            "orchestrator.trusted_networks",
+            [{"network": "127.0.0.1/32", "acts_as": "o livia"}],
+            "orchestrator.trusted_networks[0].acts_as: must be an account name",
+        ),
+        (
+            "orchestrator.trusted_networks",
+            [{"network": "127.0.0.1/32", "as": "olivia"}],
+            "orchestrator.trusted_networks[0].as: is not a known key",
+        ),
+        (
+            "orchestrator.trusted_networks",
+            [{"acts_as": "olivia"}],
+            "orchestrator.trusted_networks[0].network: is required",
+        ),
+        (
+            "orchestrator.trusted_networks",
+            ["::1", "::1/128"],
+            "orchestrator.trusted_networks[1]: lists ::1/128 twice",
+        ),
+        ("orchestrator.trusted_networks", {"a": 1}, "orchestrator.trusted_networks: must be a list"),
+        ("orchestrator.trusted_proxies", ["proxy"], "orchestrator.trusted_proxies[0]: must be an IP network"),
+        ("grants.gaia-core", ["fly"], "grants.gaia-core: names unknown rights ['fly']; rights: live_stop"),
+        ("grants.gaia core", ["swap"], "grants.gaia core: is not an account name"),
+        ("grants.gaia-core", [1], "grants.gaia-core: must be a list of strings"),
+        ("grants", ["swap"], "grants: must be a mapping"),
     ],
 )
 def test_it_refuses_each_mistake_naming_its_path(path, value, expected):
     found = problems_of(shipped_with(path, value))
     assert len(found) == 1, found
     assert found[0].startswith(expected)
+
+
+def test_it_reads_trusted_networks_from_yaml_and_from_the_environment():
+    from ipaddress import ip_address, ip_network
+
+    document = {
+        "orchestrator": {"trusted_networks": ["172.18.0.0/16", {"network": "127.0.0.1", "acts_as": "olivia"}]}
+    }
+    from_yaml = load(document).orchestrator
+    from_env = load(
+        overlay({}, {"GAIAORCH_TRUSTED_NETWORKS": "172.18.0.0/16, 127.0.0.1/32=olivia"})
+    ).orchestrator
+    assert from_yaml.trusted_networks == from_env.trusted_networks
+    assert from_yaml.trusted_network_of(ip_address("127.0.0.1")).acts_as == "olivia"
+    assert from_yaml.trusted_network_of(ip_address("172.18.3.4")).network == ip_network("172.18.0.0/16")
+    assert from_yaml.trusted_network_of(ip_address("10.0.0.1")) is None
+    assert load({}).orchestrator.trusted_networks == ()  # off unless configured
+
+
+def test_it_picks_the_most_specific_trusted_network():
+    from ipaddress import ip_address
+
+    document = {"orchestrator": {"trusted_networks": ["172.18.0.0/16", "172.18.0.1/32=olivia"]}}
+    trusted = load(document).orchestrator
+    assert trusted.trusted_network_of(ip_address("172.18.0.1")).acts_as == "olivia"
+    assert trusted.trusted_network_of(ip_address("172.18.0.9")).acts_as == ""
+
+
+def test_it_names_the_variable_of_a_bad_trusted_network():
+    assert problems_of(overlay({}, {"GAIAORCH_TRUSTED_PROXIES": "10.0.0.1/8"})) == [
+        "GAIAORCH_TRUSTED_PROXIES names 10.0.0.1/8, which has host bits set; did you mean 10.0.0.0/8?"
+    ]
+
+
+def test_it_reads_grants_by_account():
+    parsed = load({"grants": {"deployer": ["candidate_start", "swap"]}})
+    assert parsed.granted("deployer", "swap") and not parsed.granted("deployer", "live_stop")
+    assert not parsed.granted("gaia-web", "swap")
 
 
 def test_it_refuses_container_keys_on_a_service_outside_every_stack():
@@ -307,5 +384,14 @@ def test_it_is_checked_whole_by_the_system_check(settings):
 
 def test_it_documents_every_environment_variable_with_the_key_it_overrides():
     documented = (Path(__file__).resolve().parents[2] / "docs" / "CONFIGURATION.md").read_text()
+    lines = documented.splitlines()
     for variable, path in config.ENVIRONMENT.items():
-        assert f"| `{variable}` | `{path}` |" in documented, variable
+        assert any(f"`{variable}`" in line and f"`{path}`" in line for line in lines), variable
+
+
+def test_it_documents_every_right_where_operators_grant_it():
+    docs = Path(__file__).resolve().parents[2] / "docs"
+    api, configuration = (docs / "api.md").read_text(), (docs / "CONFIGURATION.md").read_text()
+    for right in config.RIGHTS:
+        assert f"`{right}`" in api.split("## Rights", 1)[1].split("## Trusted networks")[0], right
+        assert f"`{right}`" in configuration.split("## Rights", 1)[1], right

@@ -1,4 +1,5 @@
-"""Real gaiaorch processes (qcluster, ticker, manage.py commands) against the test database."""
+"""Real gaiaorch processes (qcluster, ticker, manage.py commands) against the test database
+(the PostgreSQL test database, or the SQLite test file in WAL mode)."""
 
 from __future__ import annotations
 
@@ -33,8 +34,11 @@ def environment(tmp_path: Path, stack: dict, fake_gpu_file: str) -> dict[str, st
         for key, value in os.environ.items()
         if not key.startswith(("GAIAORCH_", "DATABASE_URL", "REDIS_URL"))
     }
+    if connection.vendor == "sqlite":
+        env["GAIAORCH_SQLITE_PATH"] = connection.settings_dict["NAME"]  # the test's WAL file
+    else:
+        env["DATABASE_URL"] = database_url()
     env.update(
-        DATABASE_URL=database_url(),
         GAIAORCH_CONFIG=str(config_file),
         GAIAORCH_VAR_DIR=str(tmp_path / "var"),
         GAIAORCH_GPU_BACKEND="fake",

@@ -68,6 +68,35 @@ def test_it_lets_only_the_parties_or_operators_start_a_handoff(gaia, hold_gpu, c
     assert anonymous_client.post("/handoff/prime-to-study").status_code == 401
     response = client_for("gaia-web").post("/handoff/prime-to-study")
     assert response.status_code == 403
+    assert response.json()["missing_right"] == "any_handoff"
+    assert not Handoff.objects.exists()
+
+
+def test_it_lets_a_service_granted_any_handoff_start_one_it_takes_no_part_in(
+    gaia, hold_gpu, client_for, settings
+):
+    hold_gpu("gaia-core")
+    settings.GAIAORCH = {**settings.GAIAORCH, "grants": {"scheduler": ["any_handoff"]}}
+    assert client_for("scheduler").post("/handoff/prime-to-study").status_code == 202
+
+
+def test_it_needs_the_stack_rights_of_a_handoff_that_stops_and_starts_stacks(
+    gaia, hold_gpu, client_for, settings
+):
+    """live_to_candidate stops the live stack's GPU services and starts the candidate stack."""
+    hold_gpu("gaia-core")
+    candidate = client_for("gaia-core-candidate")
+    start = {"type": "live_to_candidate", "reason": "trial"}
+    refused = candidate.post("/api/handoffs/", start, format="json")
+    assert refused.status_code == 403
+    assert refused.json()["missing_right"] == "live_stop"
+    settings.GAIAORCH = {**settings.GAIAORCH, "grants": {"gaia-core-candidate": ["live_stop"]}}
+    assert candidate.post("/api/handoffs/", start, format="json").json()["missing_right"] == "candidate_start"
+    settings.GAIAORCH = {
+        **settings.GAIAORCH,
+        "grants": {"gaia-core-candidate": ["live_stop", "candidate_start"]},
+    }
+    assert candidate.post("/api/handoffs/", start, format="json").status_code == 202
 
 
 def test_it_creates_lists_shows_and_cancels_through_the_api(gaia, hold_gpu, operator_client):

@@ -3,10 +3,11 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from gaiaorch import jobs
-from handoffs import measure, ownership, services, tasks
+from gaiaorch import config, jobs, ticker
+from handoffs import measure, services, tasks
 from handoffs.models import GpuBaseline, Handoff, HandoffPhase, Phase
 from handoffs.tests.conftest import IDLE_MIB
+from leases import holdings
 from notifications.models import Event
 
 
@@ -33,7 +34,7 @@ def test_it_rolls_back_to_cancelled_when_cancelled_during_cleanup(gaia, hold_gpu
     assert "olivia" in handoff.error["detail"]
     cleanup = handoff.phases.get(name="waiting_cuda_cleanup")
     assert (cleanup.outcome, cleanup.detail) == ("failed", "cancel requested")
-    assert ownership.holder(0).lease_id == core_lease.id
+    assert holdings.current_holder(0).lease_id == core_lease.id
     assert gaia["gaia-core"].called("/gpu/reclaim")
     assert Event.objects.filter(type="handoff.cancelled", subject_id=str(handoff.id)).exists()
 
@@ -76,7 +77,7 @@ def test_it_adopts_a_transfer_the_dead_worker_finished(gaia, gpu, hold_gpu, run_
     hold_gpu("gaia-core")
     handoff = services.start(type="prime_to_study", actor="olivia")
     gpu.set(IDLE_MIB)
-    ownership.transfer(gpu=0, to="gaia-study", expected_holder="gaia-core", reason="dead worker", actor="t")
+    holdings.transfer(gpu=0, to="gaia-study", expected_holder="gaia-core", reason="dead worker", actor="t")
     interrupt(handoff, Phase.TRANSFERRING_OWNERSHIP)
     tasks.run_handoff(str(handoff.id))
     handoff.refresh_from_db()
@@ -126,3 +127,22 @@ def test_it_measures_the_idle_baseline_only_while_no_lease_is_active(
     handoff = run_handoff()
     assert handoff.phase == Phase.COMPLETED
     assert handoff.phases.get(name="waiting_cuda_cleanup").figures["baseline_mib"] == 480
+
+
+@pytest.mark.django_db
+def test_it_recovers_handoffs_from_the_ticker_on_the_configured_cadence(
+    gaia, gpu, hold_gpu, synchronous_worker, django_capture_on_commit_callbacks
+):
+    recovery = ticker.PERIODIC["handoffs.handoff.recover"]
+    hold_gpu("gaia-core")
+    handoff = services.start(type="prime_to_study", actor="olivia")
+    gpu.set(IDLE_MIB)
+    interrupt(handoff, Phase.RELEASING_GPU)
+
+    with django_capture_on_commit_callbacks(execute=True):
+        recovery.func()
+
+    assert recovery.seconds() == config.current().handoffs.recovery_interval_seconds
+    handoff.refresh_from_db()
+    assert handoff.phase == Phase.COMPLETED
+    assert handoff.phases.get(name="releasing_gpu", outcome="failed").detail.startswith("interrupted")

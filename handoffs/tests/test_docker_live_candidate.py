@@ -13,9 +13,10 @@ import threading
 
 import pytest
 
-from handoffs import ownership, services, tasks
+from handoffs import services, tasks
 from handoffs.models import Phase
 from handoffs.tests.fakes import FakeGpu
+from leases import holdings
 from leases import services as leases
 
 pytestmark = [pytest.mark.slow, pytest.mark.docker]
@@ -83,7 +84,7 @@ def test_it_moves_the_gpu_between_the_real_stacks_and_back(handoff_stack, docker
     assert there.phase == Phase.COMPLETED, there.error
     assert not inspect(docker_stack, "t-core")["State"]["Running"]
     assert inspect(docker_stack, "t-core-candidate")["State"]["Running"]
-    assert ownership.holder(0).requester == "t-core-candidate"
+    assert holdings.current_holder(0).requester == "t-core-candidate"
     cleanup = there.phases.get(name="waiting_cuda_cleanup").figures
     assert (cleanup["vram_before_mib"], cleanup["used_mib"]) == (LOADED_MIB, IDLE_MIB)
 
@@ -96,7 +97,7 @@ def test_it_moves_the_gpu_between_the_real_stacks_and_back(handoff_stack, docker
     assert back.phase == Phase.COMPLETED, back.error
     assert inspect(docker_stack, "t-core")["State"]["Running"]
     assert not inspect(docker_stack, "t-core-candidate")["State"]["Running"]
-    assert ownership.holder(0).requester == "t-core"
+    assert holdings.current_holder(0).requester == "t-core"
 
 
 def test_it_restarts_the_live_services_when_the_candidate_cannot_get_the_gpu(
@@ -116,4 +117,4 @@ def test_it_restarts_the_live_services_when_the_candidate_cannot_get_the_gpu(
     assert "NVIDIA Container Toolkit" in handoff.error["detail"]
     assert handoff.error["rollback"] == {"complete": True}, handoff.error
     assert inspect(docker_stack, "t-core")["State"]["Running"]
-    assert ownership.holder(0).requester == "t-core"
+    assert holdings.current_holder(0).requester == "t-core"

@@ -1,8 +1,9 @@
 import pytest
 
-from handoffs import ownership, services, strategies
+from handoffs import services, strategies
 from handoffs.models import Phase
 from handoffs.tests.conftest import PRIME_LOADED_MIB
+from leases import holdings
 
 pytestmark = pytest.mark.django_db
 
@@ -24,7 +25,7 @@ def test_it_rolls_back_when_core_hangs_on_release(gaia, hold_gpu, run_handoff):
     assert "did not answer" in handoff.error["detail"]
     assert handoff.error["rollback"] == {"complete": True}
     assert ended_with(handoff, "releasing_gpu", "rolling_back", "failed")
-    assert ownership.holder(0).lease_id == core_lease.id
+    assert holdings.current_holder(0).lease_id == core_lease.id
     assert gaia["gaia-core"].called("/gpu/reclaim")
     assert gaia["gaia-prime"].called("/wake_up")
 
@@ -52,7 +53,7 @@ def test_it_fails_with_measured_figures_when_vram_never_drops(gaia, hold_gpu, ru
     assert error["max_used_mib"] == 1012
     assert error["need_mib"] == 16384
     assert error["samples"] > 1
-    assert ownership.holder(0).requester == "gaia-core"
+    assert holdings.current_holder(0).requester == "gaia-core"
     assert not gaia["gaia-study"].called("/study/gpu-ready")
 
 
@@ -73,7 +74,7 @@ def test_it_rolls_back_and_returns_the_lease_when_study_never_acknowledges(gaia,
     assert handoff.error["attempts"] > 1
     assert (handoff.error["service"], handoff.error["status"]) == ("gaia-study", 503)
     assert "loading" in handoff.error["body"]
-    holder = ownership.holder(0)
+    holder = holdings.current_holder(0)
     assert holder.requester == "gaia-core"
     assert holder.fencing_token > handoff.fencing_token > core_lease.fencing_token
     assert gaia["gaia-study"].called("/study/gpu-release")
@@ -88,7 +89,7 @@ def test_it_completes_with_a_warning_when_configured_to(gaia, hold_gpu, run_hand
     handoff = run_handoff()
     assert handoff.phase == Phase.COMPLETED
     assert handoff.warnings[0]["code"] == "recipient_unacknowledged"
-    assert ownership.holder(0).requester == "gaia-study"
+    assert holdings.current_holder(0).requester == "gaia-study"
     assert handoff.phases.get(name="signaling_recipient").outcome == "failed"
 
 
@@ -104,7 +105,7 @@ def test_it_says_the_rollback_is_incomplete_when_core_cannot_reclaim(gaia, hold_
     assert rollback["problems"][0]["status"] == 500
     assert "rollback incomplete" in handoff.error["detail"]
     assert handoff.phases.get(name="rolling_back").outcome == "failed"
-    assert ownership.holder(0).requester == "gaia-core"
+    assert holdings.current_holder(0).requester == "gaia-core"
 
 
 def test_it_fails_the_rollback_when_core_stays_unhealthy(gaia, hold_gpu, run_handoff):

@@ -1,8 +1,8 @@
 import pytest
 
-from handoffs import ownership
 from handoffs.models import Phase
 from handoffs.tests.conftest import IDLE_MIB, PRIME_LOADED_MIB, TRAINING_MIB
+from leases import holdings
 from notifications.models import Event
 
 pytestmark = pytest.mark.django_db
@@ -26,7 +26,7 @@ def test_it_hands_prime_s_gpu_to_study_after_measuring_the_freed_vram(gaia, hold
     handoff = run_handoff("prime_to_study", reason="nightly LoRA")
     assert handoff.phase == Phase.COMPLETED
     assert timeline(handoff) == FORWARD_TIMELINE
-    holder = ownership.holder(0)
+    holder = holdings.current_holder(0)
     assert holder.requester == "gaia-study"
     assert holder.fencing_token > core_lease.fencing_token
     assert [call.path for call in gaia["gaia-core"].calls] == ["/gpu/release"]
@@ -46,7 +46,7 @@ def test_it_gives_the_gpu_back_to_prime_waking_prime_before_core(gaia, gpu, hold
     gpu.set(TRAINING_MIB)
     handoff = run_handoff("study_to_prime")
     assert handoff.phase == Phase.COMPLETED
-    assert ownership.holder(0).requester == "gaia-core"
+    assert holdings.current_holder(0).requester == "gaia-core"
     assert [call.path for call in gaia["gaia-study"].calls] == ["/study/gpu-release"]
     assert [call.path for call in gaia["gaia-prime"].calls] == ["/wake_up"]
     reclaim = gaia["gaia-core"].called("/gpu/reclaim")[0]

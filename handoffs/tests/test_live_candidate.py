@@ -2,10 +2,11 @@
 
 import pytest
 
-from handoffs import ownership, strategies
+from handoffs import strategies
 from handoffs.models import Phase
 from handoffs.tests.conftest import IDLE_MIB
 from handoffs.tests.fakes import FakeContainers
+from leases import holdings
 from leases import services as leases
 
 pytestmark = pytest.mark.django_db
@@ -30,7 +31,7 @@ def test_it_hands_the_gpu_from_the_live_stack_to_the_candidate_stack(gaia, hold_
         ("service_stop", LIVE_GPU_SERVICES, {"actor": "handoffs"}),
         ("candidate_start", ["candidate"], {"actor": "handoffs", "gpu_enabled": True}),
     ]
-    assert ownership.holder(0).requester == "gaia-core-candidate"
+    assert holdings.current_holder(0).requester == "gaia-core-candidate"
     cleanup = handoff.phases.get(name="waiting_cuda_cleanup").figures
     assert cleanup["need_mib"] == 16384  # both candidate models
 
@@ -42,7 +43,7 @@ def test_it_gives_the_gpu_back_to_the_live_stack(gaia, gpu, hold_gpu, containers
     assert containers.kinds() == ["service_stop", "live_start"]
     assert containers.requested[1][2]["gpu_enabled"] is False
     assert containers.requested[0][1] == ["gaia-core-candidate"]
-    assert ownership.holder(0).requester == "gaia-core"
+    assert holdings.current_holder(0).requester == "gaia-core"
 
 
 def test_it_restarts_the_live_services_when_the_candidate_stack_fails_to_start(
@@ -57,7 +58,7 @@ def test_it_restarts_the_live_services_when_the_candidate_stack_fails_to_start(
     assert containers.kinds() == ["service_stop", "candidate_start", "service_stop", "service_start"]
     assert containers.requested[2][1] == ["gaia-core-candidate"]
     assert containers.requested[3][1] == LIVE_GPU_SERVICES
-    holder = ownership.holder(0)
+    holder = holdings.current_holder(0)
     assert holder.requester == "gaia-core"
     assert holder.fencing_token > core_lease.fencing_token
     assert handoff.error["rollback"] == {"complete": True}
@@ -78,12 +79,12 @@ def test_it_takes_the_gpu_back_when_the_failed_candidate_start_gave_its_lease_up
     containers.fail["candidate_start"] = "gaia-core-candidate exited with code 1"
 
     def give_lease_back():  # what the containers app does after a failed GPU start
-        holder = ownership.holder(0)
+        holder = holdings.current_holder(0)
         leases.release(holder.lease_id, actor="gaiaorch", reason="container operation failed")
 
     containers.hooks["candidate_start"] = give_lease_back
     handoff = run_handoff("live_to_candidate")
     assert handoff.phase == Phase.FAILED
     assert handoff.error["rollback"] == {"complete": True}
-    assert ownership.holder(0).requester == "gaia-core"
+    assert holdings.current_holder(0).requester == "gaia-core"
     assert handoff.phases.get(name="rolling_back").figures["lease"]["moved"] is True

@@ -8,10 +8,11 @@ import time
 import pytest
 from django.db import connection, transaction
 
-from handoffs import ownership, services
+from handoffs import services
 from handoffs.models import Handoff, Phase
 from handoffs.tests.conftest import IDLE_MIB
 from handoffs.tests.processes import Process, environment, run_command, wait_for
+from leases import holdings
 from leases.models import Gpu
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
@@ -143,7 +144,7 @@ def test_it_resumes_after_the_worker_is_killed(scenario, gaia, gpu, hold_gpu, ch
     handoff.refresh_from_db()
     interrupted = handoff.phases.get(name=phase, outcome="failed")
     assert interrupted.detail.startswith("interrupted")
-    assert ownership.holder(0).requester == "gaia-study"
+    assert holdings.current_holder(0).requester == "gaia-study"
 
 
 def test_it_resumes_after_a_kill_inside_the_ownership_transfer(gaia, gpu, hold_gpu, children):
@@ -179,7 +180,7 @@ def test_it_resumes_after_a_kill_inside_the_ownership_transfer(gaia, gpu, hold_g
     assert handoff.phases.get(name=Phase.TRANSFERRING_OWNERSHIP, outcome="failed").detail.startswith(
         "interrupted"
     )
-    assert ownership.holder(0).requester == "gaia-study"
+    assert holdings.current_holder(0).requester == "gaia-study"
 
 
 def test_it_finishes_a_rollback_the_killed_worker_started(gaia, gpu, hold_gpu, children):
@@ -197,7 +198,7 @@ def test_it_finishes_a_rollback_the_killed_worker_started(gaia, gpu, hold_gpu, c
     wait_for(phase_is(handoff.id, Phase.FAILED), 60, "the rollback finishing after restart", interval=0.2)
     handoff.refresh_from_db()
     assert handoff.error["rollback"] == {"complete": True}
-    assert ownership.holder(0).lease_id == core_lease.id
+    assert holdings.current_holder(0).lease_id == core_lease.id
 
 
 def test_it_cancels_from_another_process_during_cleanup(gaia, hold_gpu, children):
@@ -214,4 +215,4 @@ def test_it_cancels_from_another_process_during_cleanup(gaia, hold_gpu, children
     handoff.refresh_from_db()
     assert handoff.phase == Phase.CANCELLED
     assert handoff.phases.get(name=Phase.WAITING_CUDA_CLEANUP).detail == "cancel requested"
-    assert ownership.holder(0).lease_id == core_lease.id
+    assert holdings.current_holder(0).lease_id == core_lease.id

@@ -11,8 +11,9 @@ from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action, api_view
 from rest_framework.response import Response
 
-from gaiaorch.auth import IsOperator, actor_name, acts_for
-from gaiaorch.errors import Forbidden, InvalidRequest, NotFound
+from gaiaorch import rights
+from gaiaorch.auth import actor_name
+from gaiaorch.errors import InvalidRequest, NotFound
 from leases import services
 from leases.api.serializers import (
     AcquireSerializer,
@@ -27,10 +28,7 @@ from leases.models import Lease
 
 
 def ensure_acts_for(user, requester: str) -> None:
-    if not acts_for(user, requester):
-        raise Forbidden(
-            f"{actor_name(user)} may not act for {requester}.", requester=requester, actor=actor_name(user)
-        )
+    rights.require_acts_for(user, requester)
 
 
 def lease_for(user, lease_id) -> Lease:
@@ -115,7 +113,7 @@ def release(request):
             lease.id, actor=actor, reason=params["reason"], gpu=lease.gpu.index
         )
     else:
-        requester = None if request.user.is_staff else request.user.get_username()
+        requester = rights.own_requester(request.user)
         released = services.release_without_id_reporting(
             gpu=params.get("gpu"), requester=requester, actor=actor, reason=params["reason"]
         )
@@ -216,6 +214,6 @@ class LeaseViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Ge
         lease = lease_for(request.user, self.get_object().id)
         return Response(LeaseSerializer(services.heartbeat(lease.id, actor=actor_name(request.user))).data)
 
-    @action(detail=True, methods=["post"], permission_classes=[IsOperator])
+    @action(detail=True, methods=["post"], permission_classes=[rights.IsOperator])
     def revoke(self, request, pk=None):
         return self._acted(request, services.revoke, ReasonSerializer)

@@ -26,7 +26,8 @@ from django.views.decorators.csrf import csrf_exempt
 from drf_spectacular.utils import OpenApiResponse, PolymorphicProxySerializer, extend_schema
 from rest_framework.views import APIView
 
-from gaiaorch.auth import HashedTokenAuthentication, actor_name, user_for_token_header
+from gaiaorch import rights
+from gaiaorch.auth import HashedTokenAuthentication, actor_name
 from gaiaorch.errors import DomainError, InvalidRequest, body_too_large
 from gaiaorch.middleware import parse_json
 from gaiaorch.serializers import ErrorSerializer
@@ -105,7 +106,7 @@ async def wait(request: HttpRequest) -> JsonResponse:
     if request.method != "POST":
         return _error("method_not_allowed", f'Method "{request.method}" not allowed.', 405)
     try:
-        user = await sync_to_async(user_for_token_header)(request.headers.get("Authorization", ""))
+        user = await sync_to_async(rights.writer_for_request)(request)
         if user is None:
             response = _error("not_authenticated", "A valid service token is required.", 401)
             response["WWW-Authenticate"] = "Token"
@@ -178,7 +179,9 @@ class WaitDocumentation(APIView):
             202: OpenApiResponse(QueuedSerializer, "not granted in time: still queued, with its position"),
             400: OpenApiResponse(ErrorSerializer, "invalid_request, malformed_request or body_too_large"),
             401: OpenApiResponse(ErrorSerializer, "not_authenticated: no valid service token"),
-            403: OpenApiResponse(ErrorSerializer, "forbidden: another requester's name or lease"),
+            403: OpenApiResponse(
+                ErrorSerializer, "forbidden: another requester's name or lease, or a read-only account"
+            ),
             404: OpenApiResponse(ErrorSerializer, "not_found: no such lease_id"),
             409: OpenApiResponse(
                 ErrorSerializer, "conflict: the lease ended (revoked, expired, cancelled) meanwhile"

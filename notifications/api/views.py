@@ -3,6 +3,7 @@ from rest_framework import mixins, serializers, viewsets
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from gaiaorch import rights
 from gaiaorch.auth import actor_name
 from notifications import services
 from notifications.api.serializers import EventSerializer, OracleFallbackSerializer
@@ -49,10 +50,12 @@ ORACLE_FALLBACK_ANSWER = inline_serializer(
 
 
 class OracleFallbackView(APIView):
-    """POST /notify/oracle-fallback: store and broadcast the notice (bursts are folded)."""
+    """POST /notify/oracle-fallback: store and broadcast the notice (bursts are folded). Needs
+    the oracle_fallback right (gaia-core's in the shipped configuration) or an operator."""
 
     @extend_schema(request=OracleFallbackSerializer, responses={200: ORACLE_FALLBACK_ANSWER})
     def post(self, request):
+        rights.require(request.user, rights.ORACLE_FALLBACK)
         notice = OracleFallbackSerializer(data=request.data)
         notice.is_valid(raise_exception=True)
         report = services.report_oracle_fallback(**notice.validated_data, actor=actor_name(request.user))

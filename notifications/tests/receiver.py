@@ -10,11 +10,15 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
 class WebhookReceiver:
-    """Answers each POST with the next scripted status (then 200); `hang_seconds` delays answers."""
+    """Answers each POST with the next scripted status (then 200); `hang_seconds` delays answers;
+    `trickle_seconds` sends the answer one byte at a time with that pause between bytes."""
 
-    def __init__(self, statuses: list[int] | None = None, hang_seconds: float = 0.0):
+    def __init__(
+        self, statuses: list[int] | None = None, hang_seconds: float = 0.0, trickle_seconds: float = 0.0
+    ):
         self.statuses = list(statuses or [])
         self.hang_seconds = hang_seconds
+        self.trickle_seconds = trickle_seconds
         self.requests: list[dict] = []
         self.lock = threading.Lock()
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
@@ -56,6 +60,12 @@ class WebhookReceiver:
                 with receiver.lock:
                     status = receiver.statuses.pop(0) if receiver.statuses else 200
                     receiver.requests.append({"status": status, "body": body, "headers": dict(self.headers)})
+                if receiver.trickle_seconds:
+                    for byte in f"HTTP/1.1 {status} OK\r\nContent-Length: 2\r\n\r\n{{}}".encode():
+                        self.wfile.write(bytes([byte]))
+                        self.wfile.flush()
+                        time.sleep(receiver.trickle_seconds)
+                    return
                 self.send_response(status)
                 self.send_header("Content-Length", "2")
                 self.end_headers()

@@ -40,6 +40,28 @@ async def async_study(orchestrator):
         yield client
 
 
+def test_it_sends_the_token_of_the_environment_when_given_none(orchestrator, monkeypatch):
+    monkeypatch.setenv("GAIAORCH_TOKEN", orchestrator.token)
+    with Client(orchestrator.url, requester="gaia-study") as client, client.gpu("LoRA training") as lease:
+        assert lease.granted
+
+
+async def test_it_sends_the_token_of_the_environment_from_the_async_client_too(orchestrator, monkeypatch):
+    monkeypatch.setenv("GAIAORCH_TOKEN", orchestrator.token)
+    async with AsyncClient(orchestrator.url, requester="gaia-study") as client:
+        assert await client.notify_oracle_fallback("groq/llama", "prime") is True
+
+
+def test_it_sends_no_token_when_told_so_explicitly(orchestrator, monkeypatch):
+    monkeypatch.setenv("GAIAORCH_TOKEN", orchestrator.token)
+    with (
+        Client(orchestrator.url, token="", requester="gaia-study") as client,
+        pytest.raises(GaiaorchError) as refused,
+    ):
+        client.acquire("LoRA training")
+    assert refused.value.status_code == 401
+
+
 def closed_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -102,9 +102,10 @@ async def test_it_refuses_a_websocket_without_a_token(stack_of):
 
 async def test_it_broadcasts_an_oracle_fallback_burst_once_then_the_tickers_summary(stack_of):
     stack = stack_of("web", "ticker", notifications={"oracle_dedup_window_seconds": 2})
+    core_token = stack.manage("service_account", "gaia-core", "--rotate").strip()  # granted oracle_fallback
     async with (
         websockets.connect(stack.ws_url("types=notification.*")) as socket,
-        AsyncClient(stack.url, token=stack.token) as gaia_core,
+        AsyncClient(stack.url, token=core_token) as gaia_core,
     ):
         for reason in ["prime asleep", "still asleep", "asleep again"]:
             assert await gaia_core.notify_oracle_fallback("groq/llama-3.3-70b", "prime", reason=reason)

@@ -9,10 +9,20 @@ from django.utils import timezone
 
 from gaiaorch import config
 from gaiaorch.redaction import public_webhook_name
-from notifications import dispatch, services
+from notifications import services
 from notifications.models import DeliveryStatus, Event, WebhookDelivery
-from notifications.services import attempt_delivery, dispatch_due_deliveries, record_event
+from notifications.services import attempt_delivery, claim_due_deliveries, record_event
 from notifications.tests.receiver import WebhookReceiver
+
+SLOTS = 4
+
+
+def claim(free: int = SLOTS, in_flight: dict | None = None) -> list[tuple[int, int]]:
+    """What the delivery pump would take now, as (delivery id, attempt number)."""
+    return [
+        (delivery_id, attempt)
+        for delivery_id, attempt, _ in claim_due_deliveries(free, in_flight or {}, SLOTS - 1)
+    ]
 
 
 @pytest.fixture
@@ -27,16 +37,6 @@ def gaia_web(notifications_config):
     return configure
 
 
-@pytest.fixture
-def queued(monkeypatch):
-    """Attempts handed to the worker, as (delivery id, attempt number)."""
-    calls = []
-    monkeypatch.setattr(
-        dispatch, "enqueue_delivery", lambda delivery_id, attempt: calls.append((delivery_id, attempt))
-    )
-    return calls
-
-
 def test_it_writes_one_outbox_row_per_matching_webhook(db, gaia_web):
     with WebhookReceiver() as receiver:
         gaia_web(receiver)
@@ -48,13 +48,12 @@ def test_it_writes_one_outbox_row_per_matching_webhook(db, gaia_web):
     assert delivery.status == DeliveryStatus.PENDING and delivery.attempts == 0
 
 
-def test_it_queues_the_first_attempt_when_the_event_commits(
-    db, gaia_web, queued, django_capture_on_commit_callbacks
-):
-    with WebhookReceiver() as receiver, django_capture_on_commit_callbacks(execute=True):
+def test_it_makes_the_first_attempt_due_when_the_event_is_written(db, gaia_web):
+    with WebhookReceiver() as receiver:
         gaia_web(receiver)
         record_event("handoff.started", "started")
-    assert queued == [(WebhookDelivery.objects.get().id, 1)]
+    assert claim() == [(WebhookDelivery.objects.get().id, 1)]
+    assert claim() == []  # claimed: no second pump takes it while the attempt runs
 
 
 def test_it_delivers_the_notification_with_the_configured_headers(db, gaia_web):
@@ -130,26 +129,54 @@ def test_it_gives_up_on_a_webhook_removed_from_the_configuration(db, gaia_web, n
     assert delivery.status == DeliveryStatus.FAILED and "no longer configured" in delivery.last_error
 
 
-def test_it_dispatches_each_due_retry_once(db, gaia_web, queued):
+def test_it_claims_each_due_retry_once(db, gaia_web):
     with WebhookReceiver([500]) as receiver:
         gaia_web(receiver)
         record_event("handoff.started", "started")
         delivery_id = WebhookDelivery.objects.get().id
-        assert dispatch_due_deliveries() == 0  # claimed for the on-commit attempt
+        assert claim() == [(delivery_id, 1)]
         attempt_delivery(delivery_id, 1)
+        assert claim() == []  # backing off
         WebhookDelivery.objects.update(next_attempt_at=timezone.now())
-        assert dispatch_due_deliveries() == 1
-        assert dispatch_due_deliveries() == 0
-    assert queued == [(delivery_id, 2)]
+        assert claim() == [(delivery_id, 2)]
+        assert claim() == []
 
 
-def test_it_dispatches_a_first_attempt_whose_task_was_lost(db, gaia_web, queued):
+def test_it_makes_an_attempt_again_once_its_claim_lapses(db, gaia_web):
+    """The ticker died during the attempt: the claim window passes and the attempt is made again."""
     with WebhookReceiver() as receiver:
         gaia_web(receiver)
         record_event("handoff.started", "started")
+    assert claim() == [(WebhookDelivery.objects.get().id, 1)]
     WebhookDelivery.objects.update(next_attempt_at=timezone.now() - timedelta(seconds=1))
-    assert dispatch_due_deliveries() == 1
-    assert queued == [(WebhookDelivery.objects.get().id, 1)]
+    assert claim() == [(WebhookDelivery.objects.get().id, 1)]
+
+
+def test_it_never_gives_one_webhook_the_last_free_slot(db, notifications_config):
+    with WebhookReceiver(hang_seconds=5) as dead, WebhookReceiver() as alive:
+        notifications_config(
+            webhooks=[
+                {"name": "dead", "url": dead.url},
+                {"name": "alive", "url": alive.url, "types": ["x.*"]},
+            ]
+        )
+        for n in range(10):
+            record_event("handoff.progress", f"burst {n}")
+        record_event("x.ping", "for the live one")
+        taken = claim_due_deliveries(SLOTS, {}, SLOTS - 1)
+        assert [webhook for _, _, webhook in taken] == ["dead", "dead", "dead", "alive"]
+        assert claim_due_deliveries(1, {"dead": 3}, SLOTS - 1) == []  # only dead ones are due
+
+
+def test_it_bounds_an_attempt_by_its_timeout_even_when_the_answer_trickles(db, gaia_web):
+    """Each byte arrives within the read timeout, so only a deadline on the whole attempt ends it."""
+    with WebhookReceiver(trickle_seconds=0.05) as receiver:
+        gaia_web(receiver, timeout_seconds=0.5)
+        record_event("handoff.started", "started")
+        delivery = attempt_delivery(WebhookDelivery.objects.get().id, 1)
+    assert delivery.status == DeliveryStatus.PENDING and delivery.last_status_code is None
+    assert "within 0.5 s" in delivery.last_error
+    assert delivery.attempt_log[0]["duration_ms"] < 1000
 
 
 @pytest.mark.parametrize(
@@ -183,7 +210,7 @@ def test_it_shows_deliveries_read_only_in_the_admin(client, django_user_model, g
     assert client.get("/admin/notifications/oraclefallbackburst/").status_code == 200
 
 
-def test_it_lets_an_operator_retry_a_failed_delivery_once_more(client, operator, gaia_web, queued):
+def test_it_lets_an_operator_retry_a_failed_delivery_once_more(client, operator, gaia_web):
     with WebhookReceiver([500, 200]) as receiver:
         gaia_web(receiver, max_attempts=1)
         record_event("handoff.started", "started")
@@ -198,7 +225,7 @@ def test_it_lets_an_operator_retry_a_failed_delivery_once_more(client, operator,
             follow=True,
         )
         assert b"1 failed deliveries will be retried now." in answer.content
-        assert dispatch_due_deliveries() == 1 and queued == [(delivery_id, 2)]
+        assert claim() == [(delivery_id, 2)]
         assert attempt_delivery(delivery_id, 2).status == DeliveryStatus.DELIVERED
     assert Event.objects.get(type="webhook.retried").actor == "olivia"
 

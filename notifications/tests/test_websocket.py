@@ -29,6 +29,13 @@ async def test_it_accepts_a_token_in_the_authorization_header(connect, web_token
     assert connected
 
 
+async def test_it_streams_to_a_read_only_account(connect):
+    """Reading is all a read-only account (a metrics scraper, a dashboard) may do, and it may."""
+    token = await database_sync_to_async(ensure_service_account)("grafana", read_only=True)
+    _, connected, _ = await connect(token=token)
+    assert connected
+
+
 def session_cookie(user) -> bytes:
     browser = Client()
     browser.force_login(user)

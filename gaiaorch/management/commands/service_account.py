@@ -1,3 +1,5 @@
+import argparse
+
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
@@ -11,17 +13,30 @@ class Command(BaseCommand):
     )
 
     def add_arguments(self, parser):
-        parser.add_argument("name", help="the service's requester name, e.g. gaia-study")
+        parser.add_argument("name", help="the service's requester name, e.g. gaia-study, or e.g. prometheus")
         parser.add_argument(
             "--rotate", action="store_true", help="replace the token (the old key stops working)"
         )
+        parser.add_argument(
+            "--read-only",
+            action=argparse.BooleanOptionalAction,
+            default=None,
+            help="an account that reads everything and never writes (a metrics scraper); "
+            "--no-read-only lets it write again. Applies to an existing account too, keeping its key.",
+        )
 
-    def handle(self, *args, name: str, rotate: bool, **options):
-        key = ensure_service_account(name, rotate=rotate)
-        if key is None:
-            prefix = get_user_model().objects.get(username=name).api_token.prefix
+    def handle(self, *args, name: str, rotate: bool, read_only: bool | None, **options):
+        key = ensure_service_account(name, rotate=rotate, read_only=read_only)
+        if read_only is not None:
+            told = "is read-only: it reads and never writes" if read_only else "may write"
+            self.stderr.write(f"{name} {told}.")
+        if key is not None:
+            self.stdout.write(key)
+            return
+        prefix = get_user_model().objects.get(username=name).api_token.prefix
+        if read_only is None:
             raise CommandError(
                 f"{name} already has a token ({prefix}…); it is stored hashed and cannot be shown again. "
                 "Pass --rotate for a new one (the old key stops working)."
             )
-        self.stdout.write(key)
+        self.stderr.write(f"Its token ({prefix}…) is unchanged.")
