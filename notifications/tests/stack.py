@@ -53,6 +53,8 @@ class Stack:
         self.url = f"http://127.0.0.1:{self.port}"
         config = yaml.safe_load((ROOT / "config" / "orchestrator.yaml").read_text())
         config["notifications"] = {**config.get("notifications", {}), **(notifications or {})}
+        # GPUs start free, as everywhere in the suite (docs/DEVELOPING.md: tests and the resident).
+        config["leases"] = {**config.get("leases", {}), "residents": {}}
         config_file = var_dir / "orchestrator.yaml"
         config_file.write_text(yaml.safe_dump(config))
         base = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "REDIS_URL"}}
