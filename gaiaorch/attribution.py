@@ -29,15 +29,19 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gaiaorch.telemetry import UNLISTED_TOLERANCE_MIB, GpuSample, Telemetry
+
+if TYPE_CHECKING:
+    from gaiaorch.config import Config
 
 logger = logging.getLogger(__name__)
 
 COMPOSE_PROJECT = "com.docker.compose.project"
 COMPOSE_SERVICE = "com.docker.compose.service"
 COMMAND_LIMIT = 200  # characters of a command line kept in records and events
+SENTENCE_COMMAND_LIMIT = 80  # of them, quoted in a sentence (a waiter's waiting_for, a refusal)
 ANCESTRY_LIMIT = 64  # parent links followed before giving up (a loop or a very deep tree)
 # A 64-hex container id as the last part of a cgroup path component: "/docker/<id>",
 # "docker-<id>.scope", "cri-containerd-<id>.scope", "/kubepods/…/<id>".
@@ -93,6 +97,18 @@ class ProcessOwner:
     def unattributed(self) -> bool:
         return self.service is None and not self.unresolved
 
+    def describe(self) -> str:
+        """ "9.1 GiB held by pid 4242 `python train.py`", or "… held by gaia-prime (pid 77)"."""
+        held = f"{(self.used_mib or 0) / 1024:.1f} GiB held by"
+        if self.service is not None:
+            return f"{held} {self.service} (pid {self.pid})"
+        command = (
+            self.command
+            if len(self.command) <= SENTENCE_COMMAND_LIMIT
+            else self.command[: SENTENCE_COMMAND_LIMIT - 1] + "…"
+        )
+        return f"{held} pid {self.pid} `{command or '?'}`"
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "pid": self.pid,
@@ -131,6 +147,11 @@ class GpuAttribution:
     @property
     def unattributed_mib(self) -> int:
         return sum(process.used_mib or 0 for process in self.unattributed)
+
+    def holders(self, *, excluding: Sequence[str] = ()) -> list[ProcessOwner]:
+        """Processes holding memory, largest first, leaving out those of the `excluding` services."""
+        held = [p for p in self.processes if (p.used_mib or 0) > 0 and p.service not in excluding]
+        return sorted(held, key=lambda process: -(process.used_mib or 0))
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -241,15 +262,19 @@ _default_directory: ContainerDirectory | None = None
 _default_lock = threading.Lock()  # why: two threads must not each build (and later use) their own cache
 
 
-def default_directory() -> ContainerDirectory:
-    """The process-wide directory for settings.DOCKER_URL."""
+def default_directory(ttl_seconds: float = 2.0) -> ContainerDirectory:
+    """The process-wide directory for settings.DOCKER_URL, keeping a listing `ttl_seconds`."""
     global _default_directory
     from django.conf import settings
 
     with _default_lock:
-        if _default_directory is None or _default_directory.docker_url != settings.DOCKER_URL:
-            _default_directory = ContainerDirectory(settings.DOCKER_URL)
-        return _default_directory
+        directory = _default_directory
+        if directory is None or (directory.docker_url, directory.ttl_seconds) != (
+            settings.DOCKER_URL,
+            ttl_seconds,
+        ):
+            _default_directory = directory = ContainerDirectory(settings.DOCKER_URL, ttl_seconds=ttl_seconds)
+        return directory
 
 
 # --- /proc --------------------------------------------------------------------------------------
@@ -328,6 +353,49 @@ def read_pidfile(path: str) -> tuple[int | None, str]:
 
 
 # --- attributing ---------------------------------------------------------------------------------
+
+
+def service_matches(config: Config) -> list[ServiceMatch]:
+    """How each configured service's processes are recognised: its container (the containers
+    app's rule: container_name, else the compose project and service labels) and its process match."""
+    matches = []
+    for service in config.services.values():
+        process = service.process
+        matches.append(
+            ServiceMatch(
+                service.name,
+                container_name=service.container_name,
+                compose_project=config.docker.compose_project if service.compose_service else "",
+                compose_service=service.compose_service,
+                pidfile=process.pidfile if process else "",
+                cmdline=process.cmdline if process else "",
+            )
+        )
+    return matches
+
+
+def current(sample: Telemetry | None = None) -> Attribution:
+    """Attribute a telemetry sample (a new one by default) to the services of the current
+    configuration, with its tolerance and container-listing cache. Never raises."""
+    from gaiaorch import config, telemetry
+
+    if sample is None:
+        sample = telemetry.sample()
+    try:
+        settings = config.current()
+    except config.ConfigError as exc:
+        reason = f"the configuration has problems: {exc}"
+        return Attribution(
+            sample.available,
+            sample.reason,
+            tuple(GpuAttribution(g.index, False, reason) for g in sample.gpus),
+        )
+    return attribute(
+        sample,
+        service_matches(settings),
+        containers=default_directory(settings.gpu.attribution_cache_seconds),
+        tolerance_mib=settings.gpu.unlisted_tolerance_mib,
+    )
 
 
 def attribute(

@@ -29,11 +29,14 @@ from django.core.exceptions import ImproperlyConfigured
 
 from gaiaorch.config.model import (
     HANDOFF_PHASES_WITH_DEADLINES,
+    RECLAIM,
+    RELEASE,
     SERVICE_STRATEGY,
     STACK_STRATEGY,
     STACKS,
     Config,
     ContainerSpec,
+    EngineCall,
     Handoffs,
     HandoffType,
     HttpCall,
@@ -41,6 +44,7 @@ from gaiaorch.config.model import (
     ProcessMatch,
     Service,
     Stack,
+    Step,
     Strategy,
     Webhook,
 )
@@ -49,12 +53,15 @@ from gaiaorch.config.reader import ConfigError, FromEnv, Problem
 
 __all__ = [
     "HANDOFF_PHASES_WITH_DEADLINES",
+    "RECLAIM",
+    "RELEASE",
     "SERVICE_STRATEGY",
     "STACKS",
     "STACK_STRATEGY",
     "Config",
     "ConfigError",
     "ContainerSpec",
+    "EngineCall",
     "HandoffType",
     "Handoffs",
     "HttpCall",
@@ -63,6 +70,7 @@ __all__ = [
     "ProcessMatch",
     "Service",
     "Stack",
+    "Step",
     "Strategy",
     "Webhook",
     "current",
