@@ -22,7 +22,7 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
-from gaiaorch import config, telemetry
+from gaiaorch import attribution, config, telemetry
 from gaiaorch.errors import Conflict, InvalidRequest, NotFound
 from leases import wakeups
 from leases.models import Gpu, Lease, LeaseStatus
@@ -284,16 +284,21 @@ def _expire_overdue(state: GpuState) -> None:
 
 
 def _memory_blocker(gpu: Gpu, lease: Lease) -> str:
-    """Why measured memory forbids granting `lease` now ("" when it may be granted)."""
+    """Why measured memory forbids granting `lease` now ("" when it may be granted), naming who
+    holds it: "9.1 GiB held by pid 4242 `python train.py`, outside any lease"."""
     if lease.memory_mib is None:
         return ""
-    sampled = telemetry.sample().gpu(gpu.index)
+    sample = telemetry.sample()
+    sampled = sample.gpu(gpu.index)
     if sampled is None or sampled.free_mib >= lease.memory_mib:
         return ""  # without telemetry there is nothing to measure: admission by queue order only
-    return (
-        f"{lease.memory_mib} MiB free needed, {sampled.free_mib} MiB free: "
-        f"{sampled.used_mib / 1024:.1f} GiB in use on GPU {gpu.index} by processes outside any lease"
-    )
+    needed = f"{lease.memory_mib} MiB free needed, {sampled.free_mib} MiB free on GPU {gpu.index}"
+    owners = attribution.current(sample).gpu(gpu.index)
+    holders = owners.holders()[:3] if owners else []
+    if not holders:
+        why = owners.reason if owners else "no process list"
+        return f"{needed}: {sampled.used_mib / 1024:.1f} GiB in use by processes outside any lease ({why})"
+    return f"{needed}: " + "; ".join(f"{owner.describe()}, outside any lease" for owner in holders)
 
 
 def _grant_next(state: GpuState, actor: str) -> None:
@@ -643,21 +648,26 @@ def _iso(moment: datetime | None) -> str | None:
     return moment.isoformat() if moment else None
 
 
-def _configured_baseline() -> int | None:
-    return config.current().gpu.baseline_mib
-
-
-def _memory(gpu: Gpu, sampled: telemetry.GpuSample | None, held: bool) -> dict[str, int | None]:
-    if sampled is not None and not held and (gpu.baseline_mib is None or sampled.used_mib < gpu.baseline_mib):
-        # The idle baseline is the least memory ever measured with no lease active.
-        gpu.baseline_mib = sampled.used_mib
-        Gpu.objects.filter(pk=gpu.pk).update(baseline_mib=sampled.used_mib)
+def _memory(gpu: Gpu, sampled: telemetry.GpuSample | None, owners: attribution.GpuAttribution | None):
+    """Measured memory: the seed's three figures, the driver's reservation, and who holds the rest."""
     return {
         "total_mb": sampled.total_mib if sampled else gpu.total_mib,
         "used_mb": sampled.used_mib if sampled else None,
         "free_mb": sampled.free_mib if sampled else None,
-        "baseline_mb": _configured_baseline() or gpu.baseline_mib,
+        "reserved_mb": sampled.reserved_mib if sampled else None,
+        "by_service_mb": owners.by_service() if owners else {},
+        "unattributed_mb": owners.unattributed_mib if owners else None,
+        "attribution_available": bool(owners and owners.available),
+        "attribution_reason": owners.reason if owners else "no telemetry",
     }
+
+
+def _tenants(owners: attribution.GpuAttribution | None) -> list[dict[str, Any]]:
+    """Processes holding memory outside every configured service, largest first."""
+    held = [owner for owner in owners.holders() if owner.unattributed] if owners else []
+    return [
+        {"pid": o.pid, "command": o.command, "used_mib": o.used_mib, "describe": o.describe()} for o in held
+    ]
 
 
 def _queue(state: GpuState) -> list[dict[str, Any]]:
@@ -679,8 +689,11 @@ def _queue(state: GpuState) -> list[dict[str, Any]]:
     return entries
 
 
-def _one_gpu_status(state: GpuState, sampled: telemetry.Telemetry) -> dict[str, Any]:
+def _one_gpu_status(
+    state: GpuState, sampled: telemetry.Telemetry, owners: attribution.Attribution
+) -> dict[str, Any]:
     gpu, holder = state.gpu, state.holder
+    attributed = owners.gpu(gpu.index)
     return {
         "gpu": gpu.index,
         "uuid": gpu.uuid,
@@ -693,7 +706,8 @@ def _one_gpu_status(state: GpuState, sampled: telemetry.Telemetry) -> dict[str, 
         "last_heartbeat_at": _iso(holder.last_heartbeat_at) if holder else None,
         "fencing_token": holder.fencing_token if holder else None,
         "next_fencing_token": gpu.next_fencing_token,
-        "memory": _memory(gpu, sampled.gpu(gpu.index), held=holder is not None),
+        "memory": _memory(gpu, sampled.gpu(gpu.index), attributed),
+        "tenants": _tenants(attributed),
         "telemetry_available": sampled.available,
         "telemetry_reason": sampled.reason,
         "queue": _queue(state),
@@ -706,23 +720,28 @@ def gpu_status(gpu: int | None = None) -> dict[str, Any]:
 
     Each GPU entry: gpu, uuid, name, owner, lease_id, reason, acquired_at, expires_at,
     last_heartbeat_at, fencing_token, next_fencing_token, memory {total_mb, used_mb, free_mb,
-    baseline_mb}, telemetry_available, telemetry_reason, queue [{position, lease_id, requester,
-    reason, priority, memory_mib, requested_at, expires_at, waiting_for}].
+    reserved_mb, by_service_mb, unattributed_mb, attribution_available, attribution_reason},
+    tenants [{pid, command, used_mib, describe}] (memory held outside every service),
+    telemetry_available, telemetry_reason, queue [{position, lease_id, requester, reason,
+    priority, memory_mib, requested_at, expires_at, waiting_for}].
     """
     sampled = telemetry.sample()
+    owners = attribution.current(sampled)
     indexes = [each.index for each in sync_gpus(sampled)]
     if gpu is not None:
         if gpu not in indexes:
             raise NotFound(f"GPU {gpu} does not exist.", gpu=gpu)
-        return _one_gpu_status(settle(gpu), sampled)
-    entries = [_one_gpu_status(settle(index), sampled) for index in indexes]
+        return _one_gpu_status(settle(gpu), sampled, owners)
+    entries = [_one_gpu_status(settle(index), sampled, owners) for index in indexes]
     first = entries[0] if entries else {}
     seed_fields = ("owner", "lease_id", "reason", "acquired_at", "expires_at", "fencing_token", "memory")
     return {
         **{name: first.get(name) for name in seed_fields},
         "queue": first.get("queue", []),
+        "tenants": first.get("tenants", []),
         "telemetry_available": sampled.available,
         "telemetry_reason": sampled.reason,
+        "telemetry_backend": sampled.backend,
         "gpus": entries,
     }
 

@@ -27,6 +27,7 @@ CONTRACT: dict[str, dict[str, dict[str, Any]]] = {
     "gaia-core": {
         "/gpu/release": {"ok": True, "message": "released", "state": "released"},
         "/gpu/reclaim": {"ok": True, "message": "reclaimed", "state": "active"},
+        "/sleep/study-handoff": {"ok": True},
         "/health": {"status": "healthy"},
     },
     "gaia-prime": {
@@ -91,25 +92,51 @@ class FakeService(FakeHttpServer):
 
 
 class FakeGpu:
-    """The fake telemetry file, with the used figure a test (or a fake's hook) moves."""
+    """The fake telemetry file, with the figures a test (or a fake's hook) moves.
 
-    def __init__(self, path: Path, total_mib: int = 24576, used_mib: int = 512):
+    `set(used)` writes a GPU as NVML v1 shows it with no process list (attribution unavailable);
+    `hold(pid, mib)` lists a real process holding memory, with the driver's reservation
+    (`reserved_mib`, NVML v2), so attribution finds whose memory it is.
+    """
+
+    def __init__(self, path: Path, total_mib: int = 24576, used_mib: int = 512, reserved_mib: int = 615):
         self.path = path
         self.total_mib = total_mib
+        self.reserved_mib = reserved_mib
+        self.processes: dict[int, int] = {}
         self.set(used_mib)
 
     def set(self, used_mib: int) -> None:
         self.used_mib = used_mib
-        write_fake(self.path, [{"index": 0, "total_mib": self.total_mib, "used_mib": used_mib}])
+        self._write()
+
+    def hold(self, pid: int, mib: int) -> None:
+        if mib:
+            self.processes[pid] = mib
+        else:
+            self.processes.pop(pid, None)
+        self.used_mib = sum(self.processes.values())
+        self._write()
+
+    def _write(self) -> None:
+        entry = {"index": 0, "total_mib": self.total_mib, "used_mib": self.used_mib}
+        if self.processes:
+            processes = [{"pid": pid, "used_mib": mib} for pid, mib in self.processes.items()]
+            entry |= {"reserved_mib": self.reserved_mib, "processes": processes}
+        write_fake(self.path, [entry])
 
     def setter(self, used_mib: int) -> Callable[[], None]:
         return lambda: self.set(used_mib)
+
+    def holder(self, pid: int, mib: int) -> Callable[[], None]:
+        return lambda: self.hold(pid, mib)
 
 
 def stack_config(core: str, prime: str, study: str, **handoffs: Any) -> dict[str, Any]:
     """The GAIA stack of config/orchestrator.yaml, pointed at the fakes' URLs."""
     stack = {
-        "gpu": {"poll_ms": 20, "residual_mib": 512, "baseline_mib": 500},
+        # Settling over 40 ms and 2 samples keeps the tests fast; the rules are the same.
+        "gpu": {"poll_ms": 20, "residual_mib": 512, "settle_window_ms": 40, "settle_samples": 2},
         "stacks": {
             "live": {"gpu_requester": "gaia-core"},
             "candidate": {"gpu_requester": "gaia-core-candidate"},

@@ -31,7 +31,7 @@ def handoff_stack(docker_stack, settings, tmp_path):
     settings.FAKE_GPU_FILE = str(tmp_path / "fake-gpu.json")
     settings.GAIAORCH = {
         **docker_stack,
-        "gpu": {"poll_ms": 50, "residual_mib": 512, "baseline_mib": 500},
+        "gpu": {"poll_ms": 50, "residual_mib": 512, "settle_window_ms": 100, "settle_samples": 2},
         "handoffs": {
             "live_to_candidate": {
                 "source": "t-core",

@@ -50,19 +50,23 @@ def test_it_fails_with_measured_figures_when_vram_never_drops(gaia, hold_gpu, ru
     assert error["phase"] == "waiting_cuda_cleanup"
     assert error["used_mib"] == PRIME_LOADED_MIB
     assert error["free_mib"] == 24576 - PRIME_LOADED_MIB
-    assert error["max_used_mib"] == 1012
-    assert error["need_mib"] == 16384
+    assert (error["need_mib"], error["required_free_mib"]) == (16384, 16384 + 512)
+    assert (error["refusal"], error["attribution"]) == ("not_enough_free", "unavailable")
+    assert "13576 MiB free on GPU 0, 16896 MiB needed" in error["detail"]
     assert error["samples"] > 1
     assert holdings.current_holder(0).requester == "gaia-core"
     assert not gaia["gaia-study"].called("/study/gpu-ready")
 
 
-def test_it_accepts_enough_free_vram_even_above_the_baseline(gaia, gpu, hold_gpu, run_handoff):
+def test_it_accepts_enough_free_vram_without_attribution_as_the_weaker_rule(gaia, gpu, hold_gpu, run_handoff):
     hold_gpu("gaia-core")
     gaia["gaia-prime"].hooks.clear()
-    gaia["gaia-prime"].on("/sleep", gpu.setter(8000))  # 16576 MiB free ≥ Study's 16384
+    gaia["gaia-prime"].on("/sleep", gpu.setter(7000))  # 17576 MiB free ≥ Study's 16384 + 512 headroom
     handoff = run_handoff()
     assert handoff.phase == Phase.COMPLETED
+    cleanup = handoff.phases.get(name="waiting_cuda_cleanup")
+    assert (cleanup.figures["rule"], cleanup.figures["weaker"]) == ("aggregate", True)
+    assert "the aggregate rule, the weaker one" in cleanup.detail
 
 
 def test_it_rolls_back_and_returns_the_lease_when_study_never_acknowledges(gaia, hold_gpu, run_handoff):
@@ -123,7 +127,8 @@ def test_it_asks_a_busy_core_again_until_it_releases(gaia, hold_gpu, run_handoff
     handoff = run_handoff()
     assert handoff.phase == Phase.COMPLETED
     assert len(gaia["gaia-core"].called("/gpu/release")) == 3
-    assert handoff.phases.get(name="releasing_gpu").figures["gaia-core"]["attempts"] == 3
+    (core_step, _) = handoff.phases.get(name="releasing_gpu").figures["ladder"]
+    assert (core_step["service"], core_step["attempts"]) == ("gaia-core", 3)
 
 
 def test_it_gives_up_on_a_core_busy_past_the_deadline(gaia, hold_gpu, run_handoff):
