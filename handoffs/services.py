@@ -365,7 +365,8 @@ def _reclaim_and_check(settings: config.Config, handoff: Handoff, holder: holdin
 def _reschedule(row: IncompleteRollback, settings: config.Config, error: str, *, attempted: bool) -> None:
     attempts = row.attempts + (1 if attempted else 0)
     retry = settings.handoffs
-    delay = min(retry.reclaim_retry_base_seconds * 2 ** max(0, attempts - 1), retry.reclaim_retry_max_seconds)
+    # base after the rollback (its first attempt), then twice that after each failure, up to the max
+    delay = min(retry.reclaim_retry_base_seconds * 2**attempts, retry.reclaim_retry_max_seconds)
     IncompleteRollback.objects.filter(pk=row.pk, resolution="").update(
         attempts=attempts,
         last_error=error[:2000],
