@@ -41,7 +41,7 @@ logger = logging.getLogger(__name__)
 COMPOSE_PROJECT = "com.docker.compose.project"
 COMPOSE_SERVICE = "com.docker.compose.service"
 COMMAND_LIMIT = 200  # characters of a command line kept in records and events
-SENTENCE_COMMAND_LIMIT = 80  # of them, quoted in a sentence (a waiter's waiting_for, a refusal)
+SENTENCE_COMMAND_LIMIT = 100  # of them, quoted in a sentence (a waiter's waiting_for, a refusal)
 ANCESTRY_LIMIT = 64  # parent links followed before giving up (a loop or a very deep tree)
 # A 64-hex container id as the last part of a cgroup path component: "/docker/<id>",
 # "docker-<id>.scope", "cri-containerd-<id>.scope", "/kubepods/…/<id>".
@@ -98,15 +98,15 @@ class ProcessOwner:
         return self.service is None and not self.unresolved
 
     def describe(self) -> str:
-        """ "9.1 GiB held by pid 4242 `python train.py`", or "… held by gaia-prime (pid 77)"."""
+        """9.1 GiB held by pid 4242 `python train.py` (the program without its directory), or
+        9.1 GiB held by gaia-prime (pid 77)."""
         held = f"{(self.used_mib or 0) / 1024:.1f} GiB held by"
         if self.service is not None:
             return f"{held} {self.service} (pid {self.pid})"
-        command = (
-            self.command
-            if len(self.command) <= SENTENCE_COMMAND_LIMIT
-            else self.command[: SENTENCE_COMMAND_LIMIT - 1] + "…"
-        )
+        program, _, arguments = self.command.partition(" ")
+        command = " ".join(part for part in (program.rsplit("/", 1)[-1], arguments) if part)
+        if len(command) > SENTENCE_COMMAND_LIMIT:
+            command = command[: SENTENCE_COMMAND_LIMIT - 1] + "…"
         return f"{held} pid {self.pid} `{command or '?'}`"
 
     def as_dict(self) -> dict[str, Any]:

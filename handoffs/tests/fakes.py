@@ -7,7 +7,8 @@ Each route answers like the real service (ARCHITECTURE.md §5 "What gaiaorch cal
 scripts it otherwise: `fake.respond(path, status=500)`, `fake.respond(path, delay=2)`,
 `fake.respond(path, hang=True)` (holds the request until the fake stops), `times=N` for only the
 next N calls. `fake.on(path, hook)` runs a hook on each successful call, e.g. to drop VRAM in the
-fake telemetry file like a real release would.
+fake telemetry file like a real release would; a path with a query (`/sleep?level=2`) runs only
+for calls with that query.
 Every call is recorded with its JSON body; `fake.busy_seconds` sums the time spent answering.
 """
 
@@ -19,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
+from urllib.parse import urlencode
 
 from bench.gpu_services import FakeHttpServer, Reply, Request
 from gaiaorch.telemetry import write_fake
@@ -86,7 +88,8 @@ class FakeService(FakeHttpServer):
         if request.path not in self.routes:
             return Reply(404, {"detail": f"{self.name} has no {request.path}"})
         if 200 <= script.status < 300:
-            for hook in self.hooks.get(request.path, []):
+            query = urlencode(request.query, doseq=True)
+            for hook in [*self.hooks.get(request.path, []), *self.hooks.get(f"{request.path}?{query}", [])]:
                 hook()
         return Reply(script.status, script.body if script.body is not None else self.routes[request.path])
 
@@ -104,6 +107,7 @@ class FakeGpu:
         self.total_mib = total_mib
         self.reserved_mib = reserved_mib
         self.processes: dict[int, int] = {}
+        self.lists_processes = False  # True once a test lists processes: then it reads like NVML v2
         self.set(used_mib)
 
     def set(self, used_mib: int) -> None:
@@ -111,6 +115,7 @@ class FakeGpu:
         self._write()
 
     def hold(self, pid: int, mib: int) -> None:
+        self.lists_processes = True
         if mib:
             self.processes[pid] = mib
         else:
@@ -120,7 +125,7 @@ class FakeGpu:
 
     def _write(self) -> None:
         entry = {"index": 0, "total_mib": self.total_mib, "used_mib": self.used_mib}
-        if self.processes:
+        if self.lists_processes:
             processes = [{"pid": pid, "used_mib": mib} for pid, mib in self.processes.items()]
             entry |= {"reserved_mib": self.reserved_mib, "processes": processes}
         write_fake(self.path, [entry])

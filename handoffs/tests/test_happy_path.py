@@ -37,7 +37,9 @@ def test_it_hands_prime_s_gpu_to_study_after_measuring_the_freed_vram(gaia, hold
     cleanup = handoff.phases.get(name="waiting_cuda_cleanup").figures
     assert cleanup["vram_before_mib"] == PRIME_LOADED_MIB
     assert cleanup["used_mib"] == IDLE_MIB
-    assert cleanup["rule"] == "aggregate"  # a GPU without a process list: the weaker rule (see test_memory_truth)
+    assert (
+        cleanup["rule"] == "aggregate"
+    )  # a GPU without a process list: the weaker rule (see test_memory_truth)
     assert cleanup["settle"]["settled"] and cleanup["settle"]["samples"] >= 2
     assert handoff.completed_at is not None
 
