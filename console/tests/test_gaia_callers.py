@@ -28,7 +28,6 @@ pytestmark = pytest.mark.django_db
 
 TOKENLESS = "tokenless callers from trusted networks (issue 12, behaviour 5) are not built yet"
 RESIDENT = "the resident holder (issue 12, behaviour 2) is not built yet: nobody holds a fresh GPU"
-DOWNSTREAM = "telling gaia-core about handoffs (issue 12, behaviour 6) is not built yet"
 SEED_WAIT_SECONDS = 30  # handoffs.default_wait_seconds, as an operator restoring the seed's behaviour sets it
 
 
@@ -339,7 +338,6 @@ def test_it_hands_a_fresh_boxs_gpu_from_prime_to_study(gaia, worker, seed_wait, 
 
 
 @transactional
-@pytest.mark.xfail(strict=True, reason=DOWNSTREAM)
 def test_it_tells_gaia_cores_sleep_loop_that_the_preemption_handoff_ended(
     gaia, study_trains, worker, seed_wait, token_of
 ):

@@ -139,6 +139,7 @@ class FakeGpu:
 
 def stack_config(core: str, prime: str, study: str, **handoffs: Any) -> dict[str, Any]:
     """The GAIA stack of config/orchestrator.yaml, pointed at the fakes' URLs."""
+    notify = {"method": "POST", "url": f"{core}/sleep/study-handoff"}  # gaia-core's sleep loop (v0.9)
     stack = {
         # Settling over 40 ms and 2 samples keeps the tests fast; the rules are the same.
         "gpu": {"poll_ms": 20, "residual_mib": 512, "settle_window_ms": 40, "settle_samples": 2},
@@ -181,8 +182,8 @@ def stack_config(core: str, prime: str, study: str, **handoffs: Any) -> dict[str
             "gaia-web-candidate": {"stack": "candidate", "depends_on": ["gaia-core-candidate"]},
         },
         "handoffs": {
-            "prime_to_study": {"source": "gaia-core", "destination": "gaia-study"},
-            "study_to_prime": {"source": "gaia-study", "destination": "gaia-core"},
+            "prime_to_study": {"source": "gaia-core", "destination": "gaia-study", "notify": notify},
+            "study_to_prime": {"source": "gaia-study", "destination": "gaia-core", "notify": notify},
             "live_to_candidate": {
                 "source": "gaia-core",
                 "destination": "gaia-core-candidate",

@@ -164,3 +164,41 @@ def test_it_bounds_the_callee_answer_it_keeps(gaia, hold_gpu, run_handoff):
     error = run_handoff().error
     assert len(error["body"]) == strategies.BODY_LIMIT
     assert len(error["detail"]) < strategies.BODY_LIMIT
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        {"success": False, "message": "no model loaded"},  # the seed's gaia-core
+        {"ok": False, "message": "no model loaded", "state": "error"},  # v0.9's
+    ],
+    ids=["seed", "v0.9"],
+)
+def test_it_takes_a_gaia_answer_that_says_it_failed_as_a_failure(gaia, hold_gpu, run_handoff, answer):
+    hold_gpu("gaia-core")
+    gaia["gaia-core"].respond("/gpu/release", status=200, body=answer)
+    handoff = run_handoff()
+    assert handoff.phase == Phase.FAILED
+    error = handoff.error
+    assert (error["phase"], error["status"]) == ("releasing_gpu", 200)
+    assert "answered 200 but said it failed" in error["detail"] and "no model loaded" in error["body"]
+    assert not gaia["gaia-prime"].called("/sleep?level=1")
+
+
+def test_it_accepts_the_seed_answer_of_a_release(gaia, hold_gpu, run_handoff):
+    hold_gpu("gaia-core")
+    seed = {"success": True, "released_models": ["prime"], "message": "GPU released"}
+    gaia["gaia-core"].respond("/gpu/release", status=200, body=seed)
+    assert run_handoff().phase == Phase.COMPLETED
+
+
+def test_it_tells_the_configured_notice_and_keeps_a_failed_one_out_of_the_outcome(gaia, hold_gpu, run_handoff):
+    core = gaia["gaia-core"]  # stack_config tells gaia-core's sleep loop, as v0.9's orchestrator did
+    core.respond("/sleep/study-handoff", status=500, body={"detail": "sleep loop down"})
+    hold_gpu("gaia-core")
+    handoff = run_handoff()
+    assert handoff.phase == Phase.COMPLETED
+    (told,) = core.called("/sleep/study-handoff")
+    assert told.body == {"direction": "prime_to_study", "handoff_id": str(handoff.id)}
+    completed = handoff.phases.get(name=Phase.COMPLETED)
+    assert "answered 500" in completed.figures["notified"]["failed"]
