@@ -105,4 +105,3 @@ def transfer(*, gpu: int, to: str, expected_holder: str, reason: str, actor: str
         gpu=gpu, to_requester=to, reason=reason, actor=actor, expected_holder=expected_holder
     )
     return _holding(lease)
-

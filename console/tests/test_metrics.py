@@ -90,7 +90,10 @@ def test_it_builds_phase_and_vram_reclaim_histograms(anonymous_client, db):
     assert releasing[(("name", "releasing_gpu"), ("outcome", "succeeded"))] == 1.5
     step = (("action", "vllm"), ("rule", "released"), ("service", "gaia-prime"), ("step", "2"))
     buckets = samples["gaiaorch_vram_reclaim_seconds_bucket"]
-    assert buckets[(*step[:1], ("le", "2.0"), *step[1:])] == 0 and buckets[(*step[:1], ("le", "5.0"), *step[1:])] == 1
+    assert (
+        buckets[(*step[:1], ("le", "2.0"), *step[1:])] == 0
+        and buckets[(*step[:1], ("le", "5.0"), *step[1:])] == 1
+    )
     assert samples["gaiaorch_vram_reclaim_seconds_sum"] == {step: 2.75}
     assert samples["gaiaorch_handoff_refused_releases_total"] == {(("reason", "source_holds_memory"),): 1}
     assert samples["gaiaorch_handoffs"][(("phase", "completed"), ("type", "prime_to_study"))] == 1

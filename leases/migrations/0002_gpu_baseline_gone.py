@@ -4,14 +4,13 @@ from django.db import migrations
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('leases', '0001_initial'),
+        ("leases", "0001_initial"),
     ]
 
     operations = [
         migrations.RemoveField(
-            model_name='gpu',
-            name='baseline_mib',
+            model_name="gpu",
+            name="baseline_mib",
         ),
     ]
