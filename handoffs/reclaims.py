@@ -15,7 +15,6 @@ Used by the rollback (handoffs.runner) and by the ticker's retries of an incompl
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -91,6 +90,21 @@ class Reclaim:
             ladder=records,
         )
 
+    def started(self, services: list[Service]) -> dict[str, Any]:
+        """After a stack start: each service's memory back; PhaseFailed naming the first that is not."""
+        figures = {}
+        for service in services:
+            figures[service.name] = memory = self.wait_back(service, self.waiting)
+            if not memory["back"]:
+                raise PhaseFailed(
+                    f"{service.name} started but holds {memory['held_mib']} MiB on GPU {self.gpu}, "
+                    f"{memory['wanted_mib']} MiB or more expected: its memory is not back",
+                    service=service.name,
+                    code="memory_not_back",
+                    memory=figures,
+                )
+        return figures
+
     def _step_waiting(self, deadline_seconds: float | None) -> strategies.Waiting:
         deadline = self.waiting.deadline
         if deadline_seconds is not None:
@@ -131,6 +145,3 @@ def lease_payload(handoff, lease_id, fencing_token) -> dict[str, Any]:
         "handoff_id": str(handoff.id),
         "reason": handoff.reason,
     }
-
-
-Pause = Callable[[float], None]

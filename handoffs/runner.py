@@ -526,17 +526,16 @@ class Runner:
 
     def _reclaim_source(self, handoff: Handoff) -> dict:
         kind = self.settings.handoffs.types[handoff.type]
-        if kind.release == config.STACK_STRATEGY:
-            services = self._stack_gpu_services(handoff.source)
-            return strategies.container_action("start", services, self.waiting(cancellable=False))
-        lease = self._source_lease
-        return reclaim_chain(
-            self.settings,
-            handoff,
-            self._release_figures(handoff),
-            lease,
-            self.waiting(cancellable=False),
-        )
+        waiting = self.waiting(cancellable=False)
+        if kind.release != config.STACK_STRATEGY:
+            return reclaim_chain(
+                self.settings, handoff, self._release_figures(handoff), self._source_lease, waiting
+            )
+        services = self._source_services(handoff, kind)
+        started = strategies.container_action("start", [service.name for service in services], waiting)
+        held_before = reclaims.held_before(self._release_figures(handoff))
+        reclaim = reclaims.Reclaim(self.settings, handoff.gpu_index, held_before, {}, waiting, 0)
+        return {"container": started, "memory": reclaim.started(services)}
 
     def _wait_chain_healthy(self, name: str, cancellable: bool = False) -> dict:
         waiting = self.waiting(cancellable)

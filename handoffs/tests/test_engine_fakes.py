@@ -200,7 +200,10 @@ def test_it_sleeps_and_wakes_a_vllm_through_its_own_api(start):
     vllm = start("vllm", hold_mib=32768)
     asleep = strategies.engine_call("gaia-prime", engine("vllm", vllm, level=2), RELEASE, 5)
     assert asleep == {"is_sleeping": True} and held() == 0
-    assert [call["path"] for call in get(vllm, "/_fake/state").json()["calls"]][:2] == ["/sleep?level=2", "/is_sleeping"]
+    assert [call["path"] for call in get(vllm, "/_fake/state").json()["calls"]][:2] == [
+        "/sleep?level=2",
+        "/is_sleeping",
+    ]
     awake = strategies.engine_call("gaia-prime", engine("vllm", vllm), RECLAIM, 5)
     assert awake == {"is_sleeping": False} and held() == 32768
 

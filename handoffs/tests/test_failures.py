@@ -192,7 +192,9 @@ def test_it_accepts_the_seed_answer_of_a_release(gaia, hold_gpu, run_handoff):
     assert run_handoff().phase == Phase.COMPLETED
 
 
-def test_it_tells_the_configured_notice_and_keeps_a_failed_one_out_of_the_outcome(gaia, hold_gpu, run_handoff):
+def test_it_tells_the_configured_notice_and_keeps_a_failed_one_out_of_the_outcome(
+    gaia, hold_gpu, run_handoff
+):
     core = gaia["gaia-core"]  # stack_config tells gaia-core's sleep loop, as v0.9's orchestrator did
     core.respond("/sleep/study-handoff", status=500, body={"detail": "sleep loop down"})
     hold_gpu("gaia-core")

@@ -13,7 +13,10 @@ pytestmark = pytest.mark.django_db
 
 
 def prime_ladder(prime_url: str, *later: dict, first_deadline: float = 0.2) -> list[dict]:
-    first = {"http": {"method": "POST", "url": f"{prime_url}/sleep?level=1"}, "deadline_seconds": first_deadline}
+    first = {
+        "http": {"method": "POST", "url": f"{prime_url}/sleep?level=1"},
+        "deadline_seconds": first_deadline,
+    }
     return [first, *later]
 
 
@@ -90,7 +93,9 @@ def test_it_stops_then_kills_the_container_when_no_call_frees_the_memory(
     assert [step[1] for step in ladder_of(handoff) if step[0] == "gaia-prime"] == [1, 2, 3]
 
 
-def test_it_fails_the_release_when_the_whole_ladder_of_a_service_fails(gaia, hold_gpu, run_handoff, configure_service):
+def test_it_fails_the_release_when_the_whole_ladder_of_a_service_fails(
+    gaia, hold_gpu, run_handoff, configure_service
+):
     core = gaia["gaia-core"]
     configure_service("gaia-core", release=[sleep(core.url, 1, deadline_seconds=1), sleep(core.url, 2)])
     hold_gpu("gaia-core")

@@ -104,7 +104,11 @@ def test_it_stops_retrying_once_an_operator_acknowledges(prime_wakes_empty, gaia
     assert refused.status_code == 200 and IncompleteRollback.objects.get(handoff=handoff).open
     admin_client.post(page, {"handoff_id": str(handoff.id), "reason": "Prime restarted by hand"})
     row = IncompleteRollback.objects.get(handoff=handoff)
-    assert (row.resolution, row.resolved_by, row.resolution_reason) == ("acknowledged", "admin", "Prime restarted by hand")
+    assert (row.resolution, row.resolved_by, row.resolution_reason) == (
+        "acknowledged",
+        "admin",
+        "Prime restarted by hand",
+    )
     due_now(handoff)
     wake_ups = len(gaia["gaia-prime"].called("/wake_up"))
     assert services.retry_reclaims() == []

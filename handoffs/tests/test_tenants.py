@@ -51,16 +51,28 @@ def test_it_shows_tenants_and_owners_in_gpu_status(stranger, resident, anonymous
     status = anonymous_client.get("/gpu/status").json()
     memory = status["gpus"][0]["memory"]
     assert memory["by_service_mb"] == {"gaia-prime": 11000}
-    assert (memory["unattributed_mb"], memory["reserved_mb"], memory["attribution_available"]) == (9318, 615, True)
+    assert (memory["unattributed_mb"], memory["reserved_mb"], memory["attribution_available"]) == (
+        9318,
+        615,
+        True,
+    )
     (tenant,) = status["gpus"][0]["tenants"]
     assert (tenant["pid"], tenant["used_mib"]) == (stranger.pid, 9318)
-    assert tenant["describe"] == f"9.1 GiB held by pid {stranger.pid} `python -c import time; time.sleep(600) train.py`"
+    assert (
+        tenant["describe"]
+        == f"9.1 GiB held by pid {stranger.pid} `python -c import time; time.sleep(600) train.py`"
+    )
     assert status["tenants"] == status["gpus"][0]["tenants"]  # the seed's top level is GPU 0
 
 
-def test_it_names_the_tenant_in_status_problems_and_on_the_dashboard(stranger, anonymous_client, admin_client):
+def test_it_names_the_tenant_in_status_problems_and_on_the_dashboard(
+    stranger, anonymous_client, admin_client
+):
     problems = anonymous_client.get("/status").json()["problems"]
-    assert f"GPU 0: 9.1 GiB held by pid {stranger.pid} `python -c import time; time.sleep(600) train.py`, outside any service" in problems
+    assert (
+        f"GPU 0: 9.1 GiB held by pid {stranger.pid} `python -c import time; time.sleep(600) train.py`, outside any service"
+        in problems
+    )
     cards = admin_client.get("/admin/dashboard/gpus").content.decode()
     assert f"9.1 GiB held by pid {stranger.pid}" in cards and "outside any service" in cards
     assert "11000 MiB" in cards and "615 MiB reserved by the driver" in cards
@@ -71,6 +83,7 @@ def test_it_says_who_holds_the_memory_a_waiter_waits_for(stranger, resident):
     assert not result.granted
     assert result.waiting_for.startswith("16384 MiB free needed, 3643 MiB free on GPU 0: ")
     assert "10.7 GiB held by gaia-prime (pid" in result.waiting_for
-    assert f"9.1 GiB held by pid {stranger.pid} `python -c import time; time.sleep(600) train.py`, outside any lease" in (
-        result.waiting_for
+    assert (
+        f"9.1 GiB held by pid {stranger.pid} `python -c import time; time.sleep(600) train.py`, outside any lease"
+        in (result.waiting_for)
     )
