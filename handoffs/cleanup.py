@@ -136,8 +136,11 @@ def wait_until_released(
     poll_seconds: float,
     pause: Callable[[float], None],
 ) -> dict[str, Any]:
-    """Sample, judge, escalate; the figures of the verified release, PhaseFailed at the deadline."""
-    started = time.monotonic()
+    """Sample, judge, escalate; the figures of the verified release, PhaseFailed at the deadline.
+
+    Samples are taken on a fixed cadence (a slow step or sample shifts the next ones, never
+    shortens a poll), so a settle window of N polls is N polls long."""
+    started = next_sample = time.monotonic()
     readings: list[Reading] = []
     while True:
         readings = [*readings[-READINGS_KEPT:], read(gpu)]
@@ -149,9 +152,10 @@ def wait_until_released(
         for service in ladders.services:
             if _holds(service, verdict, readings[-1]) and ladders.due(service):
                 ladders.escalate(service, readings[-1])
-        if time.monotonic() + poll_seconds > deadline:
+        next_sample = max(next_sample + poll_seconds, time.monotonic())
+        if next_sample > deadline:
             raise _refusal(ladders, verdict, readings, started)
-        pause(poll_seconds)
+        pause(next_sample - time.monotonic())
 
 
 def _holds(service: Service, verdict: Verdict, reading: Reading) -> bool:

@@ -36,6 +36,7 @@ NOT_ENOUGH_FREE = "not_enough_free"
 NOT_SETTLED = "not_settled"
 UNVERIFIABLE = "unverifiable"
 HOLDERS_NAMED = 3  # processes named in a refusal's sentence (all are in its figures)
+TIMER_SLACK_MS = 5  # how early a sample may fall (sleeps overrun or underrun a little) and still count
 
 
 @dataclass(frozen=True)
@@ -94,7 +95,7 @@ def settle(readings: Sequence[Reading], rules: Rules) -> dict[str, Any]:
             break
         low, high, count, first = min(low, free), max(high, free), count + 1, reading
     span_ms = round((latest.at - first.at) * 1000)
-    settled = count >= rules.settle_samples and span_ms >= rules.settle_window_ms
+    settled = count >= rules.settle_samples and span_ms + TIMER_SLACK_MS >= rules.settle_window_ms
     return {
         "settled": settled,
         "samples": count,

@@ -255,8 +255,9 @@ class Runner:
     # ---- waiting: the claim, cancellation, deadlines
 
     def pause(self, seconds: float, cancellable: bool = True) -> None:
+        wake = min(time.monotonic() + seconds, self.deadline)  # the checkpoint's query is inside the pause
         self.claim.checkpoint(cancellable)
-        time.sleep(max(0.0, min(seconds, self.deadline - time.monotonic())))
+        time.sleep(max(0.0, wake - time.monotonic()))
 
     def waiting(self, cancellable: bool = True) -> strategies.Waiting:
         return strategies.Waiting(lambda seconds: self.pause(seconds, cancellable), self.deadline)
