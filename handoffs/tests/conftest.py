@@ -1,8 +1,6 @@
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 import threading
 import uuid
 from types import SimpleNamespace
@@ -21,7 +19,7 @@ from containers.tests.conftest import (  # noqa: F401
 )
 from handoffs import services, tasks
 from handoffs.models import Handoff
-from handoffs.tests.fakes import CONTRACT, FakeGpu, FakeService, stack_config
+from handoffs.tests.fakes import CONTRACT, FakeGpu, FakeService, GpuProcess, stack_config
 
 IDLE_MIB = 600
 PRIME_LOADED_MIB = 11000
@@ -47,20 +45,6 @@ def gaia(gpu, settings):
     yield fakes
     for fake in fakes.values():
         fake.stop()
-
-
-class GpuProcess:
-    """A real process standing for one GPU process: the fake file lists its pid, and attribution
-    reads its command line in /proc as it would on a GPU box."""
-
-    def __init__(self, label: str):
-        self.label = label
-        self.popen = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)", label])
-        self.pid = self.popen.pid
-
-    def stop(self) -> None:
-        self.popen.kill()
-        self.popen.wait(timeout=10)
 
 
 @pytest.fixture

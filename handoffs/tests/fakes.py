@@ -14,6 +14,8 @@ Every call is recorded with its JSON body; `fake.busy_seconds` sums the time spe
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -92,6 +94,20 @@ class FakeService(FakeHttpServer):
             for hook in [*self.hooks.get(request.path, []), *self.hooks.get(f"{request.path}?{query}", [])]:
                 hook()
         return Reply(script.status, script.body if script.body is not None else self.routes[request.path])
+
+
+class GpuProcess:
+    """A real process standing for one GPU process: the fake file lists its pid, and attribution
+    reads its command line in /proc as it would on a GPU box."""
+
+    def __init__(self, label: str):
+        self.label = label
+        self.popen = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)", label])
+        self.pid = self.popen.pid
+
+    def stop(self) -> None:
+        self.popen.kill()
+        self.popen.wait(timeout=10)
 
 
 class FakeGpu:

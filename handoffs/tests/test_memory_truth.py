@@ -12,7 +12,8 @@ import logging
 import pytest
 
 from handoffs.models import Phase
-from handoffs.tests.conftest import PRIME_LOADED_MIB, GpuProcess
+from handoffs.tests.conftest import PRIME_LOADED_MIB
+from handoffs.tests.fakes import GpuProcess
 from leases import holdings
 from notifications.models import Event
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from handoffs import services
-from handoffs.tests.conftest import GpuProcess
+from handoffs.tests.fakes import GpuProcess
 from leases import services as leases
 from notifications.models import Event
 
