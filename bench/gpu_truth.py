@@ -221,7 +221,9 @@ class Box:
         """The shipped config/orchestrator.yaml, pointed at the fakes (so it stays a valid config)."""
         config = yaml.safe_load((ROOT / "config" / "orchestrator.yaml").read_text())
         gpu = config.setdefault("gpu", {})
-        gpu.update(backend=self.args.backend, poll_ms=100, residual_mib=RESIDUAL_MIB, tenant_interval_seconds=1)
+        gpu.update(
+            backend=self.args.backend, poll_ms=100, residual_mib=RESIDUAL_MIB, tenant_interval_seconds=1
+        )
         if self.args.backend == "fake":
             gpu["fake_file"] = str(self.fake_file)
         core, prime, study = (self.fakes[name].url for name in ("gaia-core", "gaia-prime", "gaia-study"))

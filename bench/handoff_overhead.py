@@ -72,7 +72,7 @@ def start_fakes(var_dir: Path):
     fakes["gaia-study"].on("/study/gpu-ready", gpu.holder(study, STUDY_MIB))
     fakes["gaia-study"].on("/study/gpu-release", gpu.holder(study, 0))
     gpu.hold(prime, PRIME_MIB)
-    return gpu, fakes, processes
+    return fakes, processes
 
 
 def percentile(values: list[float], fraction: float) -> float:
@@ -108,7 +108,7 @@ def main() -> None:
     parser.add_argument("--settle-window-ms", type=int, default=300)
     args = parser.parse_args()
     var_dir = Path(tempfile.mkdtemp(prefix="gaiaorch-bench-"))
-    gpu, fakes, processes = start_fakes(var_dir)
+    fakes, processes = start_fakes(var_dir)
     configure(var_dir, fakes, processes, args)
 
     import django
