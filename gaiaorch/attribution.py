@@ -331,6 +331,13 @@ class ProcTable:
             command = f"[{name.partition('(')[2]}]"
         return ProcessInfo(pid, parent, command, container_ids(cgroup))
 
+    def own_containers(self) -> frozenset[str]:
+        """The containers gaiaorch itself runs in: a process sharing them is not in another one."""
+        try:
+            return frozenset(container_ids((self.root / "self" / "cgroup").read_text()))
+        except OSError:
+            return frozenset()
+
     def ancestry(self, pid: int) -> list[ProcessInfo]:
         """The process, then its parent, …, up to (not including) pid 1."""
         chain: list[ProcessInfo] = []
@@ -427,6 +434,7 @@ class _Pass:
         self.tolerance_mib = tolerance_mib
         self.problems: list[str] = []
         self.pidfile_pids = self._pidfile_pids()
+        self.own_containers = self.table.own_containers()
         self.listing: Listing | None = None
 
     def _pidfile_pids(self) -> dict[int, str]:
@@ -446,7 +454,7 @@ class _Pass:
             for gpu in sample.gpus
             for process in gpu.processes
             if (info := self.table.get(process.pid)) is not None
-            for container_id in info.container_ids
+            for container_id in self._foreign(info)
         }
         if wanted:
             directory = self.containers or default_directory()
@@ -485,7 +493,7 @@ class _Pass:
         command = info.command[:COMMAND_LIMIT]
         if info.error:
             return ProcessOwner(pid, used_mib, command, unresolved=info.error)
-        if info.container_ids:
+        if self._foreign(info):
             found = self._by_container(info)
             if found is not None:
                 return ProcessOwner(pid, used_mib, command, **found)
@@ -498,13 +506,20 @@ class _Pass:
                 return ProcessOwner(pid, used_mib, command, service, "cmdline")
         return ProcessOwner(pid, used_mib, command, container=self._container_label(info))
 
+    def _foreign(self, info: ProcessInfo) -> tuple[str, ...]:
+        """The process's containers but those gaiaorch runs in itself (one container for both:
+        a box or a CI job run in a container, where the process match decides)."""
+        return tuple(
+            container_id for container_id in info.container_ids if container_id not in self.own_containers
+        )
+
     def _by_container(self, info: ProcessInfo) -> dict[str, Any] | None:
         """Owner fields from the process's container, or None to fall back to process matching."""
         listing = self.listing
         if listing is None or listing.reason:
             why = listing.reason if listing else "Docker was not asked"
-            return {"container": info.container_ids[-1][:12], "unresolved": f"it runs in a container: {why}"}
-        for container_id in reversed(info.container_ids):
+            return {"container": self._foreign(info)[-1][:12], "unresolved": f"it runs in a container: {why}"}
+        for container_id in reversed(self._foreign(info)):
             container = listing.containers.get(container_id)
             if container is None:
                 continue
@@ -515,10 +530,10 @@ class _Pass:
         return None  # a container this Docker does not know (another engine): process matching decides
 
     def _container_label(self, info: ProcessInfo) -> str:
-        if not info.container_ids:
+        if not self._foreign(info):
             return ""
         containers = self.listing.containers if self.listing else {}
-        for container_id in reversed(info.container_ids):
+        for container_id in reversed(self._foreign(info)):
             if container_id in containers:
                 return containers[container_id].name
-        return info.container_ids[-1][:12]
+        return self._foreign(info)[-1][:12]

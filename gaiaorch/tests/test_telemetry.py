@@ -264,7 +264,8 @@ def test_it_is_off_with_nvmls_reason_under_auto_when_nvml_does_not_initialise(au
     first, second = telemetry.sample(), telemetry.sample()
     assert (first.available, first.backend) == (False, "none")
     assert first.reason == (
-        "telemetry is off: GPU backend auto found no NVML (NVML did not initialise: NVML Shared Library Not Found)"
+        "telemetry is off: GPU backend auto found no NVML "
+        "(NVML did not initialise: NVML Shared Library Not Found)"
     )
     assert second.reason == first.reason and len(calls) == 1  # tried again only after a while
     auto.setattr(telemetry.time, "monotonic", lambda: 10**9)

@@ -79,7 +79,11 @@ def test_it_refuses_while_the_source_holds_more_than_its_allowance_even_if_the_r
 def test_it_lets_both_stay_resident_only_where_allowed():
     allowed = Rules(**{**RULES.__dict__, "co_residence": True})
     verdict = judge(*(reading(n * 0.1, 4000) for n in range(5)), rules=allowed)
-    assert (verdict.verified, verdict.rule, verdict.figures["both_resident"]) == (True, measure.CO_RESIDENT, True)
+    assert (verdict.verified, verdict.rule, verdict.figures["both_resident"]) == (
+        True,
+        measure.CO_RESIDENT,
+        True,
+    )
     assert judge(*(reading(n * 0.1, 9000) for n in range(5)), rules=allowed).refusal == measure.SOURCE_HOLDS
 
 
@@ -109,5 +113,8 @@ def test_it_falls_back_to_the_aggregate_rule_without_attribution():
 
 @pytest.mark.parametrize("late_ms", [0, 3])
 def test_it_tolerates_a_sample_falling_a_little_early(late_ms):
-    readings = [reading(0.0, 11000), *(reading(0.1 * n - late_ms / 1000 * (n == 4), 600) for n in range(1, 5))]
+    readings = [
+        reading(0.0, 11000),
+        *(reading(0.1 * n - late_ms / 1000 * (n == 4), 600) for n in range(1, 5)),
+    ]
     assert judge(*readings).verified

@@ -22,6 +22,9 @@ def stranger(resident, gpu):
     process.stop()
 
 
+TRAINING = "`python -c import time; time.sleep(600) train.py`"  # how a sentence quotes the stranger
+
+
 def appeared() -> list[Event]:
     return list(Event.objects.filter(type="gpu.tenant_appeared"))
 
@@ -69,10 +72,7 @@ def test_it_names_the_tenant_in_status_problems_and_on_the_dashboard(
     stranger, anonymous_client, admin_client
 ):
     problems = anonymous_client.get("/status").json()["problems"]
-    assert (
-        f"GPU 0: 9.1 GiB held by pid {stranger.pid} `python -c import time; time.sleep(600) train.py`, outside any service"
-        in problems
-    )
+    assert f"GPU 0: 9.1 GiB held by pid {stranger.pid} {TRAINING}, outside any service" in problems
     cards = admin_client.get("/admin/dashboard/gpus").content.decode()
     assert f"9.1 GiB held by pid {stranger.pid}" in cards and "outside any service" in cards
     assert "11000 MiB" in cards and "615 MiB reserved by the driver" in cards
@@ -83,7 +83,4 @@ def test_it_says_who_holds_the_memory_a_waiter_waits_for(stranger, resident):
     assert not result.granted
     assert result.waiting_for.startswith("16384 MiB free needed, 3643 MiB free on GPU 0: ")
     assert "10.7 GiB held by gaia-prime (pid" in result.waiting_for
-    assert (
-        f"9.1 GiB held by pid {stranger.pid} `python -c import time; time.sleep(600) train.py`, outside any lease"
-        in (result.waiting_for)
-    )
+    assert f"9.1 GiB held by pid {stranger.pid} {TRAINING}, outside any lease" in (result.waiting_for)
