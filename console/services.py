@@ -237,8 +237,14 @@ def walk_urls(patterns, prefix: str = "/"):
 
 
 def openapi_path(route: str) -> str:
-    """`/api/leases/(?P<pk>[^/.]+)/` and `/handoff/<str:handoff_id>/status` as `{pk}`, `{handoff_id}`."""
-    route = re.sub(r"\(\?P<(\w+)>[^)]*\)", r"{\1}", route)
+    """`/api/leases/(?P<pk>[^/.]+)/` and `/handoff/<str:handoff_id>/status` as `{pk}`, `{handoff_id}`
+    (a group's own pattern may hold groups: `(?P<service>(?!status$)[^/.]+)`)."""
+    while (group := re.search(r"\(\?P<(\w+)>", route)) is not None:
+        depth, end = 1, group.end()
+        while depth:
+            depth += {"(": 1, ")": -1}.get(route[end], 0)
+            end += 1
+        route = f"{route[: group.start()]}{{{group.group(1)}}}{route[end:]}"
     route = re.sub(r"<(?:\w+:)?(\w+)>", r"{\1}", route)
     return route.replace("^", "").replace("$", "")
 
