@@ -7,9 +7,10 @@ ticker), and runs the release cases below through its HTTP API. A sampler thread
 independently (NVML, or the fake file) every 50 ms, so each case is judged on what the GPU really
 held, not on what gaiaorch or the fakes said.
 
-Each case states the outcome the handoff rules require (docs/handoffs.md, and the rules of settled
-verification, co-residence, the release ladder and reclaim retries that are still to come) and
-reports pass or fail on what happened. A failing case is a finding, not a harness error.
+Each case states the outcome the handoff rules require (docs/handoffs.md: settled verification by
+who holds the memory, co-residence only where allowed, the release ladder, memory-verified
+rollback and reclaim retries) and reports pass or fail on what happened. A failing case is a
+finding, not a harness error.
 
     python bench/gpu_truth.py --out "$OUT"                  # GPU box: nvml backend, torch fakes
     python bench/gpu_truth.py --backend fake --out /tmp/gt  # anywhere: the fake backend, same cases
