@@ -189,7 +189,10 @@ def gpu_metrics() -> Iterator[Metric]:
         "1 when NVML's process list accounts for the memory in use, so its owners are known.",
         labels=["gpu"],
     )
-    gpu_services = [s.name for s in config.current().services.values() if s.gpu]
+    try:
+        gpu_services = [s.name for s in config.current().services.values() if s.gpu]
+    except config.ConfigError:  # the figures that need no configuration are still worth a scrape
+        gpu_services = []
     for gpu in sample.gpus:
         index = str(gpu.index)
         figures = {

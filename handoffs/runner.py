@@ -282,10 +282,13 @@ class Runner:
                 "stop", self._stack_gpu_services(handoff.source), self.waiting()
             )
             return {**figures, "container": stopped}, {}
-        ladders = self._ladders(handoff, [])
+        ladders = self._ladders(handoff, kind, [])
         if not ladders.services:
             raise PhaseFailed(f"{handoff.source} has no release strategy configured", service=handoff.source)
-        ladders.first_steps()
+        try:
+            ladders.first_steps()
+        except PhaseFailed as failure:  # keep what was held before: the rollback waits for it
+            raise PhaseFailed(failure.detail, **{**figures, **failure.context}) from None
         return {**figures, "ladder": ladders.records}, {}
 
     def _before_release(self, handoff: Handoff, kind: config.HandoffType) -> dict[str, Any]:
@@ -302,13 +305,17 @@ class Runner:
             "attribution": "available" if owners.available else f"unavailable: {owners.reason}",
         }
 
-    def _ladders(self, handoff: Handoff, records: list[dict[str, Any]]) -> cleanup.Ladders:
+    def _ladders(
+        self, handoff: Handoff, kind: config.HandoffType, records: list[dict[str, Any]]
+    ) -> cleanup.Ladders:
+        """The source chain's release ladders (none for a stack release: stopping it was the step)."""
         payload = {"reason": handoff.reason or f"handoff {handoff.type}", "handoff_id": str(handoff.id)}
 
         def take(service: config.Service, step: config.Step) -> dict[str, Any]:
             return self._take(service, step, RELEASE, payload, strategies.busy)
 
-        return cleanup.Ladders(self.settings.gpu_chain(handoff.source), records, take)
+        stack = kind.release == config.STACK_STRATEGY
+        return cleanup.Ladders([] if stack else self.settings.gpu_chain(handoff.source), records, take)
 
     def _take(self, service, step, direction, payload, retry_if, waiting=None) -> dict[str, Any]:
         return strategies.take_step(
@@ -331,7 +338,7 @@ class Runner:
     def wait_cuda_cleanup(self, handoff: Handoff, record: HandoffPhase):
         kind = self.settings.handoffs.types[handoff.type]
         released = self._release_figures(handoff)
-        ladders = self._ladders(handoff, list(released.get("ladder", [])))
+        ladders = self._ladders(handoff, kind, list(released.get("ladder", [])))
         before = {key: released.get(key) for key in ("vram_before_mib", "held_before_mib")}
         container_proof = (
             self.settings.handoffs.accept_container_stopped_as_proof and self.settings.stops_container(kind)
@@ -365,8 +372,7 @@ class Runner:
         return {"proof": "container_stopped", "telemetry": why, "ladder": ladders.records}
 
     def _release_figures(self, handoff: Handoff) -> dict[str, Any]:
-        released = handoff.phases.filter(name=Phase.RELEASING_GPU, outcome=Outcome.SUCCEEDED).last()
-        return released.figures if released else {}
+        return release_figures(handoff)
 
     def transfer_ownership(self, handoff: Handoff, record: HandoffPhase):
         current = holdings.current_holder(handoff.gpu_index)
@@ -549,6 +555,12 @@ class Runner:
     def _stack_gpu_services(self, requester: str) -> list[str]:
         stack = self.settings.service(requester).stack
         return [service.name for service in self.settings.stack_gpu_services(stack)]
+
+
+def release_figures(handoff: Handoff) -> dict[str, Any]:
+    """The last releasing phase's figures (a failed one keeps what was held before, too)."""
+    released = handoff.phases.filter(name=Phase.RELEASING_GPU).last()
+    return released.figures if released else {}
 
 
 def reclaim_chain(

@@ -26,7 +26,7 @@ from gaiaorch.errors import Conflict, InvalidRequest, NotFound, Unavailable
 from handoffs import strategies, tenants
 from handoffs.errors import PhaseFailed
 from handoffs.models import ACTIVE, TERMINAL, Handoff, HandoffPhase, IncompleteRollback, Phase, Resolution
-from handoffs.runner import Runner, reclaim_chain
+from handoffs.runner import Runner, reclaim_chain, release_figures
 from leases import holdings
 from notifications.models import Severity
 from notifications.services import record_event
@@ -354,8 +354,7 @@ def _reclaim_and_check(settings: config.Config, handoff: Handoff, holder: holdin
     waiting = strategies.Waiting(
         lambda seconds: time.sleep(max(0.0, min(seconds, deadline - time.monotonic()))), deadline
     )
-    released = handoff.phases.filter(name=Phase.RELEASING_GPU).order_by("-started_at").first()
-    figures = reclaim_chain(settings, handoff, released.figures if released else {}, holder, waiting)
+    figures = reclaim_chain(settings, handoff, release_figures(handoff), holder, waiting)
     for service in settings.gpu_chain(handoff.source):
         timeout = min(settings.handoffs.http_timeout_seconds, max(0.1, deadline - time.monotonic()))
         strategies.wait_healthy(service, timeout, deadline, waiting.pause)

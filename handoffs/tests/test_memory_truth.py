@@ -179,3 +179,15 @@ def test_it_names_a_grabbing_pid_even_when_it_started_before_the_handoff(
         f"11.7 GiB held by pid {stranger.pid} `python -c import time; time.sleep(600) python train.py`"
         in (handoff.error["detail"])
     )
+
+
+def test_it_checks_the_memory_held_before_in_the_rollback_of_a_failed_release(
+    resident, gaia, hold_gpu, run_handoff
+):
+    hold_gpu("gaia-core")
+    gaia["gaia-core"].respond("/gpu/release", status=500, body={"ok": False, "message": "generating"})
+    handoff = run_handoff()
+    assert handoff.error["held_before_mib"] == {"gaia-core": 0, "gaia-prime": PRIME_LOADED_MIB}
+    assert handoff.error["rollback"] == {"complete": True}
+    reclaim = handoff.phases.get(name=Phase.ROLLING_BACK).figures["reclaim"]
+    assert reclaim["gaia-prime"]["rule"] == "memory_back"
