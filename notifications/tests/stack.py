@@ -69,7 +69,7 @@ class Stack:
 
     def start(self, *names: str) -> Stack:
         self.manage("migrate", "--noinput", "-v0")
-        self.token = self.manage("service_account", "gaia-web").strip()
+        self.token = self.manage("service_account", "gaia-web", "--rotate").strip()  # the database may be a kept one
         for name in names:
             self.children[name] = subprocess.Popen(
                 [sys.executable, *PROCESSES[name](self.port)], cwd=ROOT, env=self.env
