@@ -69,7 +69,8 @@ class Stack:
 
     def start(self, *names: str) -> Stack:
         self.manage("migrate", "--noinput", "-v0")
-        self.token = self.manage("service_account", "gaia-web", "--rotate").strip()  # the database may be a kept one
+        # --rotate: the stack database may be one a previous run kept, token included
+        self.token = self.manage("service_account", "gaia-web", "--rotate").strip()
         for name in names:
             self.children[name] = subprocess.Popen(
                 [sys.executable, *PROCESSES[name](self.port)], cwd=ROOT, env=self.env
