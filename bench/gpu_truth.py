@@ -7,9 +7,10 @@ ticker), and runs the release cases below through its HTTP API. A sampler thread
 independently (NVML, or the fake file) every 50 ms, so each case is judged on what the GPU really
 held, not on what gaiaorch or the fakes said.
 
-Each case states the outcome the handoff rules require (docs/handoffs.md, and the rules of settled
-verification, co-residence, the release ladder and reclaim retries that are still to come) and
-reports pass or fail on what happened. A failing case is a finding, not a harness error.
+Each case states the outcome the handoff rules require (docs/handoffs.md: settled verification by
+who holds the memory, co-residence only where allowed, the release ladder, memory-verified
+rollback and reclaim retries) and reports pass or fail on what happened. A failing case is a
+finding, not a harness error.
 
     python bench/gpu_truth.py --out "$OUT"                  # GPU box: nvml backend, torch fakes
     python bench/gpu_truth.py --backend fake --out /tmp/gt  # anywhere: the fake backend, same cases
@@ -51,6 +52,7 @@ from gaiaorch import attribution, telemetry  # noqa: E402  (Django-free modules)
 TERMINAL = ("completed", "failed", "cancelled")
 FAKE_TOTAL_MIB, FAKE_RESERVED_MIB = 143771, 615  # an H200 as NVML v2 shows it idle
 RESIDUAL_MIB = 1024  # a live process's CUDA context (~600 MiB on an H200) stays after its release
+LADDER_STEP_SECONDS = 2  # how long Prime's level-1 sleep gets to free its memory before level 2
 SAMPLE_SECONDS = 0.05
 
 
@@ -220,9 +222,8 @@ class Box:
         """The shipped config/orchestrator.yaml, pointed at the fakes (so it stays a valid config)."""
         config = yaml.safe_load((ROOT / "config" / "orchestrator.yaml").read_text())
         gpu = config.setdefault("gpu", {})
-        gpu.pop("baseline_mib", None)  # measured, as on a fresh install: that is what case 1 is about
         gpu.update(
-            backend=self.args.backend, poll_ms=100, residual_mib=RESIDUAL_MIB, baseline_interval_seconds=1
+            backend=self.args.backend, poll_ms=100, residual_mib=RESIDUAL_MIB, tenant_interval_seconds=1
         )
         if self.args.backend == "fake":
             gpu["fake_file"] = str(self.fake_file)
@@ -231,8 +232,12 @@ class Box:
         services["gaia-prime"].update(
             health_url=f"{prime}/health",
             vram_mib=sizes.prime_mib,
-            release={"http": {"method": "POST", "url": f"{prime}/sleep?level=1"}},
-            reclaim={"http": {"method": "POST", "url": f"{prime}/wake_up"}},
+            # The release ladder: level-1 sleep, 2 s for the memory to go, then level 2.
+            release=[
+                {"vllm": {"url": prime, "level": 1}, "deadline_seconds": LADDER_STEP_SECONDS},
+                {"vllm": {"url": prime, "level": 2}},
+            ],
+            reclaim={"vllm": {"url": prime}},
         )
         services["gaia-core"].update(
             health_url=f"{core}/health",
@@ -245,7 +250,7 @@ class Box:
             ready={"http": {"method": "POST", "url": f"{study}/study/gpu-ready"}},
             release={"http": {"method": "POST", "url": f"{study}/study/gpu-release"}},
         )
-        if self.args.process_keys:  # once the configuration model has services.<name>.process
+        if self.args.process_keys:  # how gaiaorch tells the fakes' GPU processes apart
             for name in ("gaia-prime", "gaia-core", "gaia-study"):
                 services[name]["process"] = {"cmdline": cmdline_pattern(name)}
         config.setdefault("docker", {})["reconcile_interval_seconds"] = 30
@@ -851,8 +856,10 @@ def main() -> int:
     )
     parser.add_argument(
         "--process-keys",
-        action="store_true",
-        help="also write services.<name>.process.cmdline into the service's configuration",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="write services.<name>.process.cmdline (attribution by command line); "
+        "--no-process-keys leaves gaiaorch blind to who holds what (the weaker aggregate rule)",
     )
     args = parser.parse_args()
     out = Path(args.out)

@@ -1,13 +1,15 @@
-"""Verify the nvml telemetry backend and the cleanup phase's measuring loop on a real GPU.
+"""Verify the nvml telemetry backend and the cleanup phase's rules on a real GPU.
 
 A child process (torch) allocates several GiB, then frees them while this process samples VRAM
-through gaiaorch.telemetry's Nvml backend. The cleanup loop of the handoff service
-(handoffs.measure.wait_for_cleanup, the code the waiting_cuda_cleanup phase runs) is started
-before the free; the probe reports how long after the child's free it saw the memory gone, which
-should be within one poll interval. Then the child exits, and the probe measures again (a live
-CUDA context keeps some memory, which is what the residual allowance is for).
+through gaiaorch.telemetry's Nvml backend and attributes it (gaiaorch.attribution, the child
+recognised by its command line). Every reading is judged by the rules the waiting_cuda_cleanup
+phase applies (handoffs.measure.judge: the child's memory within the residual allowance, free ≥
+need, free memory settled over the window). The probe reports how long after the memory really
+dropped the rules verified the release, which should be within one poll plus the settle window.
+It does this once with `empty_cache()` (a live CUDA context keeps some memory, which is what the
+residual allowance is for) and once by exiting.
 
-    python bench/nvml_probe.py [--gib 8] [--poll-ms 100] [--gpu 0]
+    python bench/nvml_probe.py [--gib 8] [--poll-ms 100] [--settle-window-ms 300] [--gpu 0]
 
 Needs torch and pynvml, plus Django and PyYAML on the path (not the whole project's
 requirements: it loads settings only, never the apps). Prints one JSON document.
@@ -33,7 +35,7 @@ os.environ.setdefault("GAIAORCH_VAR_DIR", tempfile.mkdtemp(prefix="gaiaorch-prob
 
 CHILD = r"""
 import sys, time, torch
-gib, gpu, how = float(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+gib, gpu, how = float(sys.argv[1]), int(sys.argv[2]), sys.argv[3]  # argv[4]: the probe's token
 torch.cuda.init()
 block = torch.ones(int(gib * 1024**3), dtype=torch.uint8, device=f"cuda:{gpu}")
 torch.cuda.synchronize()
@@ -50,91 +52,94 @@ sys.stdin.readline()
 """
 
 
-def used(gpu: int) -> int:
-    from handoffs.measure import measure
+TOKEN = f"gaiaorch-probe-{os.getpid()}"  # in the child's command line: how attribution finds it
 
-    return measure(gpu).used_mib
+
+def read(gpu: int):
+    from gaiaorch import attribution, telemetry
+    from handoffs.measure import Reading
+
+    sample = telemetry.sample()
+    owners = attribution.attribute(sample, [attribution.ServiceMatch("probe", cmdline=TOKEN)]).gpu(gpu)
+    return Reading(time.monotonic(), sample.gpu(gpu), owners)
 
 
 class DropWatcher(threading.Thread):
-    """Samples NVML as fast as it answers, to timestamp the moment the threshold was truly met."""
+    """Samples NVML as fast as it answers, to timestamp the moment the child's memory truly went."""
 
-    def __init__(self, gpu: int, threshold):
+    def __init__(self, gpu: int, residual_mib: int):
         super().__init__(daemon=True)
-        self.gpu, self.threshold = gpu, threshold
-        self.met_at: float | None = None
+        self.gpu, self.residual_mib = gpu, residual_mib
+        self.dropped_at: float | None = None
         self.samples = 0
-        self.stop = threading.Event()
 
     def run(self) -> None:
-        from handoffs.measure import measure
-
-        while not self.stop.is_set() and self.met_at is None:
-            sample = measure(self.gpu)
+        deadline = time.monotonic() + 30
+        while self.dropped_at is None and time.monotonic() < deadline:
+            reading = read(self.gpu)
             self.samples += 1
-            if self.threshold.met_by(sample):
-                self.met_at = time.time()
+            if reading.attribution.service_mib("probe") <= self.residual_mib:
+                self.dropped_at = reading.at
 
 
-def one_round(how: str, gib: float, gpu: int, baseline: int, residual: int, poll: float) -> dict:
-    """Allocate in a child, start the cleanup loop, make the child free (empty_cache or exit).
-
-    The threshold is the service's: used ≤ baseline + residual, or free ≥ need, where need is
-    the free memory while allocated plus half the allocation (so only a real free meets it).
-    """
-    from handoffs.errors import PhaseFailed
-    from handoffs.measure import Threshold, measure, wait_for_cleanup
+def one_round(how: str, gib: float, gpu: int, args: argparse.Namespace) -> dict:
+    """Allocate in a child, make it free (empty_cache or exit), judge readings until verified."""
+    from handoffs.measure import Rules, judge
 
     child = subprocess.Popen(
-        [sys.executable, "-c", CHILD, str(gib), str(gpu), how],
+        [sys.executable, "-c", CHILD, str(gib), str(gpu), how, TOKEN],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
     )
     assert child.stdout.readline().startswith("allocated")
-    allocated = measure(gpu)
-    need = allocated.free_mib + int(gib * 1024) // 2
-    threshold = Threshold(baseline_mib=baseline, residual_mib=residual, need_mib=need)
-    met_before = threshold.met_by(allocated)
-    watcher = DropWatcher(gpu, threshold)
+    allocated = read(gpu)
+    rules = Rules(
+        handoff_type="probe",
+        source=("probe",),
+        recipient="a recipient",
+        residual_mib={"probe": args.residual_mib},
+        need_mib=int(gib * 1024) // 2,
+        headroom_mib=0,
+        settle_window_ms=args.settle_window_ms,
+        settle_delta_mib=64,
+        settle_samples=3,
+    )
+    watcher = DropWatcher(gpu, args.residual_mib)
     watcher.start()
     child.stdin.write("free\n")
     child.stdin.flush()
-    try:
-        figures = wait_for_cleanup(
-            gpu, threshold, deadline=time.monotonic() + 20, poll_seconds=poll, pause=time.sleep
-        )
-        outcome = "freed"
-    except PhaseFailed as failure:
-        figures, outcome = failure.as_dict(), "timeout"
-    detected_at = time.time()
+    poll, readings, verdict = args.poll_ms / 1000, [], None
+    deadline = next_sample = time.monotonic()
+    deadline += 30
+    while time.monotonic() < deadline:
+        readings.append(read(gpu))
+        verdict = judge(readings, rules)
+        if verdict.verified:
+            break
+        next_sample = max(next_sample + poll, time.monotonic())
+        time.sleep(max(0.0, next_sample - time.monotonic()))
+    verified_at = readings[-1].at
     watcher.join(timeout=5)
-    watcher.stop.set()
-    freed_at = float(child.stdout.readline().split()[1])
-    after = measure(gpu)
     if how != "exit":
         child.stdin.write("exit\n")
         child.stdin.flush()
     child.wait(timeout=60)
-    lag = None if watcher.met_at is None else round(detected_at - watcher.met_at, 3)
+    dropped = watcher.dropped_at
     return {
         "release": how,
-        "used_mib_allocated": allocated.used_mib,
-        "saw_allocation_mib": allocated.used_mib - baseline,
-        "threshold_met_before_free": met_before,
-        "outcome": outcome,
-        "met_by": "used<=baseline+residual"
-        if after.used_mib <= threshold.max_used_mib
-        else ("free>=need" if after.free_mib >= need else "none"),
-        "used_mib_after": after.used_mib,
-        "free_mib_after": after.free_mib,
-        "child_freed_to_memory_dropped_seconds": None
-        if watcher.met_at is None
-        else round(watcher.met_at - freed_at, 3),
-        "memory_dropped_to_loop_detected_seconds": lag,
-        "detected_within_one_poll": lag is not None and lag <= poll,
+        "attributed_to_the_child_mib": allocated.attribution.service_mib("probe"),
+        "attribution_available": allocated.attributed,
+        "verified": bool(verdict and verdict.verified),
+        "rule": verdict.rule if verdict else "",
+        "verdict": verdict.sentence if verdict else "",
+        "child_mib_after": readings[-1].attribution.service_mib("probe"),
+        "memory_dropped_to_verified_seconds": None if dropped is None else round(verified_at - dropped, 3),
+        "within_one_poll_and_the_window": dropped is not None
+        and verified_at - dropped <= poll + args.settle_window_ms / 1000,
+        "samples": len(readings),
         "watcher_samples": watcher.samples,
-        "cleanup_loop": figures,
+        "settle": verdict.figures.get("settle") if verdict else None,
     }
 
 
@@ -143,7 +148,8 @@ def main() -> None:
     parser.add_argument("--gib", type=float, default=8.0)
     parser.add_argument("--poll-ms", type=int, default=100)
     parser.add_argument("--gpu", type=int, default=0)
-    parser.add_argument("--residual-mib", type=int, default=512)
+    parser.add_argument("--residual-mib", type=int, default=1024)
+    parser.add_argument("--settle-window-ms", type=int, default=300)
     args = parser.parse_args()
 
     from gaiaorch import telemetry
@@ -151,22 +157,23 @@ def main() -> None:
     first = telemetry.sample()
     if not first.available:
         raise SystemExit(f"nvml backend unavailable: {first.reason}")
-    baseline = used(args.gpu)
-    poll = args.poll_ms / 1000
-    rounds = [
-        one_round(how, args.gib, args.gpu, baseline, args.residual_mib, poll)
-        for how in ("empty_cache", "exit")
-    ]
+    idle = first.gpu(args.gpu)
+    rounds = [one_round(how, args.gib, args.gpu, args) for how in ("empty_cache", "exit")]
     time.sleep(0.5)
     sample = telemetry.sample().gpu(args.gpu)
     print(
         json.dumps(
             {
-                "gpu": {"name": sample.name, "total_mib": sample.total_mib},
+                "gpu": {
+                    "name": sample.name,
+                    "total_mib": sample.total_mib,
+                    "reserved_mib": sample.reserved_mib,
+                },
                 "allocated_gib": args.gib,
-                "poll_seconds": poll,
+                "poll_seconds": args.poll_ms / 1000,
+                "settle_window_ms": args.settle_window_ms,
                 "residual_mib": args.residual_mib,
-                "idle_baseline_mib": baseline,
+                "used_mib_idle": idle.used_mib,
                 "used_mib_at_end": sample.used_mib,
                 "rounds": rounds,
             },

@@ -1,9 +1,11 @@
 """GET /metrics: Prometheus figures computed from the database at scrape time.
 
-Every figure is a query over rows that all processes share, so any web process answers for the
-whole deployment (no per-process counters to aggregate). Histograms are built from stored rows:
-queue wait from leases (requested_at → granted_at), phase durations from handoff phase records
-(started_at → finished_at), VRAM reclaim time from the cleanup phase's measured `seconds`.
+Every figure is a query over rows that all processes share, or a sample of the GPUs they share,
+so any web process answers for the whole deployment (no per-process counters to aggregate).
+Histograms are built from stored rows: queue wait from leases (requested_at → granted_at), phase
+durations from handoff phase records (started_at → finished_at), VRAM reclaim time from the
+cleanup phase's `reclaim` figures (the answer of the release step after which the release was
+verified → the settled verification). GPU memory figures are NVML's (or the fake file's) now.
 """
 
 from __future__ import annotations
@@ -129,15 +131,86 @@ def handoff_metrics() -> Iterator[Metric]:
         PHASE_BUCKETS,
         labels=["name", "outcome"],
     )
-    cleanups = HandoffPhase.objects.filter(name=Phase.WAITING_CUDA_CLEANUP, outcome=StepOutcome.SUCCEEDED)
-    seconds = Cast(KT("figures__seconds"), FloatField())
-    rows = _histogram_rows(cleanups, seconds, RECLAIM_BUCKETS, seconds_are_durations=False)
+    cleanups = HandoffPhase.objects.filter(name=Phase.WAITING_CUDA_CLEANUP)
+    verified = cleanups.filter(outcome=StepOutcome.SUCCEEDED).annotate(
+        service=KT("figures__reclaim__service"),
+        step=KT("figures__reclaim__step"),
+        action=KT("figures__reclaim__action"),
+        rule=KT("figures__rule"),
+    )
+    seconds = Cast(KT("figures__reclaim__seconds"), FloatField())
+    labels = ["service", "step", "action", "rule"]
+    rows = _histogram_rows(verified, seconds, RECLAIM_BUCKETS, group_by=labels, seconds_are_durations=False)
     yield histogram(
         "gaiaorch_vram_reclaim_seconds",
-        "Measured time until NVML showed the VRAM freed, per successful cleanup phase.",
+        "From the answer of the release step after which a release was verified to its settled "
+        "verification, by service, ladder step, its action and the rule that passed.",
         rows,
         RECLAIM_BUCKETS,
+        labels=labels,
     )
+    refused = CounterMetricFamily(
+        "gaiaorch_handoff_refused_releases",
+        "Releases whose memory was never verified, by the last reason (source_holds_memory, "
+        "not_enough_free, not_settled, unverifiable, telemetry_unavailable).",
+        labels=["reason"],
+    )
+    failed = cleanups.filter(outcome=StepOutcome.FAILED).annotate(reason=KT("figures__refusal"))
+    for row in (
+        failed.filter(reason__isnull=False).values("reason").annotate(count=Count("pk")).order_by("reason")
+    ):
+        refused.add_metric([row["reason"]], row["count"])
+    yield refused
+
+
+def gpu_metrics() -> Iterator[Metric]:
+    """GPU memory now, and who holds it (a sample and its attribution, taken at scrape time)."""
+    from gaiaorch import attribution, config, telemetry
+
+    sample = telemetry.sample()
+    owners = attribution.current(sample)
+    memory = GaugeMetricFamily(
+        "gaiaorch_gpu_memory_mib",
+        "GPU memory now, by kind: total, used, free, and reserved by the driver (NVML v2).",
+        labels=["gpu", "kind"],
+    )
+    by_service = GaugeMetricFamily(
+        "gaiaorch_gpu_service_memory_mib",
+        "GPU memory held now by the processes attributed to each GPU service.",
+        labels=["gpu", "service"],
+    )
+    unattributed = GaugeMetricFamily(
+        "gaiaorch_gpu_unattributed_memory_mib",
+        "GPU memory held now by processes outside every configured service.",
+        labels=["gpu"],
+    )
+    attributed = GaugeMetricFamily(
+        "gaiaorch_gpu_attribution_available",
+        "1 when NVML's process list accounts for the memory in use, so its owners are known.",
+        labels=["gpu"],
+    )
+    try:
+        gpu_services = [s.name for s in config.current().services.values() if s.gpu]
+    except config.ConfigError:  # the figures that need no configuration are still worth a scrape
+        gpu_services = []
+    for gpu in sample.gpus:
+        index = str(gpu.index)
+        figures = {
+            "total": gpu.total_mib,
+            "used": gpu.used_mib,
+            "free": gpu.free_mib,
+            "reserved": gpu.reserved_mib,
+        }
+        for kind, value in figures.items():
+            if value is not None:
+                memory.add_metric([index, kind], value)
+        found = owners.gpu(gpu.index)
+        held = found.by_service() if found else {}
+        for name in sorted({*gpu_services, *held}):
+            by_service.add_metric([index, name], held.get(name, 0))
+        unattributed.add_metric([index], found.unattributed_mib if found else 0)
+        attributed.add_metric([index], int(bool(found and found.available)))
+    yield from (memory, by_service, unattributed, attributed)
 
 
 def container_metrics() -> Iterator[Metric]:
@@ -204,6 +277,7 @@ class DatabaseCollector(Collector):
         for figures in (
             lease_metrics,
             handoff_metrics,
+            gpu_metrics,
             container_metrics,
             notification_metrics,
             worker_metrics,

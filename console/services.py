@@ -14,8 +14,8 @@ from django.urls import URLPattern, URLResolver, get_resolver
 from django.utils import timezone
 
 from containers import services as containers
+from gaiaorch import attribution, telemetry
 from gaiaorch import config as gaiaorch_config
-from gaiaorch import telemetry
 from gaiaorch.auth import tokenless_warning
 from gaiaorch.models import WorkerHeartbeat
 from gaiaorch.services import worker_heartbeat_age
@@ -115,11 +115,44 @@ def check_docker() -> Check:
 
 def check_telemetry() -> Check:
     sampled = telemetry.sample()
-    figures = {"backend": sampled.backend, "gpus": len(sampled.gpus)}
+    figures = {
+        "backend": sampled.backend,
+        "configured_backend": settings.GPU_BACKEND,
+        "gpus": len(sampled.gpus),
+    }
     if sampled.backend == "none":
-        # Deliberately off: handoffs then verify only by stopped containers, which is configured.
+        # Off (configured so, or `auto` found no NVML, with its reason): handoffs then verify only
+        # by stopped containers, where that is configured.
         return Check(True, sampled.reason, figures)
-    return Check(sampled.available, "samples GPU memory" if sampled.available else sampled.reason, figures)
+    if not sampled.available:
+        return Check(False, sampled.reason, figures)
+    owners = attribution.current(sampled)
+    figures["attribution"] = {
+        gpu.gpu: {"available": gpu.available, "reason": gpu.reason} for gpu in owners.gpus
+    }
+    blind = [gpu for gpu in owners.gpus if not gpu.available]
+    detail = "samples GPU memory and who holds it"
+    if blind:
+        # Still ready: releases are then judged by the weaker aggregate rule (docs/handoffs.md).
+        detail = "samples GPU memory; attribution unavailable: " + "; ".join(gpu.reason for gpu in blind)
+    return Check(True, detail, figures)
+
+
+def check_rollbacks() -> Check:
+    """Not ready while a rollback left a source without its GPU memory, unacknowledged."""
+    open_rollbacks = handoffs.open_rollbacks()
+    figures = {"incomplete": [row.as_dict() for row in open_rollbacks]}
+    if not open_rollbacks:
+        return Check(True, "no incomplete rollback", figures)
+    first = open_rollbacks[0]
+    retried = f"reclaim retried, {first.attempts} attempts so far" if first.retry_reclaim else "not retried"
+    detail = (
+        f"{len(open_rollbacks)} incomplete rollback{'s' if len(open_rollbacks) > 1 else ''}: handoff "
+        f"{first.handoff_id} ({first.handoff.type}) left {first.source} without its GPU memory on GPU "
+        f"{first.gpu_index} ({first.problems[0]['detail'] if first.problems else 'see its error'}); "
+        f"{retried}; acknowledge it with the operator action acknowledge-rollback once handled"
+    )
+    return Check(False, detail, figures)
 
 
 CHECKS = {
@@ -127,6 +160,7 @@ CHECKS = {
     "worker": check_worker,
     "docker": check_docker,
     "telemetry": check_telemetry,
+    "rollbacks": check_rollbacks,
 }
 
 
@@ -170,10 +204,18 @@ def overview() -> dict[str, Any]:
 
 def _problems(gpu: dict[str, Any], stacks: dict[str, Any]) -> list[str]:
     problems = []
-    if settings.GPU_BACKEND != "none" and not gpu["telemetry_available"]:
+    if gpu["telemetry_backend"] != "none" and not gpu["telemetry_available"]:
         problems.append(f"GPU telemetry is unavailable: {gpu['telemetry_reason']}")
     if not stacks["docker_available"]:
         problems.append(f"Docker is unavailable: {stacks['docker_error']}")
+    for row in handoffs.open_rollbacks():
+        problems.append(
+            f"the rollback of handoff {row.handoff_id} left {row.source} without its GPU memory on GPU "
+            f"{row.gpu_index}: {row.last_error or (row.problems[0]['detail'] if row.problems else '')}"
+        )
+    for entry in gpu["gpus"]:
+        for tenant in entry["tenants"]:
+            problems.append(f"GPU {entry['gpu']}: {tenant['describe']}, outside any service")
     return problems
 
 
@@ -197,8 +239,14 @@ def walk_urls(patterns, prefix: str = "/"):
 
 
 def openapi_path(route: str) -> str:
-    """`/api/leases/(?P<pk>[^/.]+)/` and `/handoff/<str:handoff_id>/status` as `{pk}`, `{handoff_id}`."""
-    route = re.sub(r"\(\?P<(\w+)>[^)]*\)", r"{\1}", route)
+    """`/api/leases/(?P<pk>[^/.]+)/` and `/handoff/<str:handoff_id>/status` as `{pk}`, `{handoff_id}`
+    (a group's own pattern may hold groups: `(?P<service>(?!status$)[^/.]+)`)."""
+    while (group := re.search(r"\(\?P<(\w+)>", route)) is not None:
+        depth, end = 1, group.end()
+        while depth:
+            depth += {"(": 1, ")": -1}.get(route[end], 0)
+            end += 1
+        route = f"{route[: group.start()]}{{{group.group(1)}}}{route[end:]}"
     route = re.sub(r"<(?:\w+:)?(\w+)>", r"{\1}", route)
     return route.replace("^", "").replace("$", "")
 

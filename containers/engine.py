@@ -136,6 +136,10 @@ class Engine:
         # docker-py lets the HTTP call outlive the grace period (SIGTERM, wait, SIGKILL) by itself.
         self.call(f"stop {container_name(attrs)}", self.api.stop, attrs["Id"], timeout=timeout)
 
+    def kill(self, config: Config, attrs: dict[str, Any]) -> None:
+        refuse_own(config, attrs)
+        self.call(f"kill {container_name(attrs)}", self.api.kill, attrs["Id"])
+
     def start(self, attrs: dict[str, Any]) -> None:
         self.call(f"start {container_name(attrs)}", self.api.start, attrs["Id"])
 

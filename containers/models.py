@@ -80,6 +80,7 @@ class OperationKind(models.TextChoices):
     SERVICE_START = "service_start"
     SERVICE_STOP = "service_stop"
     SERVICE_RESTART = "service_restart"
+    SERVICE_KILL = "service_kill"
 
 
 class OperationStatus(models.TextChoices):

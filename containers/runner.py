@@ -75,6 +75,8 @@ class Run:
                 self.stop_all(self.plan)
             elif self.op.params["action"] == "start":
                 self.start_all(self.plan)
+            elif self.op.params["action"] == "kill":
+                self.kill_all(self.plan)
             else:
                 self.stop_all(self.plan)
                 self.start_all(self.config.start_order(self.plan))
@@ -136,6 +138,21 @@ class Run:
             if killed
             else f"stopped gracefully in {seconds} s"
         )
+
+    def kill_all(self, plan: list[Service]) -> None:
+        for service in plan:
+            with self.step(f"kill {service.name}", service.name) as outcome:
+                attrs = self.engine.find(self.config, service)
+                if attrs is None or attrs["State"]["Status"] != "running":
+                    outcome["outcome"] = jobs.StepOutcome.SKIPPED
+                    outcome["detail"] = (
+                        "no container" if attrs is None else f"already {attrs['State']['Status']}"
+                    )
+                    self.observe(service, attrs)
+                    continue
+                self.engine.kill(self.config, attrs)
+                self.observe(service, self.engine.inspect(attrs["Id"]))
+                outcome["detail"] = "killed (SIGKILL)"
 
     def release_stack_gpu(self, stack: str) -> None:
         with self.step(f"release {stack} GPU lease") as outcome:

@@ -54,6 +54,7 @@ SERVICE_KINDS = {
     OperationKind.SERVICE_START: "start",
     OperationKind.SERVICE_STOP: "stop",
     OperationKind.SERVICE_RESTART: "restart",
+    OperationKind.SERVICE_KILL: "kill",
 }
 
 
@@ -256,11 +257,13 @@ def request_stack_operation(
 
 
 def request_service_operation(kind: str, names: list[str], *, actor: str, reason: str = "") -> Operation:
-    """Start, stop or restart some configured services (with their dependencies / dependents)."""
+    """Start, stop or restart some configured services (with their dependencies / dependents), or
+    kill them (those alone: the last resort of a release ladder, after a stop that took the rest)."""
     config = gaiaorch_config.current()
     targets = [_configured(config, name) for name in names]
     action = SERVICE_KINDS[OperationKind(kind)]
-    plan = config.start_order(targets) if action == "start" else config.stop_order(targets)
+    plans = {"start": config.start_order, "kill": list}
+    plan = plans.get(action, config.stop_order)(targets)
     params = {"action": action, "targets": [service.name for service in targets], "gpu_enabled": False}
     return _request(kind, plan, params, actor=actor, reason=reason)
 

@@ -118,6 +118,7 @@ class ContainerViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewset
     queryset = Container.objects.all()
     serializer_class = ContainerRowSerializer
     lookup_field = "service"
+    lookup_value_regex = r"(?!status$)[^/.]+"  # /api/containers/status/ is the status document
 
 
 class OperationViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):

@@ -29,15 +29,19 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gaiaorch.telemetry import UNLISTED_TOLERANCE_MIB, GpuSample, Telemetry
+
+if TYPE_CHECKING:
+    from gaiaorch.config import Config
 
 logger = logging.getLogger(__name__)
 
 COMPOSE_PROJECT = "com.docker.compose.project"
 COMPOSE_SERVICE = "com.docker.compose.service"
 COMMAND_LIMIT = 200  # characters of a command line kept in records and events
+SENTENCE_COMMAND_LIMIT = 100  # of them, quoted in a sentence (a waiter's waiting_for, a refusal)
 ANCESTRY_LIMIT = 64  # parent links followed before giving up (a loop or a very deep tree)
 # A 64-hex container id as the last part of a cgroup path component: "/docker/<id>",
 # "docker-<id>.scope", "cri-containerd-<id>.scope", "/kubepods/…/<id>".
@@ -93,6 +97,18 @@ class ProcessOwner:
     def unattributed(self) -> bool:
         return self.service is None and not self.unresolved
 
+    def describe(self) -> str:
+        """9.1 GiB held by pid 4242 `python train.py` (the program without its directory), or
+        9.1 GiB held by gaia-prime (pid 77)."""
+        held = f"{(self.used_mib or 0) / 1024:.1f} GiB held by"
+        if self.service is not None:
+            return f"{held} {self.service} (pid {self.pid})"
+        program, _, arguments = self.command.partition(" ")
+        command = " ".join(part for part in (program.rsplit("/", 1)[-1], arguments) if part)
+        if len(command) > SENTENCE_COMMAND_LIMIT:
+            command = command[: SENTENCE_COMMAND_LIMIT - 1] + "…"
+        return f"{held} pid {self.pid} `{command or '?'}`"
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "pid": self.pid,
@@ -131,6 +147,11 @@ class GpuAttribution:
     @property
     def unattributed_mib(self) -> int:
         return sum(process.used_mib or 0 for process in self.unattributed)
+
+    def holders(self, *, excluding: Sequence[str] = ()) -> list[ProcessOwner]:
+        """Processes holding memory, largest first, leaving out those of the `excluding` services."""
+        held = [p for p in self.processes if (p.used_mib or 0) > 0 and p.service not in excluding]
+        return sorted(held, key=lambda process: -(process.used_mib or 0))
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -241,15 +262,19 @@ _default_directory: ContainerDirectory | None = None
 _default_lock = threading.Lock()  # why: two threads must not each build (and later use) their own cache
 
 
-def default_directory() -> ContainerDirectory:
-    """The process-wide directory for settings.DOCKER_URL."""
+def default_directory(ttl_seconds: float = 2.0) -> ContainerDirectory:
+    """The process-wide directory for settings.DOCKER_URL, keeping a listing `ttl_seconds`."""
     global _default_directory
     from django.conf import settings
 
     with _default_lock:
-        if _default_directory is None or _default_directory.docker_url != settings.DOCKER_URL:
-            _default_directory = ContainerDirectory(settings.DOCKER_URL)
-        return _default_directory
+        directory = _default_directory
+        if directory is None or (directory.docker_url, directory.ttl_seconds) != (
+            settings.DOCKER_URL,
+            ttl_seconds,
+        ):
+            _default_directory = directory = ContainerDirectory(settings.DOCKER_URL, ttl_seconds=ttl_seconds)
+        return directory
 
 
 # --- /proc --------------------------------------------------------------------------------------
@@ -306,6 +331,13 @@ class ProcTable:
             command = f"[{name.partition('(')[2]}]"
         return ProcessInfo(pid, parent, command, container_ids(cgroup))
 
+    def own_containers(self) -> frozenset[str]:
+        """The containers gaiaorch itself runs in: a process sharing them is not in another one."""
+        try:
+            return frozenset(container_ids((self.root / "self" / "cgroup").read_text()))
+        except OSError:
+            return frozenset()
+
     def ancestry(self, pid: int) -> list[ProcessInfo]:
         """The process, then its parent, …, up to (not including) pid 1."""
         chain: list[ProcessInfo] = []
@@ -328,6 +360,49 @@ def read_pidfile(path: str) -> tuple[int | None, str]:
 
 
 # --- attributing ---------------------------------------------------------------------------------
+
+
+def service_matches(config: Config) -> list[ServiceMatch]:
+    """How each configured service's processes are recognised: its container (the containers
+    app's rule: container_name, else the compose project and service labels) and its process match."""
+    matches = []
+    for service in config.services.values():
+        process = service.process
+        matches.append(
+            ServiceMatch(
+                service.name,
+                container_name=service.container_name,
+                compose_project=config.docker.compose_project if service.compose_service else "",
+                compose_service=service.compose_service,
+                pidfile=process.pidfile if process else "",
+                cmdline=process.cmdline if process else "",
+            )
+        )
+    return matches
+
+
+def current(sample: Telemetry | None = None) -> Attribution:
+    """Attribute a telemetry sample (a new one by default) to the services of the current
+    configuration, with its tolerance and container-listing cache. Never raises."""
+    from gaiaorch import config, telemetry
+
+    if sample is None:
+        sample = telemetry.sample()
+    try:
+        settings = config.current()
+    except config.ConfigError as exc:
+        reason = f"the configuration has problems: {exc}"
+        return Attribution(
+            sample.available,
+            sample.reason,
+            tuple(GpuAttribution(g.index, False, reason) for g in sample.gpus),
+        )
+    return attribute(
+        sample,
+        service_matches(settings),
+        containers=default_directory(settings.gpu.attribution_cache_seconds),
+        tolerance_mib=settings.gpu.unlisted_tolerance_mib,
+    )
 
 
 def attribute(
@@ -359,6 +434,7 @@ class _Pass:
         self.tolerance_mib = tolerance_mib
         self.problems: list[str] = []
         self.pidfile_pids = self._pidfile_pids()
+        self.own_containers = self.table.own_containers()
         self.listing: Listing | None = None
 
     def _pidfile_pids(self) -> dict[int, str]:
@@ -378,7 +454,7 @@ class _Pass:
             for gpu in sample.gpus
             for process in gpu.processes
             if (info := self.table.get(process.pid)) is not None
-            for container_id in info.container_ids
+            for container_id in self._foreign(info)
         }
         if wanted:
             directory = self.containers or default_directory()
@@ -417,7 +493,7 @@ class _Pass:
         command = info.command[:COMMAND_LIMIT]
         if info.error:
             return ProcessOwner(pid, used_mib, command, unresolved=info.error)
-        if info.container_ids:
+        if self._foreign(info):
             found = self._by_container(info)
             if found is not None:
                 return ProcessOwner(pid, used_mib, command, **found)
@@ -430,13 +506,20 @@ class _Pass:
                 return ProcessOwner(pid, used_mib, command, service, "cmdline")
         return ProcessOwner(pid, used_mib, command, container=self._container_label(info))
 
+    def _foreign(self, info: ProcessInfo) -> tuple[str, ...]:
+        """The process's containers but those gaiaorch runs in itself (one container for both:
+        a box or a CI job run in a container, where the process match decides)."""
+        return tuple(
+            container_id for container_id in info.container_ids if container_id not in self.own_containers
+        )
+
     def _by_container(self, info: ProcessInfo) -> dict[str, Any] | None:
         """Owner fields from the process's container, or None to fall back to process matching."""
         listing = self.listing
         if listing is None or listing.reason:
             why = listing.reason if listing else "Docker was not asked"
-            return {"container": info.container_ids[-1][:12], "unresolved": f"it runs in a container: {why}"}
-        for container_id in reversed(info.container_ids):
+            return {"container": self._foreign(info)[-1][:12], "unresolved": f"it runs in a container: {why}"}
+        for container_id in reversed(self._foreign(info)):
             container = listing.containers.get(container_id)
             if container is None:
                 continue
@@ -447,10 +530,10 @@ class _Pass:
         return None  # a container this Docker does not know (another engine): process matching decides
 
     def _container_label(self, info: ProcessInfo) -> str:
-        if not info.container_ids:
+        if not self._foreign(info):
             return ""
         containers = self.listing.containers if self.listing else {}
-        for container_id in reversed(info.container_ids):
+        for container_id in reversed(self._foreign(info)):
             if container_id in containers:
                 return containers[container_id].name
-        return info.container_ids[-1][:12]
+        return self._foreign(info)[-1][:12]

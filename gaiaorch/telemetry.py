@@ -6,6 +6,8 @@ memory (compute and graphics lists merged by pid). Index and UUID are NVML's: it
 PCI bus order, which is CUDA's order only with CUDA_DEVICE_ORDER=PCI_BUS_ID.
 
 Backends (settings.GPU_BACKEND / GAIAORCH_GPU_BACKEND):
+- `auto` (the default): `nvml` once NVML initialises in this process; until then `none`, with
+  NVML's reason, tried again every AUTO_RETRY_SECONDS (a driver loaded after start is found).
 - `nvml`: pynvml. Memory figures work inside containers; process lists are empty in another PID
   namespace or a VM, which `GpuSample.visibility()` says (see gaiaorch.attribution).
 - `fake`: reads the JSON file settings.FAKE_GPU_FILE on every sample, for demos and tests:
@@ -28,12 +30,14 @@ import fcntl
 import json
 import os
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 MIB = 1024 * 1024
+AUTO_RETRY_SECONDS = 30.0
 # Memory in use that no listed process accounts for, below which the process list still counts
 # as complete: per-process figures and the device total are rounded separately by the driver.
 UNLISTED_TOLERANCE_MIB = 256
@@ -223,6 +227,25 @@ class Nvml:
 
     _lock = threading.Lock()  # nvmlInit is not safe to race from two threads
     _ready = False
+    _failed: tuple[float, str] | None = None  # when the last initialisation failed, and why
+
+    @classmethod
+    def unavailable_reason(cls, retry_after_seconds: float = AUTO_RETRY_SECONDS) -> str:
+        """ "" once NVML is initialised; else why not (tried again at most every retry_after_seconds)."""
+        if cls._ready:
+            return ""
+        failed = cls._failed
+        if failed is not None and time.monotonic() - failed[0] < retry_after_seconds:
+            return failed[1]
+        try:
+            cls._init()
+        except ImportError as exc:
+            cls._failed = (time.monotonic(), f"pynvml is not installed: {exc}")
+        except Exception as exc:  # NVMLError_LibraryNotFound, _DriverNotLoaded, …
+            cls._failed = (time.monotonic(), f"NVML did not initialise: {exc}")
+        else:
+            return ""
+        return cls._failed[1]
 
     @classmethod
     def _init(cls):
@@ -307,6 +330,11 @@ def sample() -> Telemetry:
     from django.conf import settings
 
     backend = settings.GPU_BACKEND
+    if backend == "auto":
+        why = Nvml.unavailable_reason()
+        if why:
+            return Telemetry(False, reason=f"telemetry is off: GPU backend auto found no NVML ({why})")
+        backend = "nvml"
     try:
         if backend == "nvml":
             return Telemetry(True, gpus=Nvml.read(), backend=backend)

@@ -1,4 +1,5 @@
-"""The operator actions on handoffs: start one, cancel the running one, retry an ended one."""
+"""The operator actions on handoffs: start one, cancel the running one, retry an ended one,
+acknowledge a rollback that left its source without its GPU memory."""
 
 from __future__ import annotations
 
@@ -42,6 +43,18 @@ def cancel(actor: str, reason: str, params: dict[str, Any]) -> str:
     return f"Cancel requested for handoff {handoff.type} ({handoff.id}); it rolls back at its next check."
 
 
+def acknowledge(actor: str, reason: str, params: dict[str, Any]) -> str:
+    row = services.acknowledge_rollback(params["handoff_id"], actor=actor, reason=reason)
+    return (
+        f"Acknowledged the incomplete rollback of handoff {row.handoff_id}: its reclaim is no longer retried."
+    )
+
+
+def describe_rollback(initial: dict[str, Any]) -> str:
+    handoff = services.get(initial["handoff_id"])
+    return f"{describe(initial)} Its rollback left {handoff.source} without its GPU memory."
+
+
 def retry(actor: str, reason: str, params: dict[str, Any]) -> str:
     handoff = services.retry(params["handoff_id"], actor=actor, reason=reason)
     return f"Started handoff {handoff.type} ({handoff.id}), a retry of {params['handoff_id']}."
@@ -71,5 +84,14 @@ register(
         retry,
         danger=False,
         describe=describe,
+    ),
+    OperatorAction(
+        "acknowledge-rollback",
+        "Acknowledge an incomplete rollback",
+        "The ticker stops reclaiming the source's GPU memory and /ready stops failing on it: "
+        "you take the source in hand.",
+        HandoffForm,
+        acknowledge,
+        describe=describe_rollback,
     ),
 )

@@ -9,7 +9,7 @@ from django.utils.functional import lazy
 from django.views.generic import RedirectView
 
 from gaiaorch.actions import confirmation_url, list_action
-from handoffs.models import GpuBaseline, Handoff, HandoffPhase
+from handoffs.models import GpuTenant, Handoff, HandoffPhase, IncompleteRollback
 
 
 class HandoffPhaseInline(admin.TabularInline):
@@ -69,9 +69,44 @@ class HandoffAdmin(admin.ModelAdmin):
         return [start_url, *super().get_urls()]
 
 
-@admin.register(GpuBaseline)
-class GpuBaselineAdmin(admin.ModelAdmin):
-    list_display = ["gpu_index", "used_mib", "measured_at"]
-
+class ReadOnlyAdmin(admin.ModelAdmin):
     def has_add_permission(self, request) -> bool:
         return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+
+def _selected_rollback(rollbacks) -> dict[str, str]:
+    return {"handoff_id": rollbacks.get().handoff_id}
+
+
+@admin.register(IncompleteRollback)
+class IncompleteRollbackAdmin(ReadOnlyAdmin):
+    list_display = [
+        "handoff",
+        "source",
+        "gpu_index",
+        "attempts",
+        "next_attempt_at",
+        "resolution",
+        "created_at",
+    ]
+    list_filter = ["resolution", "gpu_index"]
+    actions = [
+        list_action(
+            "acknowledge-rollback",
+            "Acknowledge the selected incomplete rollback…",
+            _selected_rollback,
+            function_name="acknowledge_rollbacks",
+            exactly_one="incomplete rollback to acknowledge",
+        )
+    ]
+
+
+@admin.register(GpuTenant)
+class GpuTenantAdmin(ReadOnlyAdmin):
+    list_display = ["gpu_index", "pid", "used_mib", "command", "first_seen_at", "last_seen_at"]

@@ -10,6 +10,7 @@ class HandoffsConfig(AppConfig):
 
         # Within stale_after + recovery_interval of a worker being alive, a dead worker's handoff resumes.
         jobs.schedule_recovery(services.HANDOFFS)
-        ticker.every(lambda: config.current().gpu.baseline_interval_seconds, name="handoffs.baseline")(
-            tasks.sample_idle_baselines
+        ticker.every(lambda: config.current().gpu.tenant_interval_seconds, name="handoffs.tenants")(
+            tasks.watch_tenants
         )
+        ticker.follower(name="handoffs.reclaims")(tasks.retry_reclaims)

@@ -1,4 +1,5 @@
-"""GPU handoffs as phased, resumable jobs, and the measured idle VRAM baseline of each GPU."""
+"""GPU handoffs as phased, resumable jobs; the rollbacks they left incomplete; the processes seen
+holding GPU memory outside every service."""
 
 from __future__ import annotations
 
@@ -116,12 +117,81 @@ class HandoffPhase(StepRecord):
         return f"{self.name}: {self.outcome}"
 
 
-class GpuBaseline(models.Model):
-    """The lowest VRAM use measured on a GPU while nobody held a lease on it."""
+class Resolution(models.TextChoices):
+    RECLAIMED = "reclaimed"  # a later reclaim brought the source's memory back
+    ACKNOWLEDGED = "acknowledged"  # an operator took it in hand
 
-    gpu_index = models.PositiveSmallIntegerField(unique=True)
-    used_mib = models.PositiveIntegerField()
-    measured_at = models.DateTimeField(default=timezone.now)
+
+class IncompleteRollback(models.Model):
+    """A rollback that did not give the source its GPU back: retried by the ticker (its reclaim)
+    and reported by /ready until it is reclaimed or an operator acknowledges it."""
+
+    handoff = models.OneToOneField(Handoff, on_delete=models.CASCADE, related_name="incomplete_rollback")
+    gpu_index = models.PositiveSmallIntegerField()
+    source = models.CharField(max_length=100)
+    problems = models.JSONField(default=list)
+    retry_reclaim = models.BooleanField(default=True, help_text="Whether the ticker reclaims again")
+    attempts = models.PositiveIntegerField(default=0, help_text="Reclaims the ticker tried")
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    last_attempt_at = models.DateTimeField(null=True, blank=True)
+    last_error = models.TextField(blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    resolution = models.CharField(max_length=16, choices=Resolution.choices, blank=True, default="")
+    resolved_at = models.DateTimeField(null=True, blank=True)
+    resolved_by = models.CharField(max_length=150, blank=True)
+    resolution_reason = models.CharField(max_length=500, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.CheckConstraint(
+                condition=(models.Q(resolution="") & models.Q(resolved_at__isnull=True))
+                | (~models.Q(resolution="") & models.Q(resolved_at__isnull=False)),
+                name="incomplete_rollback_resolved_with_a_resolution",
+            )
+        ]
 
     def __str__(self) -> str:
-        return f"GPU {self.gpu_index}: {self.used_mib} MiB idle"
+        return f"rollback of {self.handoff_id} ({self.resolution or 'open'})"
+
+    @property
+    def open(self) -> bool:
+        return not self.resolution
+
+    def as_dict(self) -> dict:
+        return {
+            "handoff_id": str(self.handoff_id),
+            "gpu": self.gpu_index,
+            "source": self.source,
+            "problems": self.problems,
+            "retry_reclaim": self.retry_reclaim,
+            "attempts": self.attempts,
+            "next_attempt_at": self.next_attempt_at,
+            "last_error": self.last_error,
+            "created_at": self.created_at,
+            "resolution": self.resolution,
+            "resolved_at": self.resolved_at,
+            "resolved_by": self.resolved_by,
+            "resolution_reason": self.resolution_reason,
+        }
+
+
+class GpuTenant(models.Model):
+    """A process seen holding GPU memory outside every configured service, while it is there.
+
+    A row per (GPU, pid) makes its event once per appearance, from however many tickers."""
+
+    gpu_index = models.PositiveSmallIntegerField()
+    pid = models.PositiveIntegerField()
+    command = models.CharField(max_length=200, blank=True)
+    used_mib = models.PositiveIntegerField(help_text="The most it was seen holding")
+    first_seen_at = models.DateTimeField(default=timezone.now)
+    last_seen_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["gpu_index", "pid"], name="one_tenant_row_per_gpu_pid")
+        ]
+
+    def __str__(self) -> str:
+        return f"GPU {self.gpu_index}: pid {self.pid} ({self.used_mib} MiB)"

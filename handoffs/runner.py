@@ -18,25 +18,26 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from http import HTTPStatus
+from datetime import timedelta
 from typing import Any
 
 from django.db import transaction
 from django.utils import timezone
 
 from gaiaorch import config, jobs
+from gaiaorch.config import RECLAIM, RELEASE
 from gaiaorch.errors import DomainError
-from handoffs import cleanup, measure, strategies
+from handoffs import cleanup, reclaims, strategies
 from handoffs.errors import PhaseFailed
-from handoffs.models import FORWARD, TERMINAL, Handoff, HandoffPhase, Phase
+from handoffs.models import FORWARD, TERMINAL, Handoff, HandoffPhase, IncompleteRollback, Phase
 from leases import holdings
 from notifications.models import Severity
 from notifications.services import record_event
 
 logger = logging.getLogger(__name__)
 
-SIGNAL_FIRST_BACKOFF_SECONDS = 0.25
 Outcome = jobs.StepOutcome
+LOGGED_FIGURES_LIMIT = 1500  # characters of a phase's figures quoted in its log line
 
 
 class Unacknowledged(PhaseFailed):
@@ -71,7 +72,7 @@ class Runner:
             return False
         phase = handoff.phase if interrupted else FORWARD[FORWARD.index(handoff.phase) + 1]
         if phase == Phase.COMPLETED:
-            self.finish_handoff(handoff, Phase.COMPLETED)
+            self.complete(handoff)
             return False
         self.run_phase(handoff, phase)
         return True
@@ -85,7 +86,7 @@ class Runner:
         record = self.enter(handoff, phase)
         body = PHASE_BODIES[phase]
         try:
-            figures, fields = body(self, handoff, record)
+            figures, fields, *detail = body(self, handoff, record)
         except jobs.ClaimLost:
             raise
         except jobs.CancelRequested:
@@ -96,7 +97,7 @@ class Runner:
         except Unacknowledged as failure:
             self.fail_record(handoff, record, failure.detail, **failure.context)
             if self.settings.handoffs.on_recipient_unacknowledged == "complete_with_warning":
-                self.finish_handoff(handoff, Phase.COMPLETED, warning=failure.as_dict())
+                self.complete(handoff, warning=failure.as_dict())
             else:
                 self.begin_rollback(handoff, Phase.FAILED, {"phase": phase, **failure.as_dict()})
         except PhaseFailed as failure:
@@ -109,7 +110,7 @@ class Runner:
                 handoff, Phase.FAILED, {"phase": phase, "detail": f"unexpected error: {exc!r}"}
             )
         else:
-            self.succeed_record(handoff, record, figures, **fields)
+            self.succeed_record(handoff, record, figures, *detail, **fields)
 
     # ---- persistence (each write checks the claim)
 
@@ -135,10 +136,20 @@ class Runner:
         self.deadline = time.monotonic() + timeout
         return record
 
-    def succeed_record(self, handoff: Handoff, record: HandoffPhase, figures: dict, **fields: Any) -> None:
-        self._finish_record(handoff, record, Outcome.SUCCEEDED, "", figures, fields)
+    def succeed_record(
+        self, handoff: Handoff, record: HandoffPhase, figures: dict, detail: str = "", **fields: Any
+    ) -> None:
+        self._finish_record(handoff, record, Outcome.SUCCEEDED, detail, figures, fields)
 
     def fail_record(self, handoff: Handoff, record: HandoffPhase, detail: str, **figures: Any) -> None:
+        logger.warning(
+            "handoff %s (%s): %s failed: %s; figures %s",
+            handoff.id,
+            handoff.type,
+            record.name,
+            detail,
+            _compact(figures),
+        )
         self._finish_record(handoff, record, Outcome.FAILED, detail, figures, {})
 
     def _finish_record(self, handoff, record, outcome, detail, figures, fields) -> None:
@@ -157,11 +168,30 @@ class Runner:
             )
 
     def begin_rollback(self, handoff: Handoff, ends_as: str, error: dict[str, Any]) -> None:
+        logger.warning(
+            "handoff %s (%s): rolling back to %s after %s: %s",
+            handoff.id,
+            handoff.type,
+            handoff.source,
+            error.get("phase", handoff.phase),
+            error.get("detail", ""),
+        )
         record = self.enter(handoff, Phase.ROLLING_BACK, rollback_to=ends_as, error=error)
         self.roll_back(handoff, record)
 
+    def complete(self, handoff: Handoff, warning: dict | None = None) -> None:
+        """Tell whoever the handoff type names that it ended (best effort), then end it completed."""
+        notice = self.notify(handoff)
+        self.finish_handoff(handoff, Phase.COMPLETED, warning=warning, figures=notice)
+
     def finish_handoff(
-        self, handoff: Handoff, phase: str, warning: dict | None = None, **fields: Any
+        self,
+        handoff: Handoff,
+        phase: str,
+        warning: dict | None = None,
+        figures: dict | None = None,
+        incomplete: list[dict[str, Any]] | None = None,
+        **fields: Any,
     ) -> None:
         now = timezone.now()
         warnings = [*handoff.warnings, {"code": "recipient_unacknowledged", **warning}] if warning else None
@@ -173,7 +203,10 @@ class Runner:
                 started_at=now,
                 finished_at=now,
                 outcome=Outcome.SUCCEEDED,
+                figures=_jsonable(figures or {}),
             )
+            if incomplete:
+                self._record_incomplete_rollback(handoff, incomplete)
             severity = (
                 Severity.INFO if phase == Phase.COMPLETED and not handoff.warnings else Severity.WARNING
             )
@@ -186,12 +219,45 @@ class Runner:
                 data=handoff.event_data(error=handoff.error, warnings=handoff.warnings),
                 subject=("handoff", handoff.id),
             )
+        if phase != Phase.COMPLETED:
+            log = logger.error if incomplete else logger.warning
+            log(
+                "handoff %s (%s) %s: %s",
+                handoff.id,
+                handoff.type,
+                phase,
+                (handoff.error or {}).get("detail", ""),
+            )
+
+    def _record_incomplete_rollback(self, handoff: Handoff, problems: list[dict[str, Any]]) -> None:
+        """The source was left without the GPU it had: a critical event, and a row the ticker
+        retries (reclaim) and /ready reports until it is reclaimed or an operator acknowledges it."""
+        retry = any(problem["step"] in RETRIED_STEPS for problem in problems)
+        IncompleteRollback.objects.create(
+            handoff_id=handoff.id,
+            gpu_index=handoff.gpu_index,
+            source=handoff.source,
+            problems=_jsonable({"problems": problems})["problems"],
+            retry_reclaim=retry,
+            next_attempt_at=timezone.now()
+            + timedelta(seconds=self.settings.handoffs.reclaim_retry_base_seconds),
+        )
+        record_event(
+            "handoff.rollback_incomplete",
+            f"Rollback of handoff {handoff.type} left {handoff.source} without its GPU memory",
+            problems[0]["detail"],
+            actor=handoff.requested_by,
+            severity=Severity.CRITICAL,
+            data=handoff.event_data(problems=problems, reclaim_retried=retry),
+            subject=("handoff", handoff.id),
+        )
 
     # ---- waiting: the claim, cancellation, deadlines
 
     def pause(self, seconds: float, cancellable: bool = True) -> None:
+        wake = min(time.monotonic() + seconds, self.deadline)  # the checkpoint's query is inside the pause
         self.claim.checkpoint(cancellable)
-        time.sleep(max(0.0, min(seconds, self.deadline - time.monotonic())))
+        time.sleep(max(0.0, wake - time.monotonic()))
 
     def waiting(self, cancellable: bool = True) -> strategies.Waiting:
         return strategies.Waiting(lambda seconds: self.pause(seconds, cancellable), self.deadline)
@@ -210,46 +276,103 @@ class Runner:
 
     def release_gpu(self, handoff: Handoff, record: HandoffPhase):
         kind = self.settings.handoffs.types[handoff.type]
-        figures: dict[str, Any] = {"vram_before_mib": _used_or_none(handoff.gpu_index)}
+        figures = self._before_release(handoff, kind)
         if kind.release == config.STACK_STRATEGY:
             stopped = strategies.container_action(
                 "stop", self._stack_gpu_services(handoff.source), self.waiting()
             )
             return {**figures, "container": stopped}, {}
-        payload = {"reason": handoff.reason or f"handoff {handoff.type}", "handoff_id": str(handoff.id)}
-        called = False
-        for service in self.settings.gpu_chain(handoff.source):
-            if service.release:
-                figures[service.name] = self._with_retries(service, service.release, payload, _busy)
-                called = True
-        if not called:
+        ladders = self._ladders(handoff, kind, [])
+        if not ladders.services:
             raise PhaseFailed(f"{handoff.source} has no release strategy configured", service=handoff.source)
-        return figures, {}
+        try:
+            ladders.first_steps()
+        except PhaseFailed as failure:  # keep what was held before: the rollback waits for it
+            raise PhaseFailed(failure.detail, **{**figures, **failure.context}) from None
+        return {**figures, "ladder": ladders.records}, {}
+
+    def _before_release(self, handoff: Handoff, kind: config.HandoffType) -> dict[str, Any]:
+        """What the GPU and each source service held before anything was asked to let go."""
+        try:
+            reading = cleanup.read(handoff.gpu_index)
+        except PhaseFailed:
+            return {"vram_before_mib": None, "held_before_mib": None}
+        owners = reading.attribution
+        held = {s.name: owners.service_mib(s.name) for s in self._source_services(handoff, kind)}
+        return {
+            "vram_before_mib": reading.gpu.used_mib,
+            "held_before_mib": held if owners.available else None,
+            "attribution": "available" if owners.available else f"unavailable: {owners.reason}",
+        }
+
+    def _ladders(
+        self, handoff: Handoff, kind: config.HandoffType, records: list[dict[str, Any]]
+    ) -> cleanup.Ladders:
+        """The source chain's release ladders (none for a stack release: stopping it was the step)."""
+        payload = {"reason": handoff.reason or f"handoff {handoff.type}", "handoff_id": str(handoff.id)}
+
+        def take(service: config.Service, step: config.Step) -> dict[str, Any]:
+            return self._take(service, step, RELEASE, payload, strategies.busy)
+
+        stack = kind.release == config.STACK_STRATEGY
+        return cleanup.Ladders([] if stack else self.settings.gpu_chain(handoff.source), records, take)
+
+    def _take(self, service, step, direction, payload, retry_if, waiting=None) -> dict[str, Any]:
+        return strategies.take_step(
+            service,
+            step,
+            direction,
+            payload,
+            waiting or self.waiting(),
+            http_timeout=self.settings.handoffs.http_timeout_seconds,
+            retry_if=retry_if,
+            backoff_max=self.settings.handoffs.signal_retry_max_seconds,
+        )
+
+    def _source_services(self, handoff: Handoff, kind: config.HandoffType) -> list[config.Service]:
+        """Whose memory must go: the source's GPU chain, or its stack's GPU services."""
+        if kind.release == config.STACK_STRATEGY:
+            return self.settings.stack_gpu_services(self.settings.service(handoff.source).stack)
+        return self.settings.gpu_chain(handoff.source)
 
     def wait_cuda_cleanup(self, handoff: Handoff, record: HandoffPhase):
         kind = self.settings.handoffs.types[handoff.type]
-        before = handoff.phases.filter(name=Phase.RELEASING_GPU, outcome=Outcome.SUCCEEDED).last()
-        vram_before = (before.figures if before else {}).get("vram_before_mib")
-        sample = measure.telemetry.sample()
+        released = self._release_figures(handoff)
+        ladders = self._ladders(handoff, kind, list(released.get("ladder", [])))
+        before = {key: released.get(key) for key in ("vram_before_mib", "held_before_mib")}
         container_proof = (
             self.settings.handoffs.accept_container_stopped_as_proof and self.settings.stops_container(kind)
         )
+        sample = cleanup.measure.telemetry.sample()
         if not sample.available and container_proof:
-            return {"proof": "container_stopped", "telemetry": sample.reason}, {}
-        threshold = cleanup.threshold_for(
+            return {**before, **self._container_proof(handoff, kind, ladders, sample.reason)}, {}
+        rules = cleanup.rules_for(self.settings, kind, self._source_services(handoff, kind))
+        figures = cleanup.wait_until_released(
+            ladders,
+            rules,
             handoff.gpu_index,
-            configured_baseline=self.settings.gpu.baseline_mib,
-            residual_mib=self.settings.gpu.residual_mib,
-            need_mib=self.settings.vram_needed_mib(handoff.destination),
-        )
-        figures = measure.wait_for_cleanup(
-            handoff.gpu_index,
-            threshold,
             deadline=self.deadline,
             poll_seconds=self.settings.gpu.poll_ms / 1000,
             pause=self.pause,
         )
-        return {"vram_before_mib": vram_before, **figures}, {}
+        return {**before, **figures}, {}, _verdict_detail(figures)
+
+    def _container_proof(self, handoff, kind, ladders: cleanup.Ladders, why: str) -> dict[str, Any]:
+        """Without telemetry: climb the ladders to their first container stop; that stop is the proof."""
+        if kind.release != config.STACK_STRATEGY:
+            for service in ladders.services:
+                while not ladders.stopped_a_container() and ladders.due(service):
+                    ladders.climb(service, ladders.last(service)["step"] if ladders.last(service) else 0)
+            if not ladders.stopped_a_container():
+                raise PhaseFailed(
+                    f"GPU telemetry is unavailable ({why}) and no release step stopped a container",
+                    refusal="telemetry_unavailable",
+                    ladder=ladders.records,
+                )
+        return {"proof": "container_stopped", "telemetry": why, "ladder": ladders.records}
+
+    def _release_figures(self, handoff: Handoff) -> dict[str, Any]:
+        return release_figures(handoff)
 
     def transfer_ownership(self, handoff: Handoff, record: HandoffPhase):
         current = holdings.current_holder(handoff.gpu_index)
@@ -276,7 +399,7 @@ class Runner:
 
     def signal_recipient(self, handoff: Handoff, record: HandoffPhase):
         kind = self.settings.handoffs.types[handoff.type]
-        payload = self._lease_payload(handoff, handoff.destination_lease_id, handoff.fencing_token)
+        payload = reclaims.lease_payload(handoff, handoff.destination_lease_id, handoff.fencing_token)
         if kind.signal == config.STACK_STRATEGY:
             started = strategies.start_stack(self.settings.service(handoff.destination).stack, self.waiting())
             return {
@@ -291,45 +414,52 @@ class Runner:
         return figures, {}
 
     def _until_acknowledged(self, service: config.Service, strategy: config.Strategy, payload: dict) -> dict:
-        """Retry with backoff until the recipient answers 2xx or the phase deadline passes."""
-        try:
-            return self._with_retries(service, strategy, payload, retry_if=lambda failure: True)
-        except PhaseFailed as failure:
-            raise Unacknowledged(
-                f"{service.name} never acknowledged the GPU after {failure.context['attempts']} attempts: "
-                f"{failure.detail}",
-                code="recipient_unacknowledged",
-                attempts=failure.context["attempts"],
-                # the last answer's service, url, status and body, as every failed call carries them
-                **{key: value for key, value in failure.context.items() if key not in ("attempts", "code")},
-            ) from None
-
-    def _with_retries(
-        self,
-        service: config.Service,
-        strategy: config.Strategy,
-        payload: dict,
-        retry_if: Callable[[PhaseFailed], bool],
-    ) -> dict:
-        """Run a strategy, again with backoff while `retry_if` says the failure is passing."""
-        backoff, attempts = SIGNAL_FIRST_BACKOFF_SECONDS, 0
-        while True:
-            attempts += 1
-            try:
-                answer = strategies.run_strategy(
-                    service, strategy, self.call_timeout(), payload, self.waiting()
+        """Each step asked again with backoff until the recipient acknowledges or the step's
+        deadline (the last: the phase's) passes; then the next step."""
+        for index, step in enumerate(strategy.steps):
+            waiting = self.waiting()
+            if step.deadline_seconds is not None and index < len(strategy.steps) - 1:
+                waiting = strategies.Waiting(
+                    waiting.pause, min(waiting.deadline, time.monotonic() + step.deadline_seconds)
                 )
-                return {"attempts": attempts, **answer}
+            try:
+                return {"step": index + 1, **self._take(service, step, RECLAIM, payload, _always, waiting)}
             except PhaseFailed as failure:
-                if not retry_if(failure) or time.monotonic() + backoff >= self.deadline:
-                    raise PhaseFailed(failure.detail, **failure.context, attempts=attempts) from None
-            self.pause(backoff)
-            backoff = min(backoff * 2, self.settings.handoffs.signal_retry_max_seconds)
+                last = failure
+        raise Unacknowledged(
+            f"{service.name} never acknowledged the GPU after {last.context['attempts']} attempts: "
+            f"{last.detail}",
+            code="recipient_unacknowledged",
+            attempts=last.context["attempts"],
+            # the last answer's service, url, status and body, as every failed call carries them
+            **{key: value for key, value in last.context.items() if key not in ("attempts", "code")},
+        )
+
+    def notify(self, handoff: Handoff) -> dict[str, Any]:
+        """`handoffs.<type>.notify`: POST {direction, handoff_id} (gaia-core's /sleep/study-handoff).
+        A failure is logged and recorded, never a failed handoff: the GPU has already moved."""
+        call = self.settings.handoffs.types[handoff.type].notify
+        if call is None:
+            return {}
+        body = {"direction": handoff.type, "handoff_id": str(handoff.id)}
+        try:
+            answer = strategies.http_call("notify", call, self.settings.handoffs.http_timeout_seconds, body)
+        except PhaseFailed as failure:
+            logger.warning(
+                "handoff %s (%s): the notice to %s failed: %s",
+                handoff.id,
+                handoff.type,
+                call.url,
+                failure.detail,
+            )
+            return {"notified": {"url": call.url, "failed": failure.detail}}
+        return {"notified": {"url": call.url, "answer": answer}}
 
     # ---- rollback
 
     def roll_back(self, handoff: Handoff, record: HandoffPhase) -> None:
-        """Return the lease to the source, ask the source to reclaim, verify its health."""
+        """Return the lease to the source, have the source reclaim until its memory is back, check
+        its health."""
         reached = set(handoff.phases.values_list("name", flat=True))
         figures: dict[str, Any] = {}
         problems: list[dict[str, Any]] = []
@@ -344,7 +474,7 @@ class Runner:
             try:
                 figures[name] = action() or "ok"
             except PhaseFailed as failure:
-                figures[name] = "failed"
+                figures[name] = {"failed": failure.detail, **failure.context}
                 if name != "destination_release":  # best effort: the lease move is what fences it out
                     problems.append({"step": name, **failure.as_dict()})
         self._end_rollback(handoff, record, figures, problems)
@@ -362,17 +492,16 @@ class Runner:
             )
             self.succeed_record(handoff, record, figures)
         ends_as = handoff.rollback_to if not problems else Phase.FAILED
-        self.finish_handoff(handoff, ends_as or Phase.FAILED, error=error)
+        self.finish_handoff(handoff, ends_as or Phase.FAILED, error=error, incomplete=problems)
 
     def _release_destination(self, handoff: Handoff) -> dict:
         if self.settings.handoffs.types[handoff.type].signal == config.STACK_STRATEGY:
             services = self._stack_gpu_services(handoff.destination)
             return strategies.container_action("stop", services, self.waiting(cancellable=False))
         payload = {"reason": f"rollback of handoff {handoff.id}", "handoff_id": str(handoff.id)}
+        waiting = self.waiting(cancellable=False)
         return {
-            service.name: strategies.run_strategy(
-                service, service.release, self.call_timeout(), payload, self.waiting(cancellable=False)
-            )
+            service.name: self._take(service, service.release.steps[0], RELEASE, payload, _never, waiting)
             for service in self.settings.gpu_chain(handoff.destination)
             if service.release
         }
@@ -404,21 +533,16 @@ class Runner:
 
     def _reclaim_source(self, handoff: Handoff) -> dict:
         kind = self.settings.handoffs.types[handoff.type]
-        if kind.release == config.STACK_STRATEGY:
-            services = self._stack_gpu_services(handoff.source)
-            return strategies.container_action("start", services, self.waiting(cancellable=False))
-        lease = self._source_lease
-        payload = self._lease_payload(
-            handoff, lease.lease_id if lease else None, lease.fencing_token if lease else None
-        )
-        figures = {}
-        for service in reversed(self.settings.gpu_chain(handoff.source)):
-            strategy = service.reclaim or service.ready
-            if strategy:
-                figures[service.name] = strategies.run_strategy(
-                    service, strategy, self.call_timeout(), payload, self.waiting(cancellable=False)
-                )
-        return figures
+        waiting = self.waiting(cancellable=False)
+        if kind.release != config.STACK_STRATEGY:
+            return reclaim_chain(
+                self.settings, handoff, self._release_figures(handoff), self._source_lease, waiting
+            )
+        services = self._source_services(handoff, kind)
+        started = strategies.container_action("start", [service.name for service in services], waiting)
+        held_before = reclaims.held_before(self._release_figures(handoff))
+        reclaim = reclaims.Reclaim(self.settings, handoff.gpu_index, held_before, {}, waiting, 0)
+        return {"container": started, "memory": reclaim.started(services)}
 
     def _wait_chain_healthy(self, name: str, cancellable: bool = False) -> dict:
         waiting = self.waiting(cancellable)
@@ -428,18 +552,37 @@ class Runner:
 
     # ---- helpers
 
-    def _lease_payload(self, handoff: Handoff, lease_id, fencing_token) -> dict[str, Any]:
-        return {
-            "lease_id": str(lease_id) if lease_id else None,
-            "fencing_token": fencing_token,
-            "gpu": handoff.gpu_index,
-            "handoff_id": str(handoff.id),
-            "reason": handoff.reason,
-        }
-
     def _stack_gpu_services(self, requester: str) -> list[str]:
         stack = self.settings.service(requester).stack
         return [service.name for service in self.settings.stack_gpu_services(stack)]
+
+
+def release_figures(handoff: Handoff) -> dict[str, Any]:
+    """The last releasing phase's figures (a failed one keeps what was held before, too)."""
+    released = handoff.phases.filter(name=Phase.RELEASING_GPU).last()
+    return released.figures if released else {}
+
+
+def reclaim_chain(
+    settings: config.Config,
+    handoff: Handoff,
+    release_figures: dict[str, Any],
+    lease: holdings.Holding | None,
+    waiting: strategies.Waiting,
+) -> dict[str, Any]:
+    """The source chain's reclaim ladders, each until its memory is back (handoffs.reclaims)."""
+    payload = reclaims.lease_payload(
+        handoff, lease.lease_id if lease else None, lease.fencing_token if lease else None
+    )
+    reclaim = reclaims.Reclaim(
+        settings,
+        handoff.gpu_index,
+        reclaims.held_before(release_figures),
+        payload,
+        waiting,
+        settings.handoffs.http_timeout_seconds,
+    )
+    return reclaim.chain(settings.gpu_chain(handoff.source))
 
 
 PHASE_BODIES = {
@@ -450,16 +593,24 @@ PHASE_BODIES = {
 }
 
 
-def _busy(failure: PhaseFailed) -> bool:
-    """409 is how a GAIA service says "busy, ask again" (gaia-core mid-generation)."""
-    return failure.context.get("status") == HTTPStatus.CONFLICT
+RETRIED_STEPS = ("reclaim", "health")  # rollback steps the ticker tries again (handoffs.services)
 
 
-def _used_or_none(gpu: int) -> int | None:
-    try:
-        return measure.measure(gpu).used_mib
-    except PhaseFailed:
-        return None
+def _always(failure: PhaseFailed) -> bool:
+    return True
+
+
+def _never(failure: PhaseFailed) -> bool:
+    return False
+
+
+def _verdict_detail(figures: dict[str, Any]) -> str:
+    return figures.get("verdict", "")
+
+
+def _compact(figures: dict[str, Any]) -> str:
+    text = json.dumps(figures, default=str, separators=(",", ":"))
+    return text if len(text) <= LOGGED_FIGURES_LIMIT else text[: LOGGED_FIGURES_LIMIT - 1] + "…"
 
 
 def _ending_title(handoff: Handoff) -> str:

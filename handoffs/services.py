@@ -1,4 +1,5 @@
-"""The handoff service: start, cancel, retry, status, recovery, baseline sampling.
+"""The handoff service: start, cancel, retry, status, recovery; incomplete rollbacks (the ticker's
+reclaim retries, the operator's acknowledgement); unknown GPU tenants.
 
 The phase runner itself lives in handoffs/runner.py (part of this service layer); tasks call
 `run`, views and commands call the rest. Every state change happens in one transaction with its
@@ -10,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from datetime import timedelta
 from typing import Any
 from uuid import UUID
 
@@ -21,9 +23,10 @@ from django.utils import timezone
 
 from gaiaorch import config, jobs, queues, telemetry
 from gaiaorch.errors import Conflict, InvalidRequest, NotFound, Unavailable
-from handoffs import cleanup
-from handoffs.models import ACTIVE, TERMINAL, Handoff, HandoffPhase, Phase
-from handoffs.runner import Runner
+from handoffs import strategies, tenants
+from handoffs.errors import PhaseFailed
+from handoffs.models import ACTIVE, TERMINAL, Handoff, HandoffPhase, IncompleteRollback, Phase, Resolution
+from handoffs.runner import Runner, reclaim_chain, release_figures
 from leases import holdings
 from notifications.models import Severity
 from notifications.services import record_event
@@ -134,10 +137,12 @@ def _start(
                 )
         except IntegrityError:
             raise _conflict_with_active(gpu) from None
+        now = timezone.now()
         HandoffPhase.objects.create(
             handoff=handoff,
             name=Phase.INITIATED,
-            finished_at=timezone.now(),
+            started_at=now,
+            finished_at=now,
             outcome=jobs.StepOutcome.SUCCEEDED,
             detail=f"{kind.source} holds GPU {gpu} under lease {holding.lease_id}",
             figures={"source_lease_id": str(holding.lease_id), "fencing_token": holding.fencing_token},
@@ -286,13 +291,135 @@ def recover() -> list[UUID]:
     return jobs.recover(HANDOFFS)
 
 
-def sample_baselines() -> dict[int, int]:
-    """Store the lowest VRAM use of every GPU nobody holds a lease on."""
+def watch_tenants() -> dict[str, list]:
+    """The ticker's: record GPU processes outside every service as they appear and go."""
+    return tenants.watch()
 
-    def idle(indices: list[int]) -> list[int]:
-        return [index for index in indices if holdings.current_holder(index) is None]
 
-    return cleanup.record_baselines(idle)
+# --- incomplete rollbacks ---------------------------------------------------------------------
+
+RECLAIM_CLAIM_SECONDS = 3600  # an attempt in progress hides its row from other tickers this long
+
+
+def open_rollbacks() -> list[IncompleteRollback]:
+    """Rollbacks that left a source without its GPU memory, not reclaimed nor acknowledged yet."""
+    return list(IncompleteRollback.objects.filter(resolution="").select_related("handoff"))
+
+
+def retry_reclaims() -> list[UUID]:
+    """Reclaim again for every open incomplete rollback whose next attempt is due; their handoff ids."""
+    now = timezone.now()
+    due = IncompleteRollback.objects.filter(resolution="", retry_reclaim=True, next_attempt_at__lte=now)
+    return [row.handoff_id for row in due if _retry_reclaim(row, now)]
+
+
+def _retry_reclaim(row: IncompleteRollback, now) -> bool:
+    # The conditional UPDATE is the claim: of two tickers, one moves next_attempt_at and retries.
+    claimed = IncompleteRollback.objects.filter(
+        pk=row.pk, resolution="", next_attempt_at=row.next_attempt_at
+    ).update(next_attempt_at=now + timedelta(seconds=RECLAIM_CLAIM_SECONDS))
+    if not claimed:
+        return False
+    settings = config.current()
+    handoff = row.handoff
+    holder = holdings.current_holder(row.gpu_index)
+    busy = Handoff.objects.active().filter(gpu_index=row.gpu_index).exists()
+    if busy or holder is None or holder.requester != row.source:
+        # Not now: a handoff runs there, or the GPU is no longer the source's to reclaim on.
+        why = "a handoff is running on the GPU" if busy else f"{row.source} does not hold GPU {row.gpu_index}"
+        _reschedule(row, settings, f"not attempted: {why}", attempted=False)
+        return False
+    try:
+        figures = _reclaim_and_check(settings, handoff, holder)
+    except PhaseFailed as failure:
+        logger.warning(
+            "handoff %s (%s): reclaim of %s failed again (attempt %s): %s",
+            handoff.id,
+            handoff.type,
+            row.source,
+            row.attempts + 1,
+            failure.detail,
+        )
+        _reschedule(row, settings, failure.detail, attempted=True)
+        return False
+    _resolve(row, Resolution.RECLAIMED, actor="ticker", reason=f"reclaimed after {row.attempts + 1} attempts")
+    logger.warning(
+        "handoff %s (%s): %s reclaimed its GPU memory: %s", handoff.id, handoff.type, row.source, figures
+    )
+    return True
+
+
+def _reclaim_and_check(settings: config.Config, handoff: Handoff, holder: holdings.Holding) -> dict:
+    deadline = time.monotonic() + settings.handoffs.phase_timeouts[Phase.ROLLING_BACK]
+    waiting = strategies.Waiting(
+        lambda seconds: time.sleep(max(0.0, min(seconds, deadline - time.monotonic()))), deadline
+    )
+    figures = reclaim_chain(settings, handoff, release_figures(handoff), holder, waiting)
+    for service in settings.gpu_chain(handoff.source):
+        timeout = min(settings.handoffs.http_timeout_seconds, max(0.1, deadline - time.monotonic()))
+        strategies.wait_healthy(service, timeout, deadline, waiting.pause)
+    return figures
+
+
+def _reschedule(row: IncompleteRollback, settings: config.Config, error: str, *, attempted: bool) -> None:
+    attempts = row.attempts + (1 if attempted else 0)
+    retry = settings.handoffs
+    # base after the rollback (its first attempt), then twice that after each failure, up to the max
+    delay = min(retry.reclaim_retry_base_seconds * 2**attempts, retry.reclaim_retry_max_seconds)
+    IncompleteRollback.objects.filter(pk=row.pk, resolution="").update(
+        attempts=attempts,
+        last_error=error[:2000],
+        last_attempt_at=timezone.now() if attempted else row.last_attempt_at,
+        next_attempt_at=timezone.now() + timedelta(seconds=delay),
+    )
+
+
+def acknowledge_rollback(handoff_id: UUID | str, *, actor: str, reason: str) -> IncompleteRollback:
+    """An operator takes an incomplete rollback in hand: its retries stop, /ready no longer fails on it."""
+    if not reason.strip():
+        raise InvalidRequest(
+            "An acknowledgement needs a reason.", fields={"reason": ["this field is required"]}
+        )
+    handoff = get(handoff_id)
+    row = IncompleteRollback.objects.filter(handoff=handoff).first()
+    if row is None:
+        raise Conflict(
+            f"Handoff {handoff.id} left no incomplete rollback.",
+            code="no_incomplete_rollback",
+            handoff_id=str(handoff.id),
+        )
+    if not row.open:
+        raise Conflict(
+            f"The rollback of handoff {handoff.id} was already {row.resolution} by {row.resolved_by}.",
+            code="rollback_resolved",
+            handoff_id=str(handoff.id),
+            resolution=row.resolution,
+        )
+    return _resolve(row, Resolution.ACKNOWLEDGED, actor=actor, reason=reason)
+
+
+def _resolve(row: IncompleteRollback, resolution: str, *, actor: str, reason: str) -> IncompleteRollback:
+    with transaction.atomic():
+        # Row lock: the ticker's reclaim and an operator's acknowledgement must not both resolve it.
+        locked = IncompleteRollback.objects.select_for_update().get(pk=row.pk)
+        if not locked.open:
+            return locked
+        locked.resolution, locked.resolved_at = resolution, timezone.now()
+        locked.resolved_by, locked.resolution_reason = actor[:150], reason[:500]
+        locked.save(update_fields=["resolution", "resolved_at", "resolved_by", "resolution_reason"])
+        handoff = locked.handoff
+        acknowledged = resolution == Resolution.ACKNOWLEDGED
+        record_event(
+            f"handoff.rollback_{resolution}",
+            f"Incomplete rollback of handoff {handoff.type} {resolution}: "
+            f"{locked.source} on GPU {locked.gpu_index}",
+            reason,
+            actor=actor,
+            severity=Severity.WARNING if acknowledged else Severity.INFO,
+            data=handoff.event_data(resolution=resolution, attempts=locked.attempts),
+            subject=("handoff", handoff.id),
+        )
+    return locked
 
 
 def active_status(gpu: int = 0) -> dict[str, Any] | None:

@@ -1,21 +1,25 @@
-"""Outbound actions of a handoff: HTTP calls to GAIA services and container stop/start.
+"""Outbound actions of a handoff: the steps of release and reclaim ladders — HTTP calls to GAIA
+services, engines' own memory APIs (vLLM, SGLang, Ollama, llama.cpp), container stop, kill, start.
 
-Every call has a timeout; a non-2xx answer, a timeout or a refused connection is a PhaseFailed
-carrying the callee, the URL, the status and the body, so the handoff's error says exactly what
-the other side answered.
+Every call has a timeout; a non-2xx answer, a 2xx that says it failed, a timeout or a refused
+connection is a PhaseFailed carrying the callee, the URL, the status and the body, so the
+handoff's error says exactly what the other side answered. No answer here is proof that memory
+was freed: the handoff measures that (handoffs.measure).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from http import HTTPStatus
 from typing import Any
 
 import httpx
 
-from gaiaorch.config import HttpCall, Service, Strategy
+from gaiaorch.config import RELEASE, EngineCall, HttpCall, Service, Step
 from gaiaorch.errors import DomainError
 from handoffs.errors import PhaseFailed
 
@@ -36,7 +40,10 @@ def _client() -> httpx.Client:
 
 
 def http_call(service: str, call: HttpCall, timeout: float, payload: dict[str, Any] | None = None) -> dict:
-    """Make one call; the parsed JSON answer (or {}) on 2xx, PhaseFailed otherwise."""
+    """Make one call; the parsed JSON answer (or {}) on 2xx, PhaseFailed otherwise.
+
+    A 2xx whose JSON says it failed — the seed GAIA services' `{success: false, …}`, v0.9's
+    `{ok: false, …}` — is a failure too: the callee said it did not do it."""
     try:
         response = _client().request(call.method, call.url, json=payload, timeout=timeout)
     except httpx.TimeoutException:
@@ -56,20 +63,23 @@ def http_call(service: str, call: HttpCall, timeout: float, payload: dict[str, A
             status=None,
             body="",
         ) from None
-    if not response.is_success:
-        body = response.text[:BODY_LIMIT]
+    body = response.text[:BODY_LIMIT]
+    try:
+        answer = response.json()
+    except ValueError:
+        answer = {}
+    answer = answer if isinstance(answer, dict) else {}
+    said_no = response.is_success and (answer.get("success") is False or answer.get("ok") is False)
+    if not response.is_success or said_no:
+        refused = " but said it failed" if said_no else ""
         raise PhaseFailed(
-            f"{service} answered {response.status_code} to {call.method} {call.url}{_excerpt(body)}",
+            f"{service} answered {response.status_code}{refused} to {call.method} {call.url}{_excerpt(body)}",
             service=service,
             url=call.url,
             status=response.status_code,
             body=body,
         )
-    try:
-        answer = response.json()
-    except ValueError:
-        return {}
-    return answer if isinstance(answer, dict) else {}
+    return answer
 
 
 def _excerpt(body: str) -> str:
@@ -107,18 +117,98 @@ class Waiting:
     deadline: float
 
 
-def run_strategy(
-    service: Service, strategy: Strategy, timeout: float, payload: dict[str, Any] | None, waiting: Waiting
+ANSWER_LIMIT = 2000  # characters of a step's JSON answer kept in its record
+FIRST_BACKOFF_SECONDS = 0.25
+
+
+def take_step(
+    service: Service,
+    step: Step,
+    direction: str,
+    payload: dict[str, Any] | None,
+    waiting: Waiting,
+    *,
+    http_timeout: float,
+    retry_if: Callable[[PhaseFailed], bool],
+    backoff_max: float,
 ) -> dict[str, Any]:
-    """Run one service's strategy: its HTTP call, then its container action. Returns figures."""
-    figures: dict[str, Any] = {}
-    if strategy.http:
+    """Run a step, again with backoff while `retry_if` says its failure is passing (a 409 from a
+    busy GAIA service), until the waiting's deadline. Its figures carry the attempts it took."""
+    backoff, attempts = FIRST_BACKOFF_SECONDS, 0
+    while True:
+        attempts += 1
+        timeout = max(0.1, min(http_timeout, waiting.deadline - time.monotonic()))
+        try:
+            return {**run_step(service, step, direction, timeout, payload, waiting), "attempts": attempts}
+        except PhaseFailed as failure:
+            if not retry_if(failure) or time.monotonic() + backoff >= waiting.deadline:
+                raise PhaseFailed(failure.detail, **failure.context, attempts=attempts) from None
+        waiting.pause(backoff)
+        backoff = min(backoff * 2, backoff_max)
+
+
+def busy(failure: PhaseFailed) -> bool:
+    """409 is how a GAIA service says "busy, ask again" (gaia-core mid-generation, v0.9)."""
+    return failure.context.get("status") == HTTPStatus.CONFLICT
+
+
+def run_step(
+    service: Service,
+    step: Step,
+    direction: str,
+    timeout: float,
+    payload: dict[str, Any] | None,
+    waiting: Waiting,
+) -> dict[str, Any]:
+    """Run one ladder step: its call (a plain call gets `payload`; an engine its own API's body),
+    then its container action. Returns the step's figures; PhaseFailed when a part failed."""
+    figures: dict[str, Any] = {"action": step.action}
+    if step.http or step.engine:
         started = time.monotonic()
-        figures["answer"] = http_call(service.name, strategy.http, timeout, payload)
+        if step.http:
+            answer = http_call(service.name, step.http, timeout, payload)
+        else:
+            answer = engine_call(service.name, step.engine, direction, timeout)
+        figures["answer"] = _bounded(answer)
         figures["call_seconds"] = round(time.monotonic() - started, 3)
-    if strategy.container:
-        figures["container"] = container_action(strategy.container, [service.name], waiting)
+    if step.container:
+        figures["container"] = container_action(step.container, [service.name], waiting)
     return figures
+
+
+def engine_call(service: str, engine: EngineCall, direction: str, timeout: float) -> dict[str, Any]:
+    """An engine's own release or reclaim (docs/engines.md). Its answer says what it was told,
+    never that the memory is free: the caller measures that."""
+    base = engine.url
+    if engine.engine == "vllm":
+        if direction == RELEASE:
+            http_call(service, HttpCall("POST", f"{base}/sleep?level={engine.level}"), timeout)
+            return http_call(service, HttpCall("GET", f"{base}/is_sleeping"), timeout)
+        http_call(service, HttpCall("POST", f"{base}/wake_up"), timeout)
+        state = http_call(service, HttpCall("GET", f"{base}/is_sleeping"), timeout)
+        if state.get("is_sleeping") is not False:
+            raise PhaseFailed(
+                f"{service} still says it is sleeping after POST {base}/wake_up: {state}",
+                service=service,
+                url=f"{base}/is_sleeping",
+                status=200,
+                body=str(state)[:BODY_LIMIT],
+            )
+        return state
+    if engine.engine == "sglang":
+        path = "release_memory_occupation" if direction == RELEASE else "resume_memory_occupation"
+        return http_call(service, HttpCall("POST", f"{base}/{path}"), timeout, {})
+    if engine.engine == "ollama":
+        keep_alive = 0 if direction == RELEASE else engine.keep_alive
+        body = {"model": engine.model, "keep_alive": keep_alive}
+        return http_call(service, HttpCall("POST", f"{base}/api/generate"), timeout, body)
+    path = "models/unload" if direction == RELEASE else "models/load"  # llama.cpp's router
+    return http_call(service, HttpCall("POST", f"{base}/{path}"), timeout, {"model": engine.model})
+
+
+def _bounded(answer: dict[str, Any]) -> dict[str, Any]:
+    text = json.dumps(answer, default=str)
+    return answer if len(text) <= ANSWER_LIMIT else {"excerpt": text[:ANSWER_LIMIT]}
 
 
 # --- containers -------------------------------------------------------------------------------

@@ -1,8 +1,8 @@
 """The lease service as the apps above it use it: who holds a GPU, and moving its lease, as values.
 
 Container operations take a GPU for the candidate stack and give it back when a stack stops or
-a start fails; handoffs move a GPU's lease from one requester to another and read the idle
-baseline this app measured. leases.services owns the rules; this module only asks.
+a start fails; handoffs move a GPU's lease from one requester to another. leases.services owns
+the rules; this module only asks.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from uuid import UUID
 
 from gaiaorch.errors import Conflict, NotFound
 from leases import services as leases
-from leases.models import Gpu, Lease
+from leases.models import Lease
 
 
 @dataclass(frozen=True)
@@ -105,8 +105,3 @@ def transfer(*, gpu: int, to: str, expected_holder: str, reason: str, actor: str
         gpu=gpu, to_requester=to, reason=reason, actor=actor, expected_holder=expected_holder
     )
     return _holding(lease)
-
-
-def idle_baseline(gpu: int) -> int | None:
-    """The lowest VRAM use this app measured on the GPU while no lease was active (None: never)."""
-    return Gpu.objects.filter(index=gpu).values_list("baseline_mib", flat=True).first()

@@ -15,9 +15,6 @@ class Gpu(models.Model):
     uuid = models.CharField(max_length=96, blank=True)
     name = models.CharField(max_length=128, blank=True)
     total_mib = models.PositiveIntegerField(null=True, blank=True)
-    baseline_mib = models.PositiveIntegerField(
-        null=True, blank=True, help_text="Lowest memory use measured while no lease was active"
-    )
     present = models.BooleanField(default=True, help_text="False when telemetry no longer reports it")
     next_fencing_token = models.PositiveBigIntegerField(
         default=1, help_text="Given to the next grant, then bumped; never goes back, so never reused"

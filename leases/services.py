@@ -28,7 +28,7 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
-from gaiaorch import config, telemetry
+from gaiaorch import attribution, config, telemetry
 from gaiaorch.errors import Conflict, InvalidRequest, NotFound
 from leases import wakeups
 from leases.models import Gpu, Lease, LeaseStatus
@@ -450,16 +450,21 @@ def _expiry_reason(lease: Lease, rules) -> tuple[str, str]:
 
 
 def _memory_blocker(gpu: Gpu, lease: Lease) -> str:
-    """Why measured memory forbids granting `lease` now ("" when it may be granted)."""
+    """Why measured memory forbids granting `lease` now ("" when it may be granted), naming who
+    holds it: "9.1 GiB held by pid 4242 `python train.py`, outside any lease"."""
     if lease.memory_mib is None:
         return ""
-    sampled = telemetry.sample().gpu(gpu.index)
+    sample = telemetry.sample()
+    sampled = sample.gpu(gpu.index)
     if sampled is None or sampled.free_mib >= lease.memory_mib:
         return ""  # without telemetry there is nothing to measure: admission by queue order only
-    return (
-        f"{lease.memory_mib} MiB free needed, {sampled.free_mib} MiB free: "
-        f"{sampled.used_mib / 1024:.1f} GiB in use on GPU {gpu.index} by processes outside any lease"
-    )
+    needed = f"{lease.memory_mib} MiB free needed, {sampled.free_mib} MiB free on GPU {gpu.index}"
+    owners = attribution.current(sample).gpu(gpu.index)
+    holders = owners.holders()[:3] if owners else []
+    if not holders:
+        why = owners.reason if owners else "no process list"
+        return f"{needed}: {sampled.used_mib / 1024:.1f} GiB in use by processes outside any lease ({why})"
+    return f"{needed}: " + "; ".join(f"{owner.describe()}, outside any lease" for owner in holders)
 
 
 def _grant_next(state: GpuState, actor: str) -> None:
@@ -956,19 +961,26 @@ def _iso(moment: datetime | None) -> str | None:
     return moment.isoformat() if moment else None
 
 
-def _memory(
-    gpu: Gpu, sampled: telemetry.GpuSample | None, held: bool, baseline: int | None
-) -> dict[str, Any]:
-    if sampled is not None and not held and (gpu.baseline_mib is None or sampled.used_mib < gpu.baseline_mib):
-        # The idle baseline is the least memory ever measured with no lease active.
-        gpu.baseline_mib = sampled.used_mib
-        Gpu.objects.filter(pk=gpu.pk).update(baseline_mib=sampled.used_mib)
+def _memory(gpu: Gpu, sampled: telemetry.GpuSample | None, owners: attribution.GpuAttribution | None):
+    """Measured memory: the seed's three figures, the driver's reservation, and who holds the rest."""
     return {
         "total_mb": sampled.total_mib if sampled else gpu.total_mib,
         "used_mb": sampled.used_mib if sampled else None,
         "free_mb": sampled.free_mib if sampled else None,
-        "baseline_mb": baseline or gpu.baseline_mib,
+        "reserved_mb": sampled.reserved_mib if sampled else None,
+        "by_service_mb": owners.by_service() if owners else {},
+        "unattributed_mb": owners.unattributed_mib if owners else None,
+        "attribution_available": bool(owners and owners.available),
+        "attribution_reason": owners.reason if owners else "no telemetry",
     }
+
+
+def _tenants(owners: attribution.GpuAttribution | None) -> list[dict[str, Any]]:
+    """Processes holding memory outside every configured service, largest first."""
+    held = [owner for owner in owners.holders() if owner.unattributed] if owners else []
+    return [
+        {"pid": o.pid, "command": o.command, "used_mib": o.used_mib, "describe": o.describe()} for o in held
+    ]
 
 
 def _queue(state: GpuState) -> list[dict[str, Any]]:
@@ -990,8 +1002,11 @@ def _queue(state: GpuState) -> list[dict[str, Any]]:
     return entries
 
 
-def _one_gpu_status(state: GpuState, sampled: telemetry.Telemetry, baseline: int | None) -> dict[str, Any]:
+def _one_gpu_status(
+    state: GpuState, sampled: telemetry.Telemetry, owners: attribution.Attribution
+) -> dict[str, Any]:
     gpu, holder = state.gpu, state.holder
+    attributed = owners.gpu(gpu.index)
     return {
         "gpu": gpu.index,
         "uuid": gpu.uuid,
@@ -1008,7 +1023,8 @@ def _one_gpu_status(state: GpuState, sampled: telemetry.Telemetry, baseline: int
         "resident": state.resident,
         "standing": bool(holder and holder.standing),
         "on_loan": gpu.on_loan,
-        "memory": _memory(gpu, sampled.gpu(gpu.index), held=holder is not None, baseline=baseline),
+        "memory": _memory(gpu, sampled.gpu(gpu.index), attributed),
+        "tenants": _tenants(attributed),
         "telemetry_available": sampled.available,
         "telemetry_reason": sampled.reason,
         "queue": _queue(state),
@@ -1022,26 +1038,30 @@ def gpu_status(gpu: int | None = None) -> dict[str, Any]:
 
     Each GPU entry: gpu, uuid, name, owner, lease_id, reason, acquired_at, expires_at, claim_by,
     last_heartbeat_at, fencing_token, next_fencing_token, resident, standing, on_loan, memory
-    {total_mb, used_mb, free_mb, baseline_mb}, telemetry_available, telemetry_reason, queue
+    {total_mb, used_mb, free_mb, reserved_mb, by_service_mb, unattributed_mb,
+    attribution_available, attribution_reason}, tenants [{pid, command, used_mib, describe}]
+    (memory held outside every service), telemetry_available, telemetry_reason, queue
     [{position, lease_id, requester, reason, priority, memory_mib, requested_at, expires_at,
     waiting_for}].
     """
     sampled = telemetry.sample()
-    baseline = config.current().gpu.baseline_mib
+    owners = attribution.current(sampled)
     states = _settled(sampled)
     if gpu is not None:
         state = next((state for state in states if state.gpu.index == gpu), None)
         if state is None:
             raise NotFound(f"GPU {gpu} does not exist.", gpu=gpu)
-        return _one_gpu_status(state, sampled, baseline)
-    entries = [_one_gpu_status(state, sampled, baseline) for state in states]
+        return _one_gpu_status(state, sampled, owners)
+    entries = [_one_gpu_status(state, sampled, owners) for state in states]
     first = entries[0] if entries else {}
     seed_fields = ("owner", "lease_id", "reason", "acquired_at", "expires_at", "fencing_token", "memory")
     return {
         **{name: first.get(name) for name in seed_fields},
         "queue": first.get("queue", []),
+        "tenants": first.get("tenants", []),
         "telemetry_available": sampled.available,
         "telemetry_reason": sampled.reason,
+        "telemetry_backend": sampled.backend,
         "gpus": entries,
     }
 

@@ -9,7 +9,14 @@ from containers import services as containers
 from containers.services import docker_reachable
 from gaiaorch import services, telemetry
 from gaiaorch.auth import issue_token
-from handoffs.tests.conftest import configure, gaia, gpu, hold_gpu, worker  # noqa: F401 (crash suite, callers)
+from handoffs.tests.conftest import (  # noqa: F401 (crash suite, callers, GPU figures)
+    configure,
+    gaia,
+    gpu,
+    hold_gpu,
+    resident,
+    worker,
+)
 from leases import services as leases
 
 

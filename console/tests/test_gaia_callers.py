@@ -27,7 +27,6 @@ from notifications.models import Event
 
 pytestmark = pytest.mark.django_db
 
-DOWNSTREAM = "telling gaia-core about handoffs (issue 12, behaviour 6) is not built yet"
 SEED_WAIT_SECONDS = 30  # handoffs.default_wait_seconds, as an operator restoring the seed's behaviour sets it
 HOST = "127.0.0.1"  # gaia.sh and scripts/ run on the host
 COMPOSE_NETWORK = "172.18.0.7"  # the GAIA services' containers share a compose network
@@ -380,7 +379,6 @@ def test_it_gives_the_gpu_back_to_its_resident_when_training_ends(
 
 
 @transactional
-@pytest.mark.xfail(strict=True, reason=DOWNSTREAM)
 def test_it_tells_gaia_cores_sleep_loop_that_the_preemption_handoff_ended(
     gaia, study_trains, worker, seed_wait, token_of
 ):

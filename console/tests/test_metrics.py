@@ -79,16 +79,40 @@ def test_it_builds_phase_and_vram_reclaim_histograms(anonymous_client, db):
         completed_at=timezone.now(),
     )
     _phase(handoff, Phase.RELEASING_GPU, 1.5)
-    _phase(handoff, Phase.WAITING_CUDA_CLEANUP, 3.0, seconds=2.75)
+    reclaim = {"service": "gaia-prime", "step": 2, "action": "vllm", "seconds": 2.75}
+    _phase(handoff, Phase.WAITING_CUDA_CLEANUP, 3.0, seconds=0.0, rule="released", reclaim=reclaim)
+    _phase(handoff, Phase.WAITING_CUDA_CLEANUP, 8.0, refusal="source_holds_memory")  # a leak: not a reclaim
+    HandoffPhase.objects.filter(figures__refusal="source_holds_memory").update(outcome=StepOutcome.FAILED)
     samples = _scrape(anonymous_client)
     phases = samples["gaiaorch_handoff_phase_duration_seconds_count"]
     assert phases[(("name", "releasing_gpu"), ("outcome", "succeeded"))] == 1
     releasing = samples["gaiaorch_handoff_phase_duration_seconds_sum"]
     assert releasing[(("name", "releasing_gpu"), ("outcome", "succeeded"))] == 1.5
-    reclaim = samples["gaiaorch_vram_reclaim_seconds_bucket"]
-    assert reclaim[(("le", "2.0"),)] == 0 and reclaim[(("le", "5.0"),)] == 1
-    assert samples["gaiaorch_vram_reclaim_seconds_sum"][()] == 2.75
+    step = (("action", "vllm"), ("rule", "released"), ("service", "gaia-prime"), ("step", "2"))
+    buckets = samples["gaiaorch_vram_reclaim_seconds_bucket"]
+    assert (
+        buckets[(*step[:1], ("le", "2.0"), *step[1:])] == 0
+        and buckets[(*step[:1], ("le", "5.0"), *step[1:])] == 1
+    )
+    assert samples["gaiaorch_vram_reclaim_seconds_sum"] == {step: 2.75}
+    assert samples["gaiaorch_handoff_refused_releases_total"] == {(("reason", "source_holds_memory"),): 1}
     assert samples["gaiaorch_handoffs"][(("phase", "completed"), ("type", "prime_to_study"))] == 1
+
+
+def test_it_reports_gpu_memory_by_kind_and_by_owner(anonymous_client, resident, gpu, db):
+    stranger = resident.stranger
+    gpu.hold(stranger.pid, 2000)
+    samples = _scrape(anonymous_client)
+    memory = samples["gaiaorch_gpu_memory_mib"]
+    assert memory[(("gpu", "0"), ("kind", "total"))] == 24576
+    assert memory[(("gpu", "0"), ("kind", "used"))] == 13000
+    assert memory[(("gpu", "0"), ("kind", "reserved"))] == 615
+    assert memory[(("gpu", "0"), ("kind", "free"))] == 24576 - 615 - 13000
+    services = samples["gaiaorch_gpu_service_memory_mib"]
+    assert services[(("gpu", "0"), ("service", "gaia-prime"))] == 11000
+    assert services[(("gpu", "0"), ("service", "gaia-study"))] == 0
+    assert samples["gaiaorch_gpu_unattributed_memory_mib"] == {(("gpu", "0"),): 2000}
+    assert samples["gaiaorch_gpu_attribution_available"] == {(("gpu", "0"),): 1}
 
 
 def test_it_reports_containers_events_and_webhook_failures(anonymous_client, db):

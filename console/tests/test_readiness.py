@@ -7,7 +7,7 @@ from django.db import connection
 from django.utils import timezone
 
 from containers.services import docker_reachable
-from gaiaorch import services
+from gaiaorch import services, telemetry
 from gaiaorch.models import WorkerHeartbeat
 
 
@@ -21,7 +21,7 @@ def test_it_is_ready_when_every_part_works(anonymous_client, everything_up):
     assert response.status_code == 200
     assert response.json()["ready"] is True
     checks = response.json()["checks"]
-    assert set(checks) == {"database", "worker", "docker", "telemetry"}
+    assert set(checks) == {"database", "worker", "docker", "telemetry", "rollbacks"}
     assert checks["worker"]["heartbeat_age_seconds"] < 5
     assert checks["telemetry"]["backend"] == "fake"
 
@@ -102,3 +102,31 @@ def test_it_is_not_ready_while_the_database_refuses_writes(anonymous_client, fak
     assert status == 503
     assert checks["database"]["ok"] is False
     assert "read-only" in checks["database"]["detail"]
+
+
+def test_it_is_ready_with_telemetry_off_when_auto_finds_no_nvml(
+    anonymous_client, everything_up, settings, monkeypatch
+):
+    settings.GPU_BACKEND = "auto"
+    reason = "NVML did not initialise: NVML Shared Library Not Found"
+    monkeypatch.setattr(
+        telemetry.Nvml, "unavailable_reason", classmethod(lambda cls, retry_after_seconds=0: reason)
+    )
+    status, checks = _checks(anonymous_client)
+    assert status == 200
+    assert checks["telemetry"] == {
+        "ok": True,
+        "detail": f"telemetry is off: GPU backend auto found no NVML ({reason})",
+        "backend": "none",
+        "configured_backend": "auto",
+        "gpus": 0,
+    }
+
+
+def test_it_says_when_it_cannot_tell_who_holds_the_gpu_memory(anonymous_client, everything_up):
+    status, checks = _checks(anonymous_client)  # the fake file lists no process for 512 MiB in use
+    assert status == 200 and checks["telemetry"]["ok"] is True
+    assert checks["telemetry"]["detail"].startswith(
+        "samples GPU memory; attribution unavailable: 512 MiB in use"
+    )
+    assert checks["telemetry"]["attribution"]["0"]["available"] is False

@@ -62,7 +62,7 @@ def test_it_answers_status_in_a_bounded_number_of_queries(
     """Cheap to poll: the query count does not grow with the queue, and Docker is never called."""
     docker_reachable(reachable=True)
     leases.acquire(requester="gaia-prime", reason="serving", actor="gaia-prime")
-    anonymous_client.get("/status")  # first call creates the GPU row and measures the baseline
+    anonymous_client.get("/status")  # the first call creates the GPU row
     _status_queries(anonymous_client, django_assert_max_num_queries, STATUS_QUERY_BUDGET)
     waiters = [name for name in leases.requesters() if name != "gaia-prime"]
     assert len(waiters) >= 5
@@ -71,7 +71,7 @@ def test_it_answers_status_in_a_bounded_number_of_queries(
     _status_queries(anonymous_client, django_assert_max_num_queries, STATUS_QUERY_BUDGET)
 
 
-STATUS_QUERY_BUDGET = 10
+STATUS_QUERY_BUDGET = 11  # the GPU snapshot, the stacks, the running handoff, incomplete rollbacks
 
 
 def test_it_answers_unknown_paths_in_the_error_shape(anonymous_client, db):

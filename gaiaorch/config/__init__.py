@@ -29,12 +29,15 @@ from django.core.exceptions import ImproperlyConfigured
 
 from gaiaorch.config.model import (
     HANDOFF_PHASES_WITH_DEADLINES,
+    RECLAIM,
+    RELEASE,
     RIGHTS,
     SERVICE_STRATEGY,
     STACK_STRATEGY,
     STACKS,
     Config,
     ContainerSpec,
+    EngineCall,
     Handoffs,
     HandoffType,
     HttpCall,
@@ -42,6 +45,7 @@ from gaiaorch.config.model import (
     ProcessMatch,
     Service,
     Stack,
+    Step,
     Strategy,
     TrustedNetwork,
     Webhook,
@@ -51,6 +55,8 @@ from gaiaorch.config.reader import ConfigError, FromEnv, Problem
 
 __all__ = [
     "HANDOFF_PHASES_WITH_DEADLINES",
+    "RECLAIM",
+    "RELEASE",
     "RIGHTS",
     "SERVICE_STRATEGY",
     "STACKS",
@@ -58,6 +64,7 @@ __all__ = [
     "Config",
     "ConfigError",
     "ContainerSpec",
+    "EngineCall",
     "HandoffType",
     "Handoffs",
     "HttpCall",
@@ -66,6 +73,7 @@ __all__ = [
     "ProcessMatch",
     "Service",
     "Stack",
+    "Step",
     "Strategy",
     "TrustedNetwork",
     "Webhook",

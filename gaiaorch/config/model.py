@@ -94,13 +94,20 @@ class Worker:
 
 @dataclass(frozen=True)
 class Gpu:
-    backend: str = "none"
+    backend: str = "auto"  # auto: NVML when it initialises, else none
     count: int = 1
     fake_file: Path | None = None  # None: var/fake-gpu.json
     poll_ms: int = 100
-    residual_mib: int = 512
-    baseline_mib: int | None = None
-    baseline_interval_seconds: int = 5
+    # What a released service may still hold on the GPU (a live process keeps its CUDA context,
+    # ~620 MiB on an H200); services.<name>.residual_mib overrides it per service.
+    residual_mib: int = 1024
+    headroom_mib: int = 512  # free memory the recipient gets beyond its declared vram_mib
+    # A release is settled when free memory stayed within settle_delta_mib over at least
+    # settle_window_ms and settle_samples samples.
+    settle_window_ms: int = 300
+    settle_delta_mib: int = 64
+    settle_samples: int = 3
+    tenant_interval_seconds: float = 5.0  # how often the ticker looks for unknown GPU tenants
     # Memory NVML's process list may leave unexplained before attribution counts as unavailable.
     unlisted_tolerance_mib: int = 256
     attribution_cache_seconds: float = 2.0  # how long one Docker container listing is reused
@@ -139,15 +146,62 @@ class HttpCall:
     url: str
 
 
+ENGINES = ("vllm", "sglang", "ollama", "llamacpp")
+RELEASE, RECLAIM = "release", "reclaim"  # which way a ladder goes: ready ladders go the reclaim way
+
+
 @dataclass(frozen=True)
-class Strategy:
-    """How to make one service give up, take back, or start using the GPU."""
+class EngineCall:
+    """An inference engine's own memory API at its base URL (docs/engines.md).
+
+    release → reclaim: vllm `POST /sleep?level=N` → `POST /wake_up` (then `GET /is_sleeping`);
+    sglang `/release_memory_occupation` → `/resume_memory_occupation`; ollama `POST /api/generate`
+    `{model, keep_alive: 0}` → `{model, keep_alive}`; llamacpp `POST /models/unload` → `/models/load`
+    `{model}`.
+    """
+
+    engine: str
+    url: str  # the engine's base URL, without a trailing slash
+    level: int = 1  # vllm: the sleep level
+    model: str = ""  # ollama, llamacpp: the model to unload / load
+    keep_alive: int | str = -1  # ollama: the reload's keep_alive (-1: keep it loaded)
+
+
+@dataclass(frozen=True)
+class Step:
+    """One rung of a release or reclaim ladder: a call (plain HTTP in the GAIA contract, or an
+    engine's API) and/or a container action, then up to `deadline_seconds` for the memory."""
 
     http: HttpCall | None = None
-    container: str = ""  # "stop" | "start" | ""
+    engine: EngineCall | None = None
+    container: str = ""  # release: "stop" | "kill"; reclaim and ready: "start"
+    deadline_seconds: float | None = None  # None: until the phase deadline
+
+    @property
+    def action(self) -> str:
+        """The step's kind in one word, for records and metrics: http, vllm, container_stop, …"""
+        call = "http" if self.http else (self.engine.engine if self.engine else "")
+        container = f"container_{self.container}" if self.container else ""
+        return "+".join(part for part in (call, container) if part)
+
+    @property
+    def stops_container(self) -> bool:
+        return self.container in ("stop", "kill")
+
+
+@dataclass(frozen=True)
+class Strategy:
+    """How to make one service give up, take back, or start using the GPU: an ordered ladder of
+    steps, tried one after another until the memory shows the step worked."""
+
+    steps: tuple[Step, ...] = ()
 
     def __bool__(self) -> bool:
-        return bool(self.http or self.container)
+        return bool(self.steps)
+
+    @property
+    def stops_container(self) -> bool:
+        return any(step.stops_container for step in self.steps)
 
 
 @dataclass(frozen=True)
@@ -194,6 +248,7 @@ class Service:
     health_timeout_seconds: int = 120
     spec: ContainerSpec | None = None
     process: ProcessMatch | None = None
+    residual_mib: int | None = None  # None: gpu.residual_mib
     release: Strategy = Strategy()
     reclaim: Strategy = Strategy()
     ready: Strategy = Strategy()
@@ -223,6 +278,9 @@ class HandoffType:
     # "services": each service's own strategies; "containers": whole-stack stop/start.
     release: str = SERVICE_STRATEGY
     signal: str = SERVICE_STRATEGY
+    # The source may keep its memory when the recipient fits beside it (both stay resident).
+    co_residence: bool = False
+    notify: HttpCall | None = None  # told {direction, handoff_id} once the recipient was signalled
 
     @property
     def slug(self) -> str:
@@ -243,6 +301,10 @@ class Handoffs:
     on_recipient_unacknowledged: str = "rollback"
     accept_container_stopped_as_proof: bool = False
     default_wait_seconds: float = 0.0  # how long a seed start waits when its caller does not ask
+    # A rollback that left the source without its memory is reclaimed again by the ticker, after
+    # base, twice that, four times … seconds (at most max), until it works or an operator acknowledges it.
+    reclaim_retry_base_seconds: float = 2.0
+    reclaim_retry_max_seconds: float = 300.0
 
     def type_named(self, name: str) -> HandoffType | None:
         """A type by name, in either spelling (prime_to_study or prime-to-study)."""
@@ -372,8 +434,12 @@ class Config:
     def vram_needed_mib(self, name: str) -> int:
         return sum(service.vram_need_mib for service in self.gpu_chain(name))
 
+    def residual_mib(self, service: Service) -> int:
+        """What `service` may still hold on a GPU once it has released it."""
+        return self.gpu.residual_mib if service.residual_mib is None else service.residual_mib
+
     def stops_container(self, kind: HandoffType) -> bool:
-        """Whether releasing stops a container: the only proof of cleanup accepted without telemetry."""
+        """Whether releasing can stop a container: the only proof of cleanup accepted without telemetry."""
         if kind.release == STACK_STRATEGY:
             return True
-        return any(service.release.container == "stop" for service in self.gpu_chain(kind.source))
+        return any(service.release.stops_container for service in self.gpu_chain(kind.source))

@@ -12,7 +12,10 @@ from typing import Any
 from urllib.parse import urlparse
 
 from gaiaorch.config.model import (
+    ENGINES,
     HANDOFF_PHASES_WITH_DEADLINES,
+    RECLAIM,
+    RELEASE,
     RIGHTS,
     SERVICE_STRATEGY,
     STACK_STRATEGY,
@@ -21,6 +24,7 @@ from gaiaorch.config.model import (
     ContainerSpec,
     Database,
     Docker,
+    EngineCall,
     Gpu,
     Handoffs,
     HandoffType,
@@ -32,6 +36,7 @@ from gaiaorch.config.model import (
     Redis,
     Service,
     Stack,
+    Step,
     Strategy,
     TrustedNetwork,
     Webhook,
@@ -41,7 +46,13 @@ from gaiaorch.config.reader import Node, Problems
 from gaiaorch.redaction import public_origin, public_webhook_name
 
 HTTP_METHODS = ("GET", "POST", "PUT", "DELETE")
-TELEMETRY_BACKENDS = ("nvml", "fake", "none")
+TELEMETRY_BACKENDS = ("auto", "nvml", "fake", "none")
+# Keys that were once read, and why they are not any more (a clear refusal beats "not a known key").
+REMOVED_GPU_KEYS = {
+    "baseline_mib": "is no longer read: the driver's reservation is measured (NVML memory info v2) and "
+    "a release is judged by who holds the memory (docs/handoffs.md); remove it",
+    "baseline_interval_seconds": "is no longer read: no idle baseline is sampled any more; remove it",
+}
 HANDOFF_TYPE_NAME = re.compile(r"[a-z][a-z0-9_]{0,31}")
 ACCOUNT_NAME = re.compile(r"[\w.@+-]{1,150}")  # Django's user names
 HANDOFF_SETTINGS = (
@@ -54,6 +65,8 @@ HANDOFF_SETTINGS = (
     "on_recipient_unacknowledged",
     "accept_container_stopped_as_proof",
     "default_wait_seconds",
+    "reclaim_retry_base_seconds",
+    "reclaim_retry_max_seconds",
 )
 SECTIONS = (
     "orchestrator",
@@ -269,15 +282,21 @@ def _gpu(node: Node) -> Gpu:
         fake_file=Path(fake_file) if fake_file else None,
         poll_ms=node.integer("poll_ms", defaults.poll_ms, 10, 60_000),
         residual_mib=node.integer("residual_mib", defaults.residual_mib, 0, 1 << 30),
-        baseline_mib=node.integer("baseline_mib", None, 0, 1 << 30),
-        baseline_interval_seconds=node.integer(
-            "baseline_interval_seconds", defaults.baseline_interval_seconds, 1, 3600
+        headroom_mib=node.integer("headroom_mib", defaults.headroom_mib, 0, 1 << 30),
+        settle_window_ms=node.integer("settle_window_ms", defaults.settle_window_ms, 0, 600_000),
+        settle_delta_mib=node.integer("settle_delta_mib", defaults.settle_delta_mib, 0, 1 << 30),
+        settle_samples=node.integer("settle_samples", defaults.settle_samples, 1, 1000),
+        tenant_interval_seconds=node.number(
+            "tenant_interval_seconds", defaults.tenant_interval_seconds, 0.1, 3600
         ),
         unlisted_tolerance_mib=node.integer("unlisted_tolerance_mib", defaults.unlisted_tolerance_mib, 0),
         attribution_cache_seconds=node.number(
             "attribution_cache_seconds", defaults.attribution_cache_seconds, 0, 3600
         ),
     )
+    for key, why in REMOVED_GPU_KEYS.items():
+        if node.has(key):
+            node.fail(key, why, node.raw(key))
     node.finish()
     return parsed
 
@@ -357,7 +376,7 @@ def _service(name: str, node: Node) -> Service:
         node.fail("stack", f"must be one of {list(STACKS)}, got {stack!r}", stack)
         stack = None
     defaults = Service(name)
-    release, reclaim, ready = (_strategy(node.node(key), stack) for key in ("release", "reclaim", "ready"))
+    release, reclaim, ready = (_ladder(node, key, stack) for key in ("release", "reclaim", "ready"))
     service = Service(
         name=name,
         stack=stack,
@@ -372,6 +391,7 @@ def _service(name: str, node: Node) -> Service:
         reclaim=reclaim,
         ready=ready,
         process=_process(node.node("process")) if node.has("process") else None,
+        residual_mib=node.integer("residual_mib", None, 0, 1 << 30),
         **(_container_fields(node, name) if stack else {}),
     )
     if not stack:
@@ -434,20 +454,87 @@ def _vram(node: Node) -> tuple[int, ...]:
     return tuple(valid)
 
 
-def _strategy(node: Node, stack: str | None) -> Strategy:
-    call = None
-    if node.has("http"):
-        http = node.node("http")
-        url = http.text("url", required=True)
-        method = http.choice("method", "post", tuple(m.lower() for m in HTTP_METHODS)).upper()
-        http.finish()
-        call = HttpCall(method, url) if url else None
-    container = node.choice("container", "", ("", "stop", "start"))
+CONTAINER_ACTIONS = {RELEASE: ("stop", "kill"), RECLAIM: ("start",)}
+STEP_CALLS = ("http", *ENGINES)
+
+
+def _ladder(node: Node, key: str, stack: str | None) -> Strategy:
+    """`release` / `reclaim` / `ready`: one step (a mapping) or an ordered list of steps."""
+    raw = node.raw(key)
+    direction = RELEASE if key == "release" else RECLAIM
+    if raw is None:
+        return Strategy()
+    if isinstance(raw, Mapping):
+        return Strategy((_step(node.node(key), stack, direction),))
+    if not isinstance(raw, list):
+        node.fail(key, f"must be a step (a mapping) or a list of steps, got {raw!r}", raw)
+        return Strategy()
+    if not raw:
+        node.fail(key, "must list at least one step")
+        return Strategy()
+    steps = tuple(_step(entry, stack, direction) for _, entry in node.items(key))
+    for index, step in enumerate(steps[:-1]):
+        if step.deadline_seconds is None:
+            node.fail(
+                f"{key}[{index}].deadline_seconds",
+                "is required on every step but the last: how long the memory may take to go "
+                "before the next step is tried",
+            )
+    return Strategy(steps)
+
+
+def _step(node: Node, stack: str | None, direction: str) -> Step:
+    calls = [name for name in STEP_CALLS if node.has(name)]
+    if len(calls) > 1:
+        node.problems.add(node.path, f"makes one call, not {len(calls)} ({', '.join(calls)})")
+    http = _http_call(node.node("http")) if node.has("http") else None
+    engines = [_engine(name, node.node(name)) for name in ENGINES if node.has(name)]
+    container = node.choice("container", "", CONTAINER_ACTIONS[direction])
     if container and not stack:
         node.fail("container", "needs the service to be in a stack (set stack: live or candidate)")
         container = ""
+    deadline = node.number("deadline_seconds", None, 0.1, 86_400)
+    if not node.broken and not (calls or node.has("container")):
+        node.problems.add(
+            node.path, f"needs a call ({', '.join(STEP_CALLS)}) or a container action ({direction} side)"
+        )
     node.finish()
-    return Strategy(call, container)
+    return Step(
+        http=http, engine=engines[0] if engines else None, container=container, deadline_seconds=deadline
+    )
+
+
+def _http_call(node: Node) -> HttpCall | None:
+    url = node.text("url", required=True)
+    method = node.choice("method", "post", tuple(m.lower() for m in HTTP_METHODS)).upper()
+    node.finish()
+    return HttpCall(method, url) if url else None
+
+
+def _base_url(node: Node) -> str:
+    url = node.text("url", required=True)
+    if url and urlparse(url).scheme not in {"http", "https"}:
+        node.fail("url", f"must be an http(s) URL (the engine's base address), got {url!r}")
+    return url.rstrip("/")
+
+
+def _engine(engine: str, node: Node) -> EngineCall:
+    url = _base_url(node)
+    fields: dict[str, Any] = {}
+    if engine == "vllm":
+        fields["level"] = node.integer("level", 1, 1, 2)
+    if engine in ("ollama", "llamacpp"):
+        fields["model"] = node.text("model", required=True)
+    if engine == "ollama":
+        keep_alive = node.raw("keep_alive")
+        if keep_alive is not None and (isinstance(keep_alive, bool) or not isinstance(keep_alive, int | str)):
+            node.fail(
+                "keep_alive", f"must be a number of seconds or a duration such as '10m', got {keep_alive!r}"
+            )
+        elif keep_alive is not None:
+            fields["keep_alive"] = keep_alive
+    node.finish()
+    return EngineCall(engine, url, **fields)
 
 
 def _spec(node: Node) -> ContainerSpec:
@@ -603,7 +690,11 @@ def _handoffs(node: Node, services: dict[str, Service]) -> Handoffs:
         ),
         accept_container_stopped_as_proof=node.boolean("accept_container_stopped_as_proof", False),
         default_wait_seconds=node.number("default_wait_seconds", 0.0, 0, 3600),
+        reclaim_retry_base_seconds=node.number("reclaim_retry_base_seconds", 2.0, 0.1, 3600),
+        reclaim_retry_max_seconds=node.number("reclaim_retry_max_seconds", 300.0, 0.1, 86_400),
     )
+    if parsed.reclaim_retry_max_seconds < parsed.reclaim_retry_base_seconds:
+        node.fail("reclaim_retry_max_seconds", "must be at least handoffs.reclaim_retry_base_seconds")
     node.finish()
     return parsed
 
@@ -625,6 +716,8 @@ def _handoff_type(name: str, node: Node, services: dict[str, Service]) -> Handof
         destination=ends["destination"],
         release=node.choice("release", SERVICE_STRATEGY, strategies),
         signal=node.choice("signal", SERVICE_STRATEGY, strategies),
+        co_residence=node.boolean("co_residence", False),
+        notify=_http_call(node.node("notify")) if node.has("notify") else None,
     )
     for end, strategy in (("source", kind.release), ("destination", kind.signal)):
         service = services.get(ends[end])

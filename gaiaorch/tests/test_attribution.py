@@ -269,3 +269,16 @@ def test_it_reuses_one_docker_listing_and_keeps_a_failure_as_long():
 def test_it_rejects_an_invalid_command_line_pattern():
     with pytest.raises(ValueError, match="gaia-study: the cmdline pattern"):
         ServiceMatch("gaia-study", cmdline="serve(")
+
+
+def test_it_matches_by_process_a_gpu_process_in_gaiaorchs_own_container(tmp_path, gpu_file):
+    """gaiaorch and the services run in one container (a GPU box's job container): no Docker to ask."""
+    fake_proc(tmp_path, 79, f"0::/docker/{CONTAINER}", command="python -m study.serve")
+    (tmp_path / "self").mkdir()
+    (tmp_path / "self" / "cgroup").write_text(f"0::/docker/{CONTAINER}\n")
+    gpu_file({79: 100})
+    directory = Directory(Listing({}, "Docker is not there"))
+    gpu = attribute(ServiceMatch("gaia-study", cmdline=r"study\.serve"), containers=directory, proc=tmp_path)
+    (owner,) = gpu.processes
+    assert (owner.service, owner.matched_by, owner.unresolved) == ("gaia-study", "cmdline", "")
+    assert gpu.available and directory.asked == []

@@ -31,7 +31,7 @@ def test_it_treats_an_empty_environment_variable_as_unset():
 
 def test_it_parses_yaml_values_with_the_same_strict_parser():
     assert problems_of({"gpu": {"backend": "cuda"}}) == [
-        "gpu.backend: must be one of ['nvml', 'fake', 'none'], got 'cuda'"
+        "gpu.backend: must be one of ['auto', 'nvml', 'fake', 'none'], got 'cuda'"
     ]
 
 
@@ -133,6 +133,29 @@ def shipped_with(path: str, value) -> dict:
 
 def test_it_parses_the_shipped_configuration_without_a_problem():
     assert problems_of(SHIPPED) == []
+
+
+def test_it_reads_a_one_step_release_and_a_ladder_into_the_same_model():
+    one = load(
+        shipped_with(
+            "services.gaia-core.release", {"http": {"url": "http://x/gpu/release"}, "container": "stop"}
+        )
+    )
+    (step,) = one.services["gaia-core"].release.steps
+    assert (step.http.method, step.container, step.deadline_seconds, step.action) == (
+        "POST",
+        "stop",
+        None,
+        "http+container_stop",
+    )
+    ladder = load(SHIPPED).services["gaia-prime"].release.steps
+    assert [(step.action, step.engine and step.engine.level, step.deadline_seconds) for step in ladder] == [
+        ("vllm", 1, 20),
+        ("vllm", 2, 20),
+        ("container_stop", None, None),
+    ]
+    assert ladder[0].engine.url == "http://127.0.0.1:7777"
+    assert load(SHIPPED).residual_mib(load(SHIPPED).services["gaia-prime"]) == 1024
 
 
 @pytest.mark.parametrize(
@@ -278,6 +301,99 @@ def test_it_parses_the_shipped_configuration_without_a_problem():
         ("grants.gaia core", ["swap"], "grants.gaia core: is not an account name"),
         ("grants.gaia-core", [1], "grants.gaia-core: must be a list of strings"),
         ("grants", ["swap"], "grants: must be a mapping"),
+        ("gpu.backend", "cuda", "gpu.backend: must be one of ['auto', 'nvml', 'fake', 'none']"),
+        (
+            "gpu.baseline_mib",
+            480,
+            "gpu.baseline_mib: is no longer read: the driver's reservation is measured",
+        ),
+        ("gpu.baseline_interval_seconds", 5, "gpu.baseline_interval_seconds: is no longer read"),
+        ("gpu.headroom_mib", -1, "gpu.headroom_mib: must be an integer >= 0"),
+        ("gpu.settle_window_ms", "300", "gpu.settle_window_ms: must be an integer, got '300'"),
+        ("gpu.settle_delta_mib", -5, "gpu.settle_delta_mib: must be an integer >= 0"),
+        ("gpu.settle_samples", 0, "gpu.settle_samples: must be an integer >= 1"),
+        (
+            "gpu.tenant_interval_seconds",
+            0,
+            "gpu.tenant_interval_seconds: must be a number between 0.1 and 3600",
+        ),
+        ("services.gaia-prime.residual_mib", -1, "services.gaia-prime.residual_mib: must be an integer >= 0"),
+        ("services.gaia-prime.release", [], "services.gaia-prime.release: must list at least one step"),
+        (
+            "services.gaia-prime.release",
+            "sleep",
+            "services.gaia-prime.release: must be a step (a mapping) or a list",
+        ),
+        (
+            "services.gaia-prime.release",
+            [{"vllm": {"url": "http://127.0.0.1:7777"}}, {"container": "stop"}],
+            "services.gaia-prime.release[0].deadline_seconds: is required on every step but the last",
+        ),
+        (
+            "services.gaia-prime.release",
+            [{"vllm": {"url": "http://127.0.0.1:7777", "level": 3}}],
+            "services.gaia-prime.release[0].vllm.level: must be an integer <= 2, got 3",
+        ),
+        (
+            "services.gaia-prime.release",
+            [{"vllm": {"url": "127.0.0.1:7777"}}],
+            "services.gaia-prime.release[0].vllm.url: must be an http(s) URL",
+        ),
+        (
+            "services.gaia-prime.release",
+            [{"ollama": {"url": "http://127.0.0.1:11434"}}],
+            "services.gaia-prime.release[0].ollama.model: is required",
+        ),
+        (
+            "services.gaia-prime.release",
+            {"ollama": {"url": "http://127.0.0.1:11434", "model": "m", "keep_alive": [1]}},
+            "services.gaia-prime.release.ollama.keep_alive: must be a number of seconds or a duration",
+        ),
+        (
+            "services.gaia-prime.release",
+            [{"sglang": {"url": "http://x"}, "llamacpp": {"url": "http://x", "model": "m"}}],
+            "services.gaia-prime.release[0]: makes one call, not 2 (sglang, llamacpp)",
+        ),
+        (
+            "services.gaia-prime.release",
+            [{"deadline_seconds": 5}],
+            "services.gaia-prime.release[0]: needs a call",
+        ),
+        (
+            "services.gaia-prime.release",
+            {"container": "start"},
+            "services.gaia-prime.release.container: must be one of ['stop', 'kill']",
+        ),
+        (
+            "services.gaia-prime.reclaim",
+            {"container": "kill"},
+            "services.gaia-prime.reclaim.container: must be one of ['start']",
+        ),
+        (
+            "services.gaia-prime.release",
+            [{"container": "stop", "deadline_seconds": 0}],
+            "services.gaia-prime.release[0].deadline_seconds: must be a number between 0.1 and 86400",
+        ),
+        (
+            "handoffs.prime_to_study.co_residence",
+            "yes",
+            "handoffs.prime_to_study.co_residence: must be true or false",
+        ),
+        (
+            "handoffs.prime_to_study.notify",
+            {"method": "POST"},
+            "handoffs.prime_to_study.notify.url: is required",
+        ),
+        (
+            "handoffs.reclaim_retry_base_seconds",
+            0,
+            "handoffs.reclaim_retry_base_seconds: must be a number between",
+        ),
+        (
+            "handoffs.reclaim_retry_max_seconds",
+            1,
+            "handoffs.reclaim_retry_max_seconds: must be at least handoffs.reclaim_retry_base_seconds",
+        ),
     ],
 )
 def test_it_refuses_each_mistake_naming_its_path(path, value, expected):

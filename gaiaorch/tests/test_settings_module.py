@@ -33,7 +33,7 @@ def test_it_defaults_to_the_embedded_stack(tmp_path):
     result = load_settings(tmp_path, GAIAORCH_CONFIG=str(config))
     assert json.loads(result.stdout) == {
         "port": 6410,
-        "backend": "none",
+        "backend": "auto",
         "engine": "django.db.backends.sqlite3",
         "layer": "channels.layers.InMemoryChannelLayer",
         "broker": "orm",
@@ -49,7 +49,7 @@ def test_it_switches_to_postgres_and_redis_from_urls(tmp_path):
     )
     assert json.loads(result.stdout) == {
         "port": 7300,
-        "backend": "none",
+        "backend": "auto",
         "engine": "django.db.backends.postgresql",
         "layer": "channels_redis.core.RedisChannelLayer",
         "broker": "redis",

@@ -239,3 +239,48 @@ def test_it_loses_no_update_when_several_writers_change_the_fake_file(fake_file)
         thread.join()
     gpu = telemetry.sample().gpu(0)
     assert gpu.used_mib == 400 and sorted(p.pid for p in gpu.processes) == list(range(1, 41))
+
+
+# --- backend auto, the default -------------------------------------------------------------------
+
+
+@pytest.fixture
+def auto(monkeypatch, settings):
+    """Backend auto with NVML never initialised in this process; returns the initialisation calls."""
+    settings.GPU_BACKEND = "auto"
+    monkeypatch.setattr(telemetry.Nvml, "_ready", False)
+    monkeypatch.setattr(telemetry.Nvml, "_failed", None)
+    return monkeypatch
+
+
+def test_it_is_off_with_nvmls_reason_under_auto_when_nvml_does_not_initialise(auto):
+    calls = []
+
+    def no_driver(cls):
+        calls.append(1)
+        raise OSError("NVML Shared Library Not Found")
+
+    auto.setattr(telemetry.Nvml, "_init", classmethod(no_driver))
+    first, second = telemetry.sample(), telemetry.sample()
+    assert (first.available, first.backend) == (False, "none")
+    assert first.reason == (
+        "telemetry is off: GPU backend auto found no NVML "
+        "(NVML did not initialise: NVML Shared Library Not Found)"
+    )
+    assert second.reason == first.reason and len(calls) == 1  # tried again only after a while
+    auto.setattr(telemetry.time, "monotonic", lambda: 10**9)
+    telemetry.sample()
+    assert len(calls) == 2
+
+
+def test_it_uses_nvml_under_auto_once_it_initialises(auto):
+    auto.setitem(sys.modules, "pynvml", fake_pynvml())
+    result = telemetry.sample()
+    assert (result.available, result.backend) == (True, "nvml")
+    assert result.gpu(0).reserved_mib == 615
+
+
+def test_it_defaults_to_auto():
+    from gaiaorch import config
+
+    assert config.load({}).gpu.backend == "auto"

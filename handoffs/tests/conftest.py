@@ -1,6 +1,9 @@
 from __future__ import annotations
 
+import re
 import threading
+import uuid
+from types import SimpleNamespace
 
 import pytest
 from django.db import connection
@@ -16,11 +19,12 @@ from containers.tests.conftest import (  # noqa: F401
 )
 from handoffs import services, tasks
 from handoffs.models import Handoff
-from handoffs.tests.fakes import CONTRACT, FakeGpu, FakeService, stack_config
+from handoffs.tests.fakes import CONTRACT, FakeGpu, FakeService, GpuProcess, stack_config
 
 IDLE_MIB = 600
 PRIME_LOADED_MIB = 11000
 TRAINING_MIB = 17000
+STUDY_MIB = 16384  # what the fake gaia-study allocates when told the GPU is ready
 
 
 @pytest.fixture
@@ -41,6 +45,33 @@ def gaia(gpu, settings):
     yield fakes
     for fake in fakes.values():
         fake.stop()
+
+
+@pytest.fixture
+def resident(gaia, gpu, settings):
+    """gaia-prime holding its model, gaia-study and a stranger as real processes on the fake GPU,
+    the two services recognised by their command lines (services.<name>.process). Prime's sleep
+    frees its memory and its wake-up takes it back; Study allocates on gpu-ready, frees on
+    gpu-release (scripts like the other fakes')."""
+    tag = uuid.uuid4().hex[:8]
+    processes = {
+        name: GpuProcess(f"gaia-fake-{name}-{tag}") for name in ("gaia-prime", "gaia-study", "stranger")
+    }
+    services = {**settings.GAIAORCH["services"]}
+    for name in ("gaia-prime", "gaia-study"):
+        services[name] = {**services[name], "process": {"cmdline": re.escape(processes[name].label)}}
+    settings.GAIAORCH = {**settings.GAIAORCH, "services": services}
+    prime, study = processes["gaia-prime"], processes["gaia-study"]
+    for fake in (gaia["gaia-prime"], gaia["gaia-study"]):
+        fake.hooks.clear()
+    gaia["gaia-prime"].on("/sleep", gpu.holder(prime.pid, 0))
+    gaia["gaia-prime"].on("/wake_up", gpu.holder(prime.pid, PRIME_LOADED_MIB))
+    gaia["gaia-study"].on("/study/gpu-ready", gpu.holder(study.pid, STUDY_MIB))
+    gaia["gaia-study"].on("/study/gpu-release", gpu.holder(study.pid, 0))
+    gpu.hold(prime.pid, PRIME_LOADED_MIB)
+    yield SimpleNamespace(**{name.replace("-", "_"): process for name, process in processes.items()})
+    for process in processes.values():
+        process.stop()
 
 
 @pytest.fixture

@@ -7,18 +7,22 @@ Each route answers like the real service (ARCHITECTURE.md §5 "What gaiaorch cal
 scripts it otherwise: `fake.respond(path, status=500)`, `fake.respond(path, delay=2)`,
 `fake.respond(path, hang=True)` (holds the request until the fake stops), `times=N` for only the
 next N calls. `fake.on(path, hook)` runs a hook on each successful call, e.g. to drop VRAM in the
-fake telemetry file like a real release would.
+fake telemetry file like a real release would; a path with a query (`/sleep?level=2`) runs only
+for calls with that query.
 Every call is recorded with its JSON body; `fake.busy_seconds` sums the time spent answering.
 """
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
+from urllib.parse import urlencode
 
 from bench.gpu_services import FakeHttpServer, Reply, Request
 from gaiaorch.telemetry import write_fake
@@ -27,6 +31,7 @@ CONTRACT: dict[str, dict[str, dict[str, Any]]] = {
     "gaia-core": {
         "/gpu/release": {"ok": True, "message": "released", "state": "released"},
         "/gpu/reclaim": {"ok": True, "message": "reclaimed", "state": "active"},
+        "/sleep/study-handoff": {"ok": True},
         "/health": {"status": "healthy"},
     },
     "gaia-prime": {
@@ -85,31 +90,75 @@ class FakeService(FakeHttpServer):
         if request.path not in self.routes:
             return Reply(404, {"detail": f"{self.name} has no {request.path}"})
         if 200 <= script.status < 300:
-            for hook in self.hooks.get(request.path, []):
+            query = urlencode(request.query, doseq=True)
+            for hook in [*self.hooks.get(request.path, []), *self.hooks.get(f"{request.path}?{query}", [])]:
                 hook()
         return Reply(script.status, script.body if script.body is not None else self.routes[request.path])
 
 
-class FakeGpu:
-    """The fake telemetry file, with the used figure a test (or a fake's hook) moves."""
+class GpuProcess:
+    """A real process standing for one GPU process: the fake file lists its pid, and attribution
+    reads its command line in /proc as it would on a GPU box."""
 
-    def __init__(self, path: Path, total_mib: int = 24576, used_mib: int = 512):
+    def __init__(self, label: str):
+        self.label = label
+        self.popen = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)", label])
+        self.pid = self.popen.pid
+
+    def stop(self) -> None:
+        self.popen.kill()
+        self.popen.wait(timeout=10)
+
+
+class FakeGpu:
+    """The fake telemetry file, with the figures a test (or a fake's hook) moves.
+
+    `set(used)` writes a GPU as NVML v1 shows it with no process list (attribution unavailable);
+    `hold(pid, mib)` lists a real process holding memory, with the driver's reservation
+    (`reserved_mib`, NVML v2), so attribution finds whose memory it is.
+    """
+
+    def __init__(self, path: Path, total_mib: int = 24576, used_mib: int = 512, reserved_mib: int = 615):
         self.path = path
         self.total_mib = total_mib
+        self.reserved_mib = reserved_mib
+        self.processes: dict[int, int] = {}
+        self.lists_processes = False  # True once a test lists processes: then it reads like NVML v2
         self.set(used_mib)
 
     def set(self, used_mib: int) -> None:
         self.used_mib = used_mib
-        write_fake(self.path, [{"index": 0, "total_mib": self.total_mib, "used_mib": used_mib}])
+        self._write()
+
+    def hold(self, pid: int, mib: int) -> None:
+        self.lists_processes = True
+        if mib:
+            self.processes[pid] = mib
+        else:
+            self.processes.pop(pid, None)
+        self.used_mib = sum(self.processes.values())
+        self._write()
+
+    def _write(self) -> None:
+        entry = {"index": 0, "total_mib": self.total_mib, "used_mib": self.used_mib}
+        if self.lists_processes:
+            processes = [{"pid": pid, "used_mib": mib} for pid, mib in self.processes.items()]
+            entry |= {"reserved_mib": self.reserved_mib, "processes": processes}
+        write_fake(self.path, [entry])
 
     def setter(self, used_mib: int) -> Callable[[], None]:
         return lambda: self.set(used_mib)
 
+    def holder(self, pid: int, mib: int) -> Callable[[], None]:
+        return lambda: self.hold(pid, mib)
+
 
 def stack_config(core: str, prime: str, study: str, **handoffs: Any) -> dict[str, Any]:
     """The GAIA stack of config/orchestrator.yaml, pointed at the fakes' URLs."""
+    notify = {"method": "POST", "url": f"{core}/sleep/study-handoff"}  # gaia-core's sleep loop (v0.9)
     stack = {
-        "gpu": {"poll_ms": 20, "residual_mib": 512, "baseline_mib": 500},
+        # Settling over 40 ms and 2 samples keeps the tests fast; the rules are the same.
+        "gpu": {"poll_ms": 20, "residual_mib": 512, "settle_window_ms": 40, "settle_samples": 2},
         "stacks": {
             "live": {"gpu_requester": "gaia-core"},
             "candidate": {"gpu_requester": "gaia-core-candidate"},
@@ -149,8 +198,8 @@ def stack_config(core: str, prime: str, study: str, **handoffs: Any) -> dict[str
             "gaia-web-candidate": {"stack": "candidate", "depends_on": ["gaia-core-candidate"]},
         },
         "handoffs": {
-            "prime_to_study": {"source": "gaia-core", "destination": "gaia-study"},
-            "study_to_prime": {"source": "gaia-study", "destination": "gaia-core"},
+            "prime_to_study": {"source": "gaia-core", "destination": "gaia-study", "notify": notify},
+            "study_to_prime": {"source": "gaia-study", "destination": "gaia-core", "notify": notify},
             "live_to_candidate": {
                 "source": "gaia-core",
                 "destination": "gaia-core-candidate",

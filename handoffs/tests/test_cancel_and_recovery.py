@@ -5,7 +5,7 @@ from django.utils import timezone
 
 from gaiaorch import config, jobs, ticker
 from handoffs import measure, services, tasks
-from handoffs.models import GpuBaseline, Handoff, HandoffPhase, Phase
+from handoffs.models import Handoff, HandoffPhase, Phase
 from handoffs.tests.conftest import IDLE_MIB
 from leases import holdings
 from notifications.models import Event
@@ -18,12 +18,13 @@ def test_it_rolls_back_to_cancelled_when_cancelled_during_cleanup(gaia, hold_gpu
     handoff = services.start(type="prime_to_study", actor="olivia")
     samples = []
 
-    def measure_then_cancel(gpu):
-        # Olivia cancels between two samples of the cleanup loop, as the API would.
+    def measure_then_cancel(gpu, attribute):
+        # Olivia cancels between two samples of the cleanup loop, as the API would (the first
+        # sample is the releasing phase's "before").
         samples.append(gpu)
-        if len(samples) == 2:
+        if len(samples) == 3:
             services.cancel(handoff.id, actor="olivia")
-        return real_measure(gpu)
+        return real_measure(gpu, attribute)
 
     real_measure = measure.measure
     monkeypatch.setattr(measure, "measure", measure_then_cancel)
@@ -104,29 +105,12 @@ def test_it_stops_a_worker_that_lost_its_claim(gaia, hold_gpu, monkeypatch):
         Handoff.objects.filter(pk=handoff.pk).update(claimed_by="other:2", heartbeat_at=timezone.now())
         return {}
 
-    monkeypatch.setattr("handoffs.strategies.run_strategy", taken_over)
+    monkeypatch.setattr("handoffs.strategies.run_step", taken_over)
     tasks.run_handoff(str(handoff.id))
     handoff.refresh_from_db()
     assert handoff.claimed_by == "other:2"
     assert handoff.phase == Phase.RELEASING_GPU  # the new owner decides what happens next
     assert not jobs.beat(Handoff, handoff.pk)
-
-
-@pytest.mark.django_db
-def test_it_measures_the_idle_baseline_only_while_no_lease_is_active(
-    gpu, gaia, hold_gpu, run_handoff, configure
-):
-    configure("gpu", baseline_mib=None)
-    gpu.set(480)
-    services.sample_baselines()
-    gpu.set(300)
-    hold_gpu("gaia-core")
-    services.sample_baselines()  # leased: 300 MiB is not an idle figure
-    assert GpuBaseline.objects.get(gpu_index=0).used_mib == 480
-    gpu.set(11000)
-    handoff = run_handoff()
-    assert handoff.phase == Phase.COMPLETED
-    assert handoff.phases.get(name="waiting_cuda_cleanup").figures["baseline_mib"] == 480
 
 
 @pytest.mark.django_db

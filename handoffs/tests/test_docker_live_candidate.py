@@ -1,7 +1,8 @@
 """live⇄candidate against the real Docker Engine, through the containers app's real operations.
 
-The busybox stacks come from the containers app's fixtures. VRAM follows the containers: a
-watcher drops the fake telemetry figure only once Docker says the source's GPU container exited.
+The busybox stacks come from the containers app's fixtures. VRAM follows the containers: the
+fake GPU lists each running GPU container's main process (its real pid, so attribution finds the
+service through the container's cgroup), and drops it once Docker says the container exited.
 This host has no NVIDIA container runtime, so a real GPU start of the candidate fails (the
 rollback test relies on exactly that); the round-trip test stands in a CPU-only host's answer to
 the GPU device request (none asked) so that the candidate can start.
@@ -22,7 +23,6 @@ from leases import services as leases
 pytestmark = [pytest.mark.slow, pytest.mark.docker]
 
 LOADED_MIB = 20000  # of 24576: less free than the candidate's 6144 MiB
-IDLE_MIB = 600
 
 
 @pytest.fixture
@@ -31,7 +31,7 @@ def handoff_stack(docker_stack, settings, tmp_path):
     settings.FAKE_GPU_FILE = str(tmp_path / "fake-gpu.json")
     settings.GAIAORCH = {
         **docker_stack,
-        "gpu": {"poll_ms": 50, "residual_mib": 512, "baseline_mib": 500},
+        "gpu": {"poll_ms": 50, "residual_mib": 512, "settle_window_ms": 100, "settle_samples": 2},
         "handoffs": {
             "live_to_candidate": {
                 "source": "t-core",
@@ -48,26 +48,46 @@ def handoff_stack(docker_stack, settings, tmp_path):
             "phase_timeout_seconds": 60,
         },
     }
-    return FakeGpu(tmp_path / "fake-gpu.json", used_mib=LOADED_MIB)
+    gpu = FakeGpu(tmp_path / "fake-gpu.json", used_mib=0)
+    gpu.hold(0, 0)  # a process list from now on (NVML v2): attribution is available
+    return gpu
 
 
-def free_vram_when_stopped(gpu: FakeGpu, inspect, config: dict, service: str) -> threading.Thread:
-    """VRAM is freed when the container is really gone, not when anyone says so."""
+@pytest.fixture
+def gpu_follows_docker(handoff_stack, inspect, docker_stack):
+    """`loaded[service] = MiB`: while that service's container runs, its main process holds it."""
+    loaded: dict[str, int] = {}
+    stop = threading.Event()
 
-    def watch() -> None:
-        for _ in range(600):
-            state = (inspect(config, service) or {}).get("State", {})
-            if state and not state.get("Running"):
-                gpu.set(IDLE_MIB)
-                return
-            threading.Event().wait(0.05)
+    def follow() -> None:
+        pids: dict[str, int] = {}
+        while not stop.wait(0.05):
+            for service, mib in list(loaded.items()):
+                state = (inspect(docker_stack, service) or {}).get("State", {})
+                if state.get("Running"):
+                    pids[service] = state["Pid"]
+                    handoff_stack.hold(state["Pid"], mib)
+                elif service in pids:
+                    handoff_stack.hold(pids.pop(service), 0)
 
-    watcher = threading.Thread(target=watch, daemon=True)
-    watcher.start()
-    return watcher
+    follower = threading.Thread(target=follow, daemon=True)
+    follower.start()
+    yield loaded
+    stop.set()
+    follower.join(timeout=5)
 
 
-def test_it_moves_the_gpu_between_the_real_stacks_and_back(handoff_stack, docker_stack, inspect, monkeypatch):
+def wait_until_held(gpu: FakeGpu, mib: int) -> None:
+    for _ in range(200):
+        if gpu.used_mib == mib:
+            return
+        threading.Event().wait(0.05)
+    raise AssertionError(f"the fake GPU never showed {mib} MiB held")
+
+
+def test_it_moves_the_gpu_between_the_real_stacks_and_back(
+    handoff_stack, gpu_follows_docker, docker_stack, inspect, monkeypatch
+):
     from containers import engine
     from containers import services as containers
 
@@ -75,24 +95,24 @@ def test_it_moves_the_gpu_between_the_real_stacks_and_back(handoff_stack, docker
 
     containers.request_stack_operation("live_start", actor="test")
     leases.acquire(requester="t-core", reason="prime inference", actor="t-core")
-    watcher = free_vram_when_stopped(handoff_stack, inspect, docker_stack, "t-core")
+    gpu_follows_docker["t-core"] = LOADED_MIB
+    wait_until_held(handoff_stack, LOADED_MIB)
 
     there = services.start(type="live_to_candidate", actor="olivia")
     tasks.run_handoff(str(there.id))
-    watcher.join(timeout=5)
     there.refresh_from_db()
     assert there.phase == Phase.COMPLETED, there.error
     assert not inspect(docker_stack, "t-core")["State"]["Running"]
     assert inspect(docker_stack, "t-core-candidate")["State"]["Running"]
     assert holdings.current_holder(0).requester == "t-core-candidate"
     cleanup = there.phases.get(name="waiting_cuda_cleanup").figures
-    assert (cleanup["vram_before_mib"], cleanup["used_mib"]) == (LOADED_MIB, IDLE_MIB)
+    assert (cleanup["vram_before_mib"], cleanup["used_mib"], cleanup["rule"]) == (LOADED_MIB, 0, "released")
+    assert there.phases.get(name="releasing_gpu").figures["held_before_mib"]["t-core"] == LOADED_MIB
 
-    handoff_stack.set(LOADED_MIB)  # the candidate loaded its models
-    watcher = free_vram_when_stopped(handoff_stack, inspect, docker_stack, "t-core-candidate")
+    gpu_follows_docker["t-core-candidate"] = LOADED_MIB  # the candidate loaded its models
+    wait_until_held(handoff_stack, LOADED_MIB)
     back = services.start(type="candidate_to_live", actor="olivia")
     tasks.run_handoff(str(back.id))
-    watcher.join(timeout=5)
     back.refresh_from_db()
     assert back.phase == Phase.COMPLETED, back.error
     assert inspect(docker_stack, "t-core")["State"]["Running"]
@@ -101,13 +121,14 @@ def test_it_moves_the_gpu_between_the_real_stacks_and_back(handoff_stack, docker
 
 
 def test_it_restarts_the_live_services_when_the_candidate_cannot_get_the_gpu(
-    handoff_stack, docker_stack, inspect
+    handoff_stack, gpu_follows_docker, docker_stack, inspect
 ):
     from containers import services as containers
 
     containers.request_stack_operation("live_start", actor="test")
     leases.acquire(requester="t-core", reason="prime inference", actor="t-core")
-    free_vram_when_stopped(handoff_stack, inspect, docker_stack, "t-core")
+    gpu_follows_docker["t-core"] = LOADED_MIB
+    wait_until_held(handoff_stack, LOADED_MIB)
 
     handoff = services.start(type="live_to_candidate", actor="olivia")
     tasks.run_handoff(str(handoff.id))

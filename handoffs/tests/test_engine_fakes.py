@@ -19,6 +19,9 @@ import pytest
 from bench import gpu_services
 from bench.gpu_services import FakeFileMemory, behaviour_from
 from gaiaorch import attribution, telemetry
+from gaiaorch.config import RECLAIM, RELEASE, EngineCall, HttpCall
+from handoffs import strategies
+from handoffs.errors import PhaseFailed
 from handoffs.tests.processes import ROOT, wait_for
 
 TOTAL_MIB, RESERVED_MIB = 143771, 615
@@ -184,3 +187,72 @@ def test_it_runs_as_its_own_process_whose_pid_the_fake_backend_lists(gpu_file):
         process.send_signal(signal.SIGTERM)
         process.wait(timeout=10)
     assert telemetry.sample().gpu(0).processes == () and held() == 0
+
+
+# --- gaiaorch's engine steps against these fakes (handoffs.strategies.engine_call) ------------------
+
+
+def engine(kind: str, fake, **options) -> EngineCall:
+    return EngineCall(kind, fake.url, **options)
+
+
+def test_it_sleeps_and_wakes_a_vllm_through_its_own_api(start):
+    vllm = start("vllm", hold_mib=32768)
+    asleep = strategies.engine_call("gaia-prime", engine("vllm", vllm, level=2), RELEASE, 5)
+    assert asleep == {"is_sleeping": True} and held() == 0
+    assert [call["path"] for call in get(vllm, "/_fake/state").json()["calls"]][:2] == [
+        "/sleep?level=2",
+        "/is_sleeping",
+    ]
+    awake = strategies.engine_call("gaia-prime", engine("vllm", vllm), RECLAIM, 5)
+    assert awake == {"is_sleeping": False} and held() == 32768
+
+
+def test_it_takes_a_failed_vllm_wake_up_as_a_failed_reclaim(start):
+    vllm = start("vllm", hold_mib=1000)
+    post(vllm, "/sleep?level=1")
+    post(vllm, "/_fake/configure", json={"reclaim": "error"})
+    with pytest.raises(PhaseFailed, match="answered 500 to POST"):
+        strategies.engine_call("gaia-prime", engine("vllm", vllm), RECLAIM, 5)
+
+
+def test_it_releases_and_resumes_sglangs_memory_occupation(start):
+    sglang = start("sglang", hold_mib=20000)
+    strategies.engine_call("sglang", engine("sglang", sglang), RELEASE, 5)
+    assert held() == 0
+    strategies.engine_call("sglang", engine("sglang", sglang), RECLAIM, 5)
+    assert held() == 20000
+
+
+def test_it_unloads_an_ollama_model_with_keep_alive_zero_and_reloads_it(start):
+    ollama = start("ollama", hold_mib=9000)
+    model = engine("ollama", ollama, model="llama3.2")
+    assert strategies.engine_call("ollama", model, RELEASE, 5)["done_reason"] == "unload" and held() == 0
+    assert strategies.engine_call("ollama", model, RECLAIM, 5)["done_reason"] == "load" and held() == 9000
+    calls = get(ollama, "/_fake/state").json()["calls"]
+    assert [call["path"] for call in calls[:2]] == ["/api/generate", "/api/generate"]
+
+
+def test_it_unloads_and_loads_a_model_of_a_llama_cpp_router(start):
+    router = start("llamacpp", hold_mib=5000)
+    model = engine("llamacpp", router, model=router.model)
+    assert strategies.engine_call("llamacpp", model, RELEASE, 5) == {"success": True} and held() == 0
+    assert strategies.engine_call("llamacpp", model, RECLAIM, 5) == {"success": True} and held() == 5000
+    with pytest.raises(PhaseFailed, match="answered 400"):
+        strategies.engine_call("llamacpp", engine("llamacpp", router, model="other.gguf"), RELEASE, 5)
+
+
+@pytest.mark.parametrize("dialect", ["seed", "v0.9"])
+def test_it_speaks_both_generations_of_the_gaia_contract(gpu_file, dialect):
+    core = gpu_services.GaiaCore(
+        "gaia-core", FakeFileMemory(gpu_file, 0), behaviour_from({"busy_calls": 1}), dialect=dialect
+    ).start()
+    try:
+        call = HttpCall("POST", f"{core.url}/gpu/release")
+        with pytest.raises(PhaseFailed) as busy:
+            strategies.http_call("gaia-core", call, 5)
+        assert busy.value.context["status"] == 409 and strategies.busy(busy.value)
+        answer = strategies.http_call("gaia-core", call, 5)
+        assert answer.get("success", answer.get("ok")) is True
+    finally:
+        core.stop()

@@ -50,19 +50,23 @@ def test_it_fails_with_measured_figures_when_vram_never_drops(gaia, hold_gpu, ru
     assert error["phase"] == "waiting_cuda_cleanup"
     assert error["used_mib"] == PRIME_LOADED_MIB
     assert error["free_mib"] == 24576 - PRIME_LOADED_MIB
-    assert error["max_used_mib"] == 1012
-    assert error["need_mib"] == 16384
+    assert (error["need_mib"], error["required_free_mib"]) == (16384, 16384 + 512)
+    assert (error["refusal"], error["attribution"]) == ("not_enough_free", "unavailable")
+    assert "13576 MiB free on GPU 0, 16896 MiB needed" in error["detail"]
     assert error["samples"] > 1
     assert holdings.current_holder(0).requester == "gaia-core"
     assert not gaia["gaia-study"].called("/study/gpu-ready")
 
 
-def test_it_accepts_enough_free_vram_even_above_the_baseline(gaia, gpu, hold_gpu, run_handoff):
+def test_it_accepts_enough_free_vram_without_attribution_as_the_weaker_rule(gaia, gpu, hold_gpu, run_handoff):
     hold_gpu("gaia-core")
     gaia["gaia-prime"].hooks.clear()
-    gaia["gaia-prime"].on("/sleep", gpu.setter(8000))  # 16576 MiB free ≥ Study's 16384
+    gaia["gaia-prime"].on("/sleep", gpu.setter(7000))  # 17576 MiB free ≥ Study's 16384 + 512 headroom
     handoff = run_handoff()
     assert handoff.phase == Phase.COMPLETED
+    cleanup = handoff.phases.get(name="waiting_cuda_cleanup")
+    assert (cleanup.figures["rule"], cleanup.figures["weaker"]) == ("aggregate", True)
+    assert "the aggregate rule, the weaker one" in cleanup.detail
 
 
 def test_it_rolls_back_and_returns_the_lease_when_study_never_acknowledges(gaia, hold_gpu, run_handoff):
@@ -123,7 +127,8 @@ def test_it_asks_a_busy_core_again_until_it_releases(gaia, hold_gpu, run_handoff
     handoff = run_handoff()
     assert handoff.phase == Phase.COMPLETED
     assert len(gaia["gaia-core"].called("/gpu/release")) == 3
-    assert handoff.phases.get(name="releasing_gpu").figures["gaia-core"]["attempts"] == 3
+    (core_step, _) = handoff.phases.get(name="releasing_gpu").figures["ladder"]
+    assert (core_step["service"], core_step["attempts"]) == ("gaia-core", 3)
 
 
 def test_it_gives_up_on_a_core_busy_past_the_deadline(gaia, hold_gpu, run_handoff):
@@ -159,3 +164,43 @@ def test_it_bounds_the_callee_answer_it_keeps(gaia, hold_gpu, run_handoff):
     error = run_handoff().error
     assert len(error["body"]) == strategies.BODY_LIMIT
     assert len(error["detail"]) < strategies.BODY_LIMIT
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        {"success": False, "message": "no model loaded"},  # the seed's gaia-core
+        {"ok": False, "message": "no model loaded", "state": "error"},  # v0.9's
+    ],
+    ids=["seed", "v0.9"],
+)
+def test_it_takes_a_gaia_answer_that_says_it_failed_as_a_failure(gaia, hold_gpu, run_handoff, answer):
+    hold_gpu("gaia-core")
+    gaia["gaia-core"].respond("/gpu/release", status=200, body=answer)
+    handoff = run_handoff()
+    assert handoff.phase == Phase.FAILED
+    error = handoff.error
+    assert (error["phase"], error["status"]) == ("releasing_gpu", 200)
+    assert "answered 200 but said it failed" in error["detail"] and "no model loaded" in error["body"]
+    assert not gaia["gaia-prime"].called("/sleep?level=1")
+
+
+def test_it_accepts_the_seed_answer_of_a_release(gaia, hold_gpu, run_handoff):
+    hold_gpu("gaia-core")
+    seed = {"success": True, "released_models": ["prime"], "message": "GPU released"}
+    gaia["gaia-core"].respond("/gpu/release", status=200, body=seed)
+    assert run_handoff().phase == Phase.COMPLETED
+
+
+def test_it_tells_the_configured_notice_and_keeps_a_failed_one_out_of_the_outcome(
+    gaia, hold_gpu, run_handoff
+):
+    core = gaia["gaia-core"]  # stack_config tells gaia-core's sleep loop, as v0.9's orchestrator did
+    core.respond("/sleep/study-handoff", status=500, body={"detail": "sleep loop down"})
+    hold_gpu("gaia-core")
+    handoff = run_handoff()
+    assert handoff.phase == Phase.COMPLETED
+    (told,) = core.called("/sleep/study-handoff")
+    assert told.body == {"direction": "prime_to_study", "handoff_id": str(handoff.id)}
+    completed = handoff.phases.get(name=Phase.COMPLETED)
+    assert "answered 500" in completed.figures["notified"]["failed"]

@@ -14,14 +14,14 @@ register = template.Library()
 
 
 def memory_bar(memory: dict[str, Any]) -> dict[str, Any] | None:
-    total, used, baseline = memory.get("total_mb"), memory.get("used_mb"), memory.get("baseline_mb")
+    total, used, reserved = memory.get("total_mb"), memory.get("used_mb"), memory.get("reserved_mb")
     if not total or used is None:
         return None
     return {
         "percent": round(100 * used / total),
         "used_gib": used / 1024,
         "total_gib": total / 1024,
-        "baseline_percent": round(100 * baseline / total, 1) if baseline else None,
+        "reserved_percent": round(100 * reserved / total, 1) if reserved else None,
     }
 
 

@@ -170,8 +170,8 @@ def test_it_waits_for_measured_memory_before_granting(fake_gpus):
     fake_gpus.set(24576 - 4096, 512)
     result = acquire("gaia-study", memory_mib=16384)
     assert not result.granted
-    assert "in use on GPU 0 by processes outside any lease" in result.waiting_for
-    assert "20.0 GiB" in result.waiting_for
+    assert result.waiting_for.startswith("16384 MiB free needed, 4096 MiB free on GPU 0: 20.0 GiB in use by")
+    assert "processes outside any lease" in result.waiting_for
     fake_gpus.set(512, 512)
     services.reap()
     assert services.current_holder(0).requester == "gaia-study"
