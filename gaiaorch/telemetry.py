@@ -8,8 +8,9 @@ PCI bus order, which is CUDA's order only with CUDA_DEVICE_ORDER=PCI_BUS_ID.
 Backends (settings.GPU_BACKEND / GAIAORCH_GPU_BACKEND):
 - `auto` (the default): `nvml` once NVML initialises in this process; until then `none`, with
   NVML's reason, tried again every AUTO_RETRY_SECONDS (a driver loaded after start is found).
-- `nvml`: pynvml. Memory figures work inside containers; process lists are empty in another PID
-  namespace or a VM, which `GpuSample.visibility()` says (see gaiaorch.attribution).
+- `nvml`: NVML through nvidia-ml-py (its module is named `pynvml`). Memory figures work inside
+  containers; process lists are empty in another PID namespace or a VM, which
+  `GpuSample.visibility()` says (see gaiaorch.attribution).
 - `fake`: reads the JSON file settings.FAKE_GPU_FILE on every sample, for demos and tests:
   {"gpus": [{"index": 0, "total_mib": 24576, "used_mib": 9000,          # required
              "uuid": "GPU-fake-0", "name": "Fake GPU",                   # optional
