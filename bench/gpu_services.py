@@ -173,6 +173,10 @@ def _handler(fake: FakeHttpServer) -> type[BaseHTTPRequestHandler]:
 # --- GPU memory, held for real or written into the fake telemetry file ------------------------
 
 
+# What a process that allocated once keeps until it exits, measured on the H200 (torch 2.11, CUDA 13)
+CUDA_CONTEXT_MIB = 1542
+
+
 class AllocationFailed(Exception):
     pass
 
@@ -180,8 +184,9 @@ class AllocationFailed(Exception):
 class TorchMemory:
     """Memory really allocated on one GPU, in blocks so a share of it can be freed.
 
-    The CUDA context (~600 MiB on an H200) is created with the first allocation and stays until
-    the process exits, as in a real engine; a fake that never allocates never touches the GPU.
+    The CUDA context (1,542 MiB on an H200 with torch 2.11 + CUDA 13) is created with the first
+    allocation and stays until the process exits, as in a real engine; a fake that never allocates
+    never touches the GPU.
     """
 
     BLOCK_MIB = 1024
@@ -236,6 +241,7 @@ class FakeFileMemory:
         self.gpu = gpu
         self.pid = os.getpid()
         self.held_mib = 0
+        self.context_mib = 0  # made by the first allocation, kept until close(), as a CUDA context
 
     def total_mib(self) -> int:
         return self._entry(json.loads(self.path.read_text())["gpus"])["total_mib"]
@@ -243,31 +249,33 @@ class FakeFileMemory:
     def _entry(self, gpus: list[dict[str, Any]]) -> dict[str, Any]:
         return next(entry for entry in gpus if entry["index"] == self.gpu)
 
-    def _change(self, delta: int) -> None:
+    def _change(self, delta: int, context: int = 0) -> None:
         from gaiaorch.telemetry import update_fake
 
         def change(gpus: list[dict[str, Any]]) -> None:
             entry = self._entry(gpus)
             free = entry["total_mib"] - entry["used_mib"] - entry.get("reserved_mib", 0)
-            if delta > free:
+            if delta + context > free:
                 raise AllocationFailed(f"out of memory: tried to allocate {delta} MiB, {free} MiB free")
             processes = [p for p in entry.setdefault("processes", []) if p["pid"] != self.pid]
-            if self.held_mib + delta > 0:
-                processes.append({"pid": self.pid, "used_mib": self.held_mib + delta})
+            used = self.held_mib + self.context_mib + delta + context
+            if used > 0:
+                processes.append({"pid": self.pid, "used_mib": used})
             entry["processes"] = processes
-            entry["used_mib"] += delta
+            entry["used_mib"] += delta + context
 
         update_fake(self.path, change)
         self.held_mib += delta
+        self.context_mib += context
 
     def grow(self, mib: int, whole: bool = False) -> None:
-        self._change(mib)
+        self._change(mib, CUDA_CONTEXT_MIB if mib > 0 and not self.context_mib else 0)
 
     def shrink(self, mib: int) -> None:
         self._change(-min(mib, self.held_mib))
 
     def close(self) -> None:
-        self.shrink(self.held_mib)
+        self._change(-self.held_mib, -self.context_mib)
 
 
 # --- behaviours and the engines ----------------------------------------------------------------

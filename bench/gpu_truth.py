@@ -51,7 +51,7 @@ from gaiaorch import attribution, telemetry  # noqa: E402  (Django-free modules)
 
 TERMINAL = ("completed", "failed", "cancelled")
 FAKE_TOTAL_MIB, FAKE_RESERVED_MIB = 143771, 615  # an H200 as NVML v2 shows it idle
-RESIDUAL_MIB = 1024  # a live process's CUDA context (~600 MiB on an H200) stays after its release
+RESIDUAL_MIB = 2048  # a live process's CUDA context stays after its release: 1,542 MiB on the H200
 LADDER_STEP_SECONDS = 2  # how long Prime's level-1 sleep gets to free its memory before level 2
 SAMPLE_SECONDS = 0.05
 

@@ -155,7 +155,7 @@ def test_it_reads_a_one_step_release_and_a_ladder_into_the_same_model():
         ("container_stop", None, None),
     ]
     assert ladder[0].engine.url == "http://127.0.0.1:7777"
-    assert load(SHIPPED).residual_mib(load(SHIPPED).services["gaia-prime"]) == 1024
+    assert load(SHIPPED).residual_mib(load(SHIPPED).services["gaia-prime"]) == 2048
 
 
 @pytest.mark.parametrize(
