@@ -184,7 +184,7 @@ class AllocationFailed(Exception):
 class TorchMemory:
     """Memory really allocated on one GPU, in blocks so a share of it can be freed.
 
-    The CUDA context (1,542 MiB on an H200 with torch 2.11 + CUDA 13) is created with the first
+    The CUDA context (1,542 MiB for these fakes on an H200, torch 2.11 + CUDA 13) is made by the first
     allocation and stays until the process exits, as in a real engine; a fake that never allocates
     never touches the GPU.
     """

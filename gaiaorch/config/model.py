@@ -98,9 +98,9 @@ class Gpu:
     count: int = 1
     fake_file: Path | None = None  # None: var/fake-gpu.json
     poll_ms: int = 100
-    # What a released service may still hold on the GPU: a live process keeps its CUDA context,
-    # 1,542 MiB on an H200 with torch 2.11 + CUDA 13 (docs/nvml-verification.md), ~620 MiB with
-    # older stacks; services.<name>.residual_mib overrides it per service.
+    # What a released service may still hold on the GPU: a live process keeps its CUDA context and
+    # what its libraries loaded, 618-1,542 MiB on an H200 with torch 2.11 + CUDA 13
+    # (docs/nvml-verification.md); services.<name>.residual_mib overrides it per service.
     residual_mib: int = 2048
     headroom_mib: int = 512  # free memory the recipient gets beyond its declared vram_mib
     # A release is settled when free memory stayed within settle_delta_mib over at least
