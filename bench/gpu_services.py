@@ -236,8 +236,9 @@ class TorchMemory:
 class FakeFileMemory:
     """This process's entry in the fake telemetry file: {pid, used_mib}, and the GPU's used_mib."""
 
-    def __init__(self, path: Path, gpu: int):
+    def __init__(self, path: Path, gpu: int, cuda_context_mib: int = CUDA_CONTEXT_MIB):
         self.path = path
+        self.cuda_context_mib = cuda_context_mib
         self.gpu = gpu
         self.pid = os.getpid()
         self.held_mib = 0
@@ -269,7 +270,7 @@ class FakeFileMemory:
         self.context_mib += context
 
     def grow(self, mib: int, whole: bool = False) -> None:
-        self._change(mib, CUDA_CONTEXT_MIB if mib > 0 and not self.context_mib else 0)
+        self._change(mib, self.cuda_context_mib if mib > 0 and not self.context_mib else 0)
 
     def shrink(self, mib: int) -> None:
         self._change(-min(mib, self.held_mib))

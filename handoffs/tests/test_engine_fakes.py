@@ -39,13 +39,18 @@ def gpu_file(tmp_path, settings):
     return path
 
 
+def memory_of(gpu_file) -> FakeFileMemory:
+    """The engine's own figures, without the CUDA context the harness's fakes keep (its test checks that)."""
+    return FakeFileMemory(gpu_file, 0, cuda_context_mib=0)
+
+
 @pytest.fixture
 def start(gpu_file):
     started = []
 
     def start_fake(engine: str, active: bool = True, **behaviour) -> gpu_services.FakeEngine:
         cls = gpu_services.ENGINES[engine]
-        fake = cls(engine, FakeFileMemory(gpu_file, 0), behaviour_from(behaviour), active=active).start()
+        fake = cls(engine, memory_of(gpu_file), behaviour_from(behaviour), active=active).start()
         started.append(fake)
         return fake
 
@@ -127,9 +132,7 @@ def test_it_is_a_gaia_core_that_answers_409_while_busy_then_releases(start):
 
 
 def test_it_speaks_the_seed_answer_shape_too(gpu_file):
-    core = gpu_services.GaiaCore(
-        "gaia-core", FakeFileMemory(gpu_file, 0), behaviour_from({}), dialect="seed"
-    ).start()
+    core = gpu_services.GaiaCore("gaia-core", memory_of(gpu_file), behaviour_from({}), dialect="seed").start()
     try:
         assert post(core, "/gpu/release").json() == {"success": True, "message": "GPU released"}
     finally:
@@ -177,12 +180,13 @@ def test_it_runs_as_its_own_process_whose_pid_the_fake_backend_lists(gpu_file):
         ready = json.loads(process.stdout.readline())
         assert ready["pid"] == process.pid and ready["engine"] == "vllm"
         gpu = telemetry.sample().gpu(0)
-        assert gpu.processes == (telemetry.GpuProcess(process.pid, 4096),)
+        with_its_context = 4096 + gpu_services.CUDA_CONTEXT_MIB  # kept until the process exits
+        assert gpu.processes == (telemetry.GpuProcess(process.pid, with_its_context),)
         services = [
             attribution.ServiceMatch("gaia-prime", cmdline=r"gpu_services\.py vllm --name gaia-prime")
         ]
         found = attribution.attribute(telemetry.sample(), services).gpu(0)
-        assert found.service_mib("gaia-prime") == 4096
+        assert found.service_mib("gaia-prime") == with_its_context
     finally:
         process.send_signal(signal.SIGTERM)
         process.wait(timeout=10)
@@ -245,7 +249,7 @@ def test_it_unloads_and_loads_a_model_of_a_llama_cpp_router(start):
 @pytest.mark.parametrize("dialect", ["seed", "v0.9"])
 def test_it_speaks_both_generations_of_the_gaia_contract(gpu_file, dialect):
     core = gpu_services.GaiaCore(
-        "gaia-core", FakeFileMemory(gpu_file, 0), behaviour_from({"busy_calls": 1}), dialect=dialect
+        "gaia-core", memory_of(gpu_file), behaviour_from({"busy_calls": 1}), dialect=dialect
     ).start()
     try:
         call = HttpCall("POST", f"{core.url}/gpu/release")
