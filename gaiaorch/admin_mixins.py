@@ -16,7 +16,7 @@ class EstimatedCountPaginator(Paginator):
             return super().count
 
     def _estimate(self) -> int:
-        last = self.object_list.model.objects  # type: ignore[attr-defined].order_by("-pk").values_list("pk", flat=True).first()
+        last = self.object_list.model.objects.order_by("-pk").values_list("pk", flat=True).first()  # type: ignore[attr-defined]
         return last or 0
 
 
