@@ -76,7 +76,7 @@ def service_token():
 
     def token(name: str) -> str:
         if name not in keys:
-            keys[name] = ensure_service_account(name, rotate=True)
+            keys[name] = ensure_service_account(name, rotate=True)  # type: ignore[assignment]
         return keys[name]
 
     return token

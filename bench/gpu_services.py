@@ -102,8 +102,8 @@ class FakeHttpServer:
 
     @property
     def url(self) -> str:
-        host, port = self.server.server_address[:2]
-        return f"http://{host}:{port}"
+        host, port = self.server.server_address[:2]  # type: ignore[union-attr]
+        return f"http://{host}:{port}"  # type: ignore[str-bytes-safe]
 
     def called(self, path: str) -> list[Call]:
         return [call for call in self.calls if call.path == path]
@@ -118,8 +118,8 @@ class FakeHttpServer:
 
     def stop(self) -> None:
         self.stopping.set()
-        self.server.shutdown()
-        self.server.server_close()
+        self.server.shutdown()  # type: ignore[union-attr]
+        self.server.server_close()  # type: ignore[union-attr]
 
     def answer(self, method: str, raw_path: str, body: dict[str, Any]) -> Reply:
         started = time.monotonic()

@@ -89,7 +89,7 @@ class Fake:
 
     def wait_ready(self, seconds: float) -> None:
         ready: list[str] = []
-        reader = threading.Thread(target=lambda: ready.append(self.popen.stdout.readline()), daemon=True)
+        reader = threading.Thread(target=lambda: ready.append(self.popen.stdout.readline()), daemon=True)  # type: ignore[union-attr]
         reader.start()
         reader.join(seconds)
         if not ready or not ready[0].strip():
@@ -578,7 +578,7 @@ def fresh_database_full_leak(run: Run, result: CaseResult) -> None:
         "gaia-prime still holds its model",
         f"≈ {run.sizes.big_prime_mib} MiB",
         held,
-        held and held > RESIDUAL_MIB,
+        held and held > RESIDUAL_MIB,  # type: ignore[arg-type]
     )
 
 

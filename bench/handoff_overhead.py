@@ -127,7 +127,7 @@ def main() -> None:
     try:
         one_handoff("prime_to_study", fakes, args.worker)  # warm-up: imports, first connections
         one_handoff("study_to_prime", fakes, args.worker)
-        overheads, totals, services_time, rules = [], [], [], Counter()
+        overheads, totals, services_time, rules = [], [], [], Counter[str]()
         for number in range(args.count):
             kind = "prime_to_study" if number % 2 == 0 else "study_to_prime"
             elapsed, fake_time, rule = one_handoff(kind, fakes, args.worker)

@@ -55,7 +55,8 @@ def requester(number: int) -> str:
 def server_env(workdir: Path, database_url: str | None, clients: int, gpus: int = 1) -> dict[str, str]:
     workdir.mkdir(parents=True, exist_ok=True)
     config = workdir / "orchestrator.yaml"
-    services = {requester(n): {} for n in range(clients)}  # plain processes: requesters, no containers
+    # Plain processes: requesters, no containers.
+    services: dict[str, dict] = {requester(n): {} for n in range(clients)}
     config.write_text(json.dumps({"gpu": {"backend": "none", "count": gpus}, "services": services}))
     env = {**os.environ, "GAIAORCH_CONFIG": str(config), "GAIAORCH_VAR_DIR": str(workdir)}
     env["GAIAORCH_LOG_LEVEL"] = "WARNING"
@@ -207,7 +208,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for clients in args.clients:
             sqlite_env = server_env(Path(tmp) / f"sqlite-{clients}", None, clients)
-            targets = [("floor (bare ASGI)", "bench.floor_app:application", sqlite_env, {})]
+            targets: list[tuple[str, str, dict[str, str], dict | None]] = [
+                ("floor (bare ASGI)", "bench.floor_app:application", sqlite_env, {})
+            ]
             targets.append(
                 ("Django GET /health x2 (no lease work)", "console.asgi:application", sqlite_env, {})
             )

@@ -20,7 +20,7 @@ def prepare(clients: int) -> dict[str, str]:
     call_command("migrate", verbosity=0)
     Lease.objects.all().delete()
     Gpu.objects.all().delete()
-    return {f"bench-{n:02d}": ensure_service_account(f"bench-{n:02d}", rotate=True) for n in range(clients)}
+    return {f"bench-{n:02d}": ensure_service_account(f"bench-{n:02d}", rotate=True) for n in range(clients)}  # type: ignore[misc]
 
 
 def leftovers() -> dict[str, int]:

@@ -26,6 +26,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -61,7 +62,7 @@ def read(gpu: int):
 
     sample = telemetry.sample()
     owners = attribution.attribute(sample, [attribution.ServiceMatch("probe", cmdline=TOKEN)]).gpu(gpu)
-    return Reading(time.monotonic(), sample.gpu(gpu), owners)
+    return Reading(time.monotonic(), sample.gpu(gpu), owners)  # type: ignore[arg-type]
 
 
 class DropWatcher(threading.Thread):
@@ -92,7 +93,7 @@ def one_round(how: str, gib: float, gpu: int, args: argparse.Namespace) -> dict:
         stdout=subprocess.PIPE,
         text=True,
     )
-    assert child.stdout.readline().startswith("allocated")
+    assert child.stdout.readline().startswith("allocated")  # type: ignore[union-attr]
     allocated = read(gpu)
     rules = Rules(
         handoff_type="probe",
@@ -107,8 +108,8 @@ def one_round(how: str, gib: float, gpu: int, args: argparse.Namespace) -> dict:
     )
     watcher = DropWatcher(gpu, args.residual_mib)
     watcher.start()
-    child.stdin.write("free\n")
-    child.stdin.flush()
+    child.stdin.write("free\n")  # type: ignore[union-attr]
+    child.stdin.flush()  # type: ignore[union-attr]
     poll, readings, verdict = args.poll_ms / 1000, [], None
     deadline = next_sample = time.monotonic()
     deadline += 30
@@ -122,8 +123,8 @@ def one_round(how: str, gib: float, gpu: int, args: argparse.Namespace) -> dict:
     verified_at = readings[-1].at
     watcher.join(timeout=5)
     if how != "exit":
-        child.stdin.write("exit\n")
-        child.stdin.flush()
+        child.stdin.write("exit\n")  # type: ignore[union-attr]
+        child.stdin.flush()  # type: ignore[union-attr]
     child.wait(timeout=60)
     dropped = watcher.dropped_at
     return {
@@ -157,10 +158,10 @@ def main() -> None:
     first = telemetry.sample()
     if not first.available:
         raise SystemExit(f"nvml backend unavailable: {first.reason}")
-    idle = first.gpu(args.gpu)
+    idle: Any = first.gpu(args.gpu)
     rounds = [one_round(how, args.gib, args.gpu, args) for how in ("empty_cache", "exit")]
     time.sleep(0.5)
-    sample = telemetry.sample().gpu(args.gpu)
+    sample: Any = telemetry.sample().gpu(args.gpu)
     print(
         json.dumps(
             {

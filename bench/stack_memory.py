@@ -111,7 +111,7 @@ def measure(root: Path, settle_seconds: float, clients: int, load_seconds: float
             wait_ready(f"http://127.0.0.1:{port}/health", 60)
             time.sleep(settle_seconds)  # let every worker fork and the first heartbeats pass
             if clients:
-                result = {}
+                result: dict = {}
                 load = threading.Thread(
                     target=lambda: result.update(
                         outcome=drive(f"http://127.0.0.1:{port}", tokens, clients, load_seconds)[0]

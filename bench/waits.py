@@ -46,7 +46,7 @@ def connections_to(database_url: str | None) -> int | None:
         row = conn.execute(
             "SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()", [name]
         ).fetchone()
-    return row[0]
+    return row[0]  # type: ignore[index]
 
 
 def open_wait(base: str, token: str, name: str) -> socket.socket:

@@ -22,6 +22,6 @@ application = ProtocolTypeRouter(
         "http": one_thread_for_waits(django_http),  # an open /gpu/wait holds no thread of its own
         # Cookies only: the consumer checks the session (or token) itself, at the handshake and
         # again every few seconds, and answers a database outage instead of failing the handshake.
-        "websocket": CookieMiddleware(URLRouter(websocket_urlpatterns)),
+        "websocket": CookieMiddleware(URLRouter(websocket_urlpatterns)),  # type: ignore[arg-type]
     }
 )

@@ -95,7 +95,7 @@ def action(request: HttpRequest, name: str) -> HttpResponse:
         "title": operator_action.title,
         "is_nav_sidebar_enabled": False,
         "operator_action": operator_action,
-        "target": operator_action.target(form.initial),
+        "target": operator_action.target(form.initial),  # type: ignore[arg-type]  # a dict
         "form": form,
     }
     return TemplateResponse(request, "console/confirm.html", context)

@@ -29,7 +29,7 @@ class ServicesForm(ReasonForm):
 def _swappable() -> list[tuple[str, str]]:
     stack = config.current()
     live = [service for service in stack.stack_services("live") if stack.twin(service)]
-    return [(service.name, f"{service.name} ⇄ {stack.twin(service).name}") for service in live]
+    return [(service.name, f"{service.name} ⇄ {stack.twin(service).name}") for service in live]  # type: ignore[union-attr]
 
 
 class SwapForm(ReasonForm):

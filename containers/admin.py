@@ -55,7 +55,7 @@ class ContainerAdmin(ReadOnlyAdmin):
 class OperationStepInline(admin.TabularInline):
     model = OperationStep
     fields = ["name", "service", "outcome", "started_at", "finished_at", "detail", "figures"]
-    readonly_fields = fields
+    readonly_fields = fields  # type: ignore[assignment]  # names only, no groups
     extra = 0
     can_delete = False
 

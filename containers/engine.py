@@ -12,7 +12,7 @@ import socket
 from collections.abc import Iterator
 from datetime import datetime
 from string import hexdigits
-from typing import Any
+from typing import Any, cast
 
 import docker
 import requests
@@ -20,7 +20,7 @@ from django.conf import settings
 from docker.errors import APIError, DockerException
 from docker.errors import NotFound as DockerNotFound
 
-from gaiaorch.config import Config, Service
+from gaiaorch.config import Config, ContainerSpec, Service
 from gaiaorch.errors import Forbidden, Unavailable
 
 API_VERSION = "1.41"  # Docker 20.10; DeviceRequests need >= 1.40
@@ -55,7 +55,9 @@ class Engine:
         self.timeout = timeout or settings.DOCKER_TIMEOUT_SECONDS
         try:
             self.api = docker.APIClient(
-                base_url=settings.DOCKER_URL, version=API_VERSION, timeout=self.timeout
+                base_url=settings.DOCKER_URL,
+                version=API_VERSION,
+                timeout=self.timeout,  # type: ignore[arg-type]  # a float works; the stubs say int
             )
         except DockerException as exc:
             raise DockerUnavailable(f"Docker at {settings.DOCKER_URL} is unusable: {exc}") from None
@@ -149,7 +151,7 @@ class Engine:
 
     def create(self, config: Config, service: Service, device_requests: list[dict]) -> dict:
         """A container for a service that has none yet, from its configured spec."""
-        spec = service.spec
+        spec = cast(ContainerSpec, service.spec)  # the runner refuses a service without one
         name = service.container_name or f"{config.docker.compose_project or 'gaia'}-{service.name}"
         labels = {**spec.labels, SERVICE_LABEL: service.name}
         if service.compose_service and config.docker.compose_project:
@@ -160,7 +162,7 @@ class Engine:
         host_config = self.api.create_host_config(
             port_bindings={port: _binding(host) for port, host in spec.ports.items()},
             network_mode=config.docker.network or None,
-            device_requests=device_requests or None,
+            device_requests=device_requests or None,  # type: ignore[arg-type]  # dicts work; the stubs say DeviceRequest
         )
         created = self.call(
             f"create {name}",
@@ -176,7 +178,7 @@ class Engine:
             networking_config=self._endpoints(config.docker.network, [service.network_alias]),
             stop_timeout=service.stop_timeout_seconds,
         )
-        return self.inspect(created["Id"])
+        return self.inspect(created["Id"])  # type: ignore[return-value]  # None if it vanished since
 
     def recreate(self, config: Config, attrs: dict[str, Any], device_requests: list[dict]) -> dict:
         """Replace a container by one with its own configuration plus the given device requests."""
@@ -210,12 +212,12 @@ class Engine:
         for network in networks:
             if network != primary:
                 self.connect(created["Id"], network, own_aliases(attrs, network))
-        return self.inspect(created["Id"])
+        return self.inspect(created["Id"])  # type: ignore[return-value]  # None if it vanished since
 
     def _endpoints(self, network: str, aliases: list[str]) -> dict | None:
         if not network or network in ("bridge", "host", "none", "default"):
             return None
-        return self.api.create_networking_config({network: self.api.create_endpoint_config(aliases=aliases)})
+        return self.api.create_networking_config({network: self.api.create_endpoint_config(aliases=aliases)})  # type: ignore[arg-type]  # the stubs are wrong: it takes the endpoints by network
 
     def connect(self, container_id: str, network: str, aliases: list[str]) -> None:
         self.call(

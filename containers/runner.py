@@ -199,7 +199,7 @@ class Run:
         self.observe(service, attrs)
         outcome["detail"] = "; ".join([*notes, "started"])
         outcome["figures"] = {"device_requests": docker_engine.device_requests(attrs) if attrs else []}
-        return attrs
+        return attrs  # type: ignore[return-value]  # None if it vanished since the start
 
     def wait_healthy(self, service: Service, attrs: dict[str, Any], outcome: dict[str, Any]) -> None:
         began = time.monotonic()
@@ -207,7 +207,7 @@ class Run:
         reason = ""
         while time.monotonic() < deadline:
             self.claim.check()
-            attrs = self.engine.inspect(attrs["Id"])
+            attrs = self.engine.inspect(attrs["Id"])  # type: ignore[assignment]  # a None ends the loop below
             healthy, reason = health(service, attrs)
             if healthy:
                 self.observe(service, attrs)

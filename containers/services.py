@@ -8,8 +8,9 @@ jobs of gaiaorch.jobs (OPERATIONS below): the runner's claim writes their step r
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeGuard
 
 from django.db import IntegrityError, transaction
 from django.db.models import F, Q
@@ -162,7 +163,7 @@ def status() -> dict[str, Any]:
     managed = config.containers()
     rows = {row.service: row for row in Container.objects.filter(service__in=[s.name for s in managed])}
     services = [_service_status(service, rows.get(service.name), available) for service in managed]
-    stacks = {stack: {} for stack in gaiaorch_config.STACKS}
+    stacks: dict[str, dict[str, Any]] = {stack: {} for stack in gaiaorch_config.STACKS}
     for entry in services:
         stacks[entry["stack"]][_stack_key(entry)] = entry["state"]
     active = Operation.objects.filter(status__in=OperationStatus.active()).first()
@@ -262,7 +263,7 @@ def request_service_operation(kind: str, names: list[str], *, actor: str, reason
     config = gaiaorch_config.current()
     targets = [_configured(config, name) for name in names]
     action = SERVICE_KINDS[OperationKind(kind)]
-    plans = {"start": config.start_order, "kill": list}
+    plans: dict[str, Callable[[list[Service]], list[Service]]] = {"start": config.start_order, "kill": list}
     plan = plans.get(action, config.stop_order)(targets)
     params = {"action": action, "targets": [service.name for service in targets], "gpu_enabled": False}
     return _request(kind, plan, params, actor=actor, reason=reason)
@@ -388,7 +389,7 @@ def status_url(operation: Operation) -> str:
 
 def _check_memory(config: Config, plan: list[Service], *, strict: bool) -> dict[str, Any]:
     """Before a start: the GPU services it starts must fit; `strict` when it cannot go unchecked."""
-    gpu_index = config.stacks[plan[0].stack].gpu if plan else 0
+    gpu_index = config.stacks[plan[0].stack].gpu if plan else 0  # type: ignore[index]  # a planned service is in a stack
     sample = telemetry.sample()
     if not sample.available and not strict:
         return {"vram_check": f"skipped: {sample.reason}"}
@@ -444,7 +445,7 @@ def check_vram(config: Config, plan: list[Service], gpu_index: int, sample: tele
     return need
 
 
-def _is_running(row: Container | None) -> bool:
+def _is_running(row: Container | None) -> TypeGuard[Container]:
     return bool(row and row.state == State.RUNNING)
 
 

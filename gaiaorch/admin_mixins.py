@@ -11,12 +11,12 @@ class EstimatedCountPaginator(Paginator):
     @cached_property
     def count(self) -> int:
         try:
-            return super().count if self.object_list.query.where else self._estimate()
+            return super().count if self.object_list.query.where else self._estimate()  # type: ignore[attr-defined]
         except AttributeError:
             return super().count
 
     def _estimate(self) -> int:
-        last = self.object_list.model.objects.order_by("-pk").values_list("pk", flat=True).first()
+        last = self.object_list.model.objects.order_by("-pk").values_list("pk", flat=True).first()  # type: ignore[attr-defined]
         return last or 0
 
 

@@ -234,8 +234,9 @@ class ContainerDirectory:
             listing = self._listing
             stale = listing is None or now - listing.at >= self.ttl_seconds
             missing = listing is not None and not container_ids <= listing.containers.keys()
-            if stale or (missing and not listing.reason and now - listing.at >= self.refresh_after_seconds):
+            if stale or (missing and not listing.reason and now - listing.at >= self.refresh_after_seconds):  # type: ignore[union-attr]  # missing implies a listing
                 self._listing = listing = self._list(now)
+            assert listing is not None  # stale when there was none
             return listing
 
     def _list(self, now: float) -> Listing:
@@ -243,7 +244,7 @@ class ContainerDirectory:
         try:
             import docker
 
-            client = docker.APIClient(base_url=self.docker_url, version="1.41", timeout=self.timeout_seconds)
+            client = docker.APIClient(base_url=self.docker_url, version="1.41", timeout=self.timeout_seconds)  # type: ignore[arg-type]  # a float works; the stubs say int
             try:
                 summaries = client.containers()
             finally:
@@ -438,7 +439,7 @@ class _Pass:
         self.listing: Listing | None = None
 
     def _pidfile_pids(self) -> dict[int, str]:
-        pids = {}
+        pids: dict[int, str] = {}
         for service in self.services:
             if service.pidfile:
                 pid, problem = read_pidfile(service.pidfile)

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from importlib import import_module
 from types import SimpleNamespace
+from typing import cast
 
 from django.conf import settings
 from django.contrib import auth
@@ -86,7 +87,7 @@ def operator_for_session(session_key: str):
     if not session_key:
         return None
     session = import_module(settings.SESSION_ENGINE).SessionStore(session_key)
-    user = auth.get_user(SimpleNamespace(session=session))
+    user = auth.get_user(SimpleNamespace(session=session))  # type: ignore[arg-type]  # reads only .session
     return user if user.is_authenticated and user.is_staff else None
 
 
@@ -197,6 +198,7 @@ def trusted_caller(request) -> TrustedCaller | None:
     trusted = trusted_network_of(client)
     if trusted is None:
         return None
+    client = cast(str, client)  # trusted_network_of gives None for no address
     mark_unauthenticated(client)
     return TrustedCaller(client, trusted)
 
@@ -252,7 +254,7 @@ def audit_scope() -> Iterator[RequestAudit]:
     (sync views, sync_to_async) copy the context, so they share this one object."""
     token = _request_audit.set(RequestAudit())
     try:
-        yield _request_audit.get()
+        yield cast(RequestAudit, _request_audit.get())  # the one just set
     finally:
         _request_audit.reset(token)
 

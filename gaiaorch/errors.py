@@ -15,7 +15,7 @@ from rest_framework.response import Response
 class DomainError(Exception):
     """A refusal that callers can act on; the HTTP status says which kind."""
 
-    status_code = status.HTTP_400_BAD_REQUEST
+    status_code: int = status.HTTP_400_BAD_REQUEST
     code = "invalid_request"
 
     def __init__(self, detail: str, code: str | None = None, **context: Any):
@@ -84,8 +84,9 @@ def _drf_error(exc: exceptions.APIException) -> Response:
         return error_response("invalid_request", "The request has invalid fields.", 400, fields=fields)
     code = next((c for cls, c in DRF_CODES.items() if isinstance(exc, cls)), "error")
     response = error_response(code, str(exc.detail), exc.status_code)
-    if getattr(exc, "auth_header", None):
-        response["WWW-Authenticate"] = exc.auth_header
+    auth_header = getattr(exc, "auth_header", None)
+    if auth_header:
+        response["WWW-Authenticate"] = auth_header
     return response
 
 

@@ -35,7 +35,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, overload
 
 MIB = 1024 * 1024
 AUTO_RETRY_SECONDS = 30.0
@@ -144,6 +144,10 @@ class TelemetryError(Exception):
 # --- the fake backend's file ------------------------------------------------------------------
 
 
+@overload
+def _count(raw: dict, key: str, where: str, required: Literal[True] = True) -> int: ...
+@overload
+def _count(raw: dict, key: str, where: str, required: bool) -> int | None: ...
 def _count(raw: dict, key: str, where: str, required: bool = True) -> int | None:
     value = raw.get(key)
     if value is None and not required:

@@ -51,11 +51,11 @@ class AsyncClient:
             try:
                 value, send = await self._perform(step), flow.send
             except BaseException as exc:  # incl. cancellation: the flow withdraws a queue entry, re-raises
-                value, send = exc, flow.throw
+                value, send = exc, flow.throw  # type: ignore[assignment]  # throw takes the exception
 
     async def _perform(self, step: Call | Pause) -> httpx.Response | None:
         if isinstance(step, Pause):
-            return await asyncio.sleep(step.seconds)
+            return await asyncio.sleep(step.seconds)  # type: ignore[func-returns-value]  # None
         return await self.http.request(step.method, step.path, json=step.json, timeout=timeout_of(step))
 
     # GPU leases

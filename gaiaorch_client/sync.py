@@ -53,11 +53,11 @@ class Client:
             try:
                 value, send = self._perform(step), flow.send
             except BaseException as exc:  # incl. cancellation: the flow withdraws a queue entry, re-raises
-                value, send = exc, flow.throw
+                value, send = exc, flow.throw  # type: ignore[assignment]  # throw takes the exception
 
     def _perform(self, step: Call | Pause) -> httpx.Response | None:
         if isinstance(step, Pause):
-            return time.sleep(step.seconds)
+            return time.sleep(step.seconds)  # type: ignore[func-returns-value]  # None
         return self.http.request(step.method, step.path, json=step.json, timeout=timeout_of(step))
 
     # GPU leases

@@ -15,7 +15,7 @@ from handoffs.models import GpuTenant, Handoff, HandoffPhase, IncompleteRollback
 class HandoffPhaseInline(admin.TabularInline):
     model = HandoffPhase
     fields = ["name", "outcome", "started_at", "finished_at", "detail", "figures"]
-    readonly_fields = fields
+    readonly_fields = fields  # type: ignore[assignment]  # names only, no groups
     extra = 0
     can_delete = False
     ordering = ["started_at", "id"]

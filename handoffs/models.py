@@ -23,7 +23,7 @@ class Phase(models.TextChoices):
     CANCELLED = "cancelled"
 
 
-FORWARD = [
+FORWARD: list[str] = [
     Phase.INITIATED,
     Phase.RELEASING_GPU,
     Phase.WAITING_CUDA_CLEANUP,
@@ -65,7 +65,7 @@ class Handoff(ClaimedJob):
     completed_at = models.DateTimeField(null=True, blank=True)
     enqueued_at = models.DateTimeField(null=True, blank=True)
 
-    objects = HandoffQuerySet.as_manager()
+    objects = HandoffQuerySet.as_manager()  # type: ignore[misc]  # ClaimedJob.objects is only for the type checker
 
     class Meta:
         ordering = ["-created_at"]

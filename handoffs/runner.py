@@ -19,7 +19,7 @@ import logging
 import time
 from collections.abc import Callable
 from datetime import timedelta
-from typing import Any
+from typing import Any, cast
 
 from django.db import transaction
 from django.utils import timezone
@@ -123,7 +123,9 @@ class Runner:
     def enter(self, handoff: Handoff, phase: str, **fields: Any) -> HandoffPhase:
         previous = handoff.phase
         with transaction.atomic():
-            record = self.claim.begin_step(phase, job=self._claimed(handoff, phase=phase, **fields))
+            record = cast(
+                HandoffPhase, self.claim.begin_step(phase, job=self._claimed(handoff, phase=phase, **fields))
+            )
             record_event(
                 "handoff.phase_changed",
                 f"Handoff {handoff.type}: {phase}",
@@ -332,7 +334,8 @@ class Runner:
     def _source_services(self, handoff: Handoff, kind: config.HandoffType) -> list[config.Service]:
         """Whose memory must go: the source's GPU chain, or its stack's GPU services."""
         if kind.release == config.STACK_STRATEGY:
-            return self.settings.stack_gpu_services(self.settings.service(handoff.source).stack)
+            # The config check gives a stack strategy's service a stack.
+            return self.settings.stack_gpu_services(self.settings.service(handoff.source).stack)  # type: ignore[union-attr, arg-type]
         return self.settings.gpu_chain(handoff.source)
 
     def wait_cuda_cleanup(self, handoff: Handoff, record: HandoffPhase):
@@ -362,7 +365,7 @@ class Runner:
         if kind.release != config.STACK_STRATEGY:
             for service in ladders.services:
                 while not ladders.stopped_a_container() and ladders.due(service):
-                    ladders.climb(service, ladders.last(service)["step"] if ladders.last(service) else 0)
+                    ladders.climb(service, ladders.last(service)["step"] if ladders.last(service) else 0)  # type: ignore[index]
             if not ladders.stopped_a_container():
                 raise PhaseFailed(
                     f"GPU telemetry is unavailable ({why}) and no release step stopped a container",
@@ -377,7 +380,11 @@ class Runner:
     def transfer_ownership(self, handoff: Handoff, record: HandoffPhase):
         current = holdings.current_holder(handoff.gpu_index)
         adopted = current is not None and current.requester == handoff.destination
-        holding = current if adopted else self._transfer(handoff, handoff.destination, handoff.source)
+        holding = (
+            cast(holdings.Holding, current)
+            if adopted
+            else self._transfer(handoff, handoff.destination, handoff.source)
+        )
         figures = {
             "lease_id": str(holding.lease_id),
             "fencing_token": holding.fencing_token,
@@ -401,7 +408,8 @@ class Runner:
         kind = self.settings.handoffs.types[handoff.type]
         payload = reclaims.lease_payload(handoff, handoff.destination_lease_id, handoff.fencing_token)
         if kind.signal == config.STACK_STRATEGY:
-            started = strategies.start_stack(self.settings.service(handoff.destination).stack, self.waiting())
+            # The config check gives a stack strategy's service a stack.
+            started = strategies.start_stack(self.settings.service(handoff.destination).stack, self.waiting())  # type: ignore[union-attr, arg-type]
             return {
                 "container": started,
                 **self._wait_chain_healthy(handoff.destination, cancellable=True),
@@ -553,8 +561,8 @@ class Runner:
     # ---- helpers
 
     def _stack_gpu_services(self, requester: str) -> list[str]:
-        stack = self.settings.service(requester).stack
-        return [service.name for service in self.settings.stack_gpu_services(stack)]
+        stack = self.settings.service(requester).stack  # type: ignore[union-attr]  # a configured service
+        return [service.name for service in self.settings.stack_gpu_services(stack)]  # type: ignore[arg-type]
 
 
 def release_figures(handoff: Handoff) -> dict[str, Any]:
@@ -585,7 +593,7 @@ def reclaim_chain(
     return reclaim.chain(settings.gpu_chain(handoff.source))
 
 
-PHASE_BODIES = {
+PHASE_BODIES: dict[str, Callable[[Runner, Handoff, HandoffPhase], Any]] = {
     Phase.RELEASING_GPU: Runner.release_gpu,
     Phase.WAITING_CUDA_CLEANUP: Runner.wait_cuda_cleanup,
     Phase.TRANSFERRING_OWNERSHIP: Runner.transfer_ownership,
@@ -614,7 +622,7 @@ def _compact(figures: dict[str, Any]) -> str:
 
 
 def _ending_title(handoff: Handoff) -> str:
-    endings = {
+    endings: dict[str, str] = {
         Phase.COMPLETED: "completed",
         Phase.FAILED: "failed",
         Phase.CANCELLED: "was cancelled",

@@ -168,7 +168,7 @@ def run_step(
         if step.http:
             answer = http_call(service.name, step.http, timeout, payload)
         else:
-            answer = engine_call(service.name, step.engine, direction, timeout)
+            answer = engine_call(service.name, step.engine, direction, timeout)  # type: ignore[arg-type]  # http or engine
         figures["answer"] = _bounded(answer)
         figures["call_seconds"] = round(time.monotonic() - started, 3)
     if step.container:

@@ -8,6 +8,7 @@ the rules; this module only asks.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import overload
 from uuid import UUID
 
 from gaiaorch.errors import Conflict, NotFound
@@ -24,6 +25,10 @@ class Holding:
     fencing_token: int | None
 
 
+@overload
+def _holding(lease: Lease) -> Holding: ...
+@overload
+def _holding(lease: Lease | None) -> Holding | None: ...
 def _holding(lease: Lease | None) -> Holding | None:
     return None if lease is None else Holding(lease.id, lease.requester, lease.fencing_token)
 

@@ -441,7 +441,7 @@ def _expire_overdue(state: GpuState) -> None:
 def _expiry_reason(lease: Lease, rules) -> tuple[str, str]:
     """(reason, event) of an expiry: a grant not claimed, a waiter gone silent, a TTL run out."""
     if lease.status == LeaseStatus.ACTIVE and lease.claim_by is not None:
-        window = (lease.claim_by - lease.granted_at).total_seconds()
+        window = (lease.claim_by - lease.granted_at).total_seconds()  # type: ignore[operator]  # an active lease was granted
         return f"granted but not claimed within {window:g} s; passed on to the next waiter", "unclaimed"
     if lease.status == LeaseStatus.WAITING:
         life = _life(lease, rules).total_seconds()
@@ -492,7 +492,7 @@ def _grant_next(state: GpuState, actor: str) -> None:
 
 
 def _seat(state: GpuState, actor: str) -> None:
-    check_requester(state.resident)
+    check_requester(state.resident)  # type: ignore[arg-type]  # seated only when there is one
     lease = _new_lease(
         state, requester=state.resident, reason=f"resident of GPU {state.gpu.index}", standing=True
     )
@@ -627,7 +627,7 @@ def acquire(
         if lease is not None:
             _renew(state, lease)
         else:
-            fields = {"reason": reason[:500], "priority": priority, "memory_mib": memory_mib}
+            fields: dict[str, Any] = {"reason": reason[:500], "priority": priority, "memory_mib": memory_mib}
             lease = _new_lease(state, requester=requester, ttl_seconds=ttl_seconds, **fields)
             _event(state, lease, "requested", actor, priority=priority, memory_mib=memory_mib)
         state.attending.add(str(lease.id))

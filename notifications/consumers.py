@@ -26,7 +26,7 @@ from gaiaorch import config as gaiaorch_config
 from gaiaorch.auth import client_address, operator_for_session, trusted_network_of, user_for_key
 from gaiaorch.errors import DomainError, InvalidRequest, Unavailable
 from notifications import feed
-from notifications.hub import FETCH_BATCH, hub_for_running_loop
+from notifications.hub import FETCH_BATCH, Hub, hub_for_running_loop
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +46,7 @@ class SlowClient(Exception):
 
 class NotificationConsumer(AsyncWebsocketConsumer):
     tasks: list[asyncio.Task]
+    hub: Hub | None
 
     async def connect(self) -> None:
         self.tasks, self.hub, self.gauge = [], None, TransportGauge()
@@ -107,11 +108,11 @@ class NotificationConsumer(AsyncWebsocketConsumer):
         """Move every wanted event after the cursor into the queue, in id order, forever."""
         try:
             while True:
-                advanced, upto = self.hub.advanced, self.hub.last_id
+                advanced, upto = self.hub.advanced, self.hub.last_id  # type: ignore[union-attr]  # streaming
                 if cursor >= upto:
                     await advanced.wait()
                     continue
-                items = self.hub.items_after(cursor)
+                items = self.hub.items_after(cursor)  # type: ignore[union-attr]
                 if items is None:  # behind the hub's ring: catch up from the database
                     items = await read_items(cursor, upto)
                     upto = upto if len(items) < FETCH_BATCH else items[-1].id
@@ -235,7 +236,7 @@ def same_origin(scope) -> bool:
     scheme = "https" if scope.get("scheme") == "wss" else "http"
     request = ASGIRequest({**scope, "type": "http", "method": "GET", "scheme": scheme}, io.BytesIO())
     # why the private method: it is the exact rule (host validation, trusted origins, wildcards).
-    return CsrfViewMiddleware(lambda request: None)._origin_verified(request)
+    return CsrfViewMiddleware(lambda request: None)._origin_verified(request)  # type: ignore[arg-type, attr-defined]
 
 
 @database_sync_to_async

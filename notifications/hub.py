@@ -95,7 +95,7 @@ class Hub:
         self._tasks = []
         executor, self._executor = self._executor, None
         await asyncio.get_running_loop().run_in_executor(executor, _close_connection)
-        executor.shutdown(wait=False)
+        executor.shutdown(wait=False)  # type: ignore[union-attr]  # running: _start made it
 
     async def _read(self, func, *args):
         """Database reads on the hub's own thread, so HTTP views never queue behind the relay."""

@@ -225,7 +225,7 @@ def claim_due_deliveries(
     full = [webhook for webhook, count in taken.items() if count >= per_webhook]
     due = WebhookDelivery.objects.filter(status=DeliveryStatus.PENDING, next_attempt_at__lte=now)
     rows = due.exclude(webhook__in=full).order_by("next_attempt_at").values_list("id", "webhook", "attempts")
-    claimed = []
+    claimed: list[tuple[int, int, str]] = []
     for delivery_id, webhook, attempts in rows[: free * 4]:
         if len(claimed) == free:
             break

@@ -52,7 +52,7 @@ class Call:
         return HOST if self.caller == "operator" else COMPOSE_NETWORK
 
     def replay(self, token: str | None = None, path: str | None = None):
-        extra = {"REMOTE_ADDR": self.address}
+        extra: dict = {"REMOTE_ADDR": self.address}
         if token:
             extra["HTTP_AUTHORIZATION"] = f"Token {token}"
         if self.content_type and not self.body:

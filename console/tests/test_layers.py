@@ -46,9 +46,9 @@ def layer_of(module: str) -> int | None:
 def upward_imports(source: str, module: str) -> list[str]:
     own = layer_of(module)
     return [
-        f"{module}:{line} imports {name} ({LAYERS[layer_of(name)]} is above {LAYERS[own]})"
+        f"{module}:{line} imports {name} ({LAYERS[layer_of(name)]} is above {LAYERS[own]})"  # type: ignore[index]
         for line, name in imports(source, module)
-        if (layer_of(name) or 0) > own
+        if (layer_of(name) or 0) > own  # type: ignore[operator]
     ]
 
 

@@ -27,7 +27,7 @@ def _scrape(client) -> dict[str, dict[tuple, float]]:
 
 def _shift_grant(lease: Lease, waited_seconds: float) -> None:
     Lease.objects.filter(pk=lease.pk).update(
-        requested_at=lease.granted_at - timedelta(seconds=waited_seconds)
+        requested_at=lease.granted_at - timedelta(seconds=waited_seconds)  # type: ignore[operator]
     )
 
 

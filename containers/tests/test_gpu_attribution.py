@@ -51,7 +51,7 @@ def gpu_file(tmp_path, settings):
 
     def write(processes: dict[int, int]) -> None:
         entry = {"index": 0, "total_mib": 143771, "reserved_mib": 615, "used_mib": sum(processes.values())}
-        entry["processes"] = [{"pid": pid, "used_mib": mib} for pid, mib in processes.items()]
+        entry["processes"] = [{"pid": pid, "used_mib": mib} for pid, mib in processes.items()]  # type: ignore[assignment]
         telemetry.write_fake(path, [entry])
 
     return write

@@ -58,10 +58,10 @@ class JobKind(ABC):
         return None  # most kinds record nothing here
 
     @abstractmethod
-    def requeued(self, job: ClaimedJob, silence: str) -> None:
+    def requeued(self, job: Any, silence: str) -> None:  # job: a row of the kind's model
         """In the recovery transaction: the app's event for a job handed to a worker again."""
 
-    def abandoned(self, job: ClaimedJob, silence: str) -> None:
+    def abandoned(self, job: Any, silence: str) -> None:
         """In the recovery transaction: end a job that used up `max_attempts`."""
         raise NotImplementedError(f"{self.name} bounds its attempts but does not say how to abandon a job")
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import ClassVar, Self
+
 from django.db import models
 from django.utils import timezone
 
@@ -15,6 +17,8 @@ class ClaimedJob(models.Model):
 
     claimed_by = models.CharField(max_length=100, blank=True, default="")
     heartbeat_at = models.DateTimeField(null=True, blank=True)
+    # For the type checker: an abstract model declares no manager, each concrete one gets one.
+    objects: ClassVar[models.Manager[Self]]
 
     class Meta:
         abstract = True
@@ -36,6 +40,7 @@ class StepRecord(models.Model):
     outcome = models.CharField(max_length=16, choices=StepOutcome.choices, default=StepOutcome.RUNNING)
     detail = models.TextField(blank=True)
     figures = models.JSONField(default=dict, blank=True)
+    objects: ClassVar[models.Manager[Self]]  # for the type checker, as on ClaimedJob
 
     class Meta:
         abstract = True

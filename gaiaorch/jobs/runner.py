@@ -71,7 +71,7 @@ def _recover_one(kind: JobKind, pk: Any, policy: JobPolicy, now: datetime, due: 
             return False
         if kind.unqueued is not None and kind.model.objects.filter(kind.unqueued, pk=pk).exists():
             silence = "its task never reached the queue (the broker was down); queued now"
-        if policy.max_attempts is not None and job.attempts >= policy.max_attempts:
+        if policy.max_attempts is not None and job.attempts >= policy.max_attempts:  # type: ignore[attr-defined]
             kind.abandoned(job, silence)
             return True
         kind.close_running_steps(pk, f"interrupted: {silence}")

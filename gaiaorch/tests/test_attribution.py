@@ -36,7 +36,7 @@ class Tree:
             [sys.executable, "-c", PARENT, *argv], stdout=subprocess.PIPE, text=True
         )
         self.pid = self.popen.pid
-        self.child = int(self.popen.stdout.readline())
+        self.child = int(self.popen.stdout.readline())  # type: ignore[union-attr]
 
     def stop(self) -> None:
         self.popen.kill()
@@ -84,7 +84,7 @@ def token() -> str:
 
 
 def attribute(*services: ServiceMatch, **options) -> attribution.GpuAttribution:
-    return attribution.attribute(telemetry.sample(), services, **options).gpu(0)
+    return attribution.attribute(telemetry.sample(), services, **options).gpu(0)  # type: ignore[return-value]
 
 
 def test_it_attributes_a_process_and_its_child_by_command_line(processes, gpu_file):

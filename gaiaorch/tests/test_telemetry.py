@@ -3,6 +3,7 @@ import sys
 import threading
 import types
 from types import SimpleNamespace
+from typing import Any
 
 import pytest
 
@@ -62,7 +63,7 @@ def fake_pynvml(*, v2: bool = True, compute=None, graphics=None, fail=()) -> typ
 
     compute/graphics: {pid: MiB or None} per list; `fail` names the lists that raise.
     """
-    module = types.ModuleType("pynvml")
+    module: Any = types.ModuleType("pynvml")
     module.nvmlMemory_v2 = 0x02000028
     module.nvmlInit = lambda: None
     module.nvmlDeviceGetCount = lambda: 1

@@ -38,7 +38,7 @@ class StartedSerializer(serializers.Serializer):
     handoff_type = serializers.CharField()
     status_url = serializers.CharField()
     phase = serializers.CharField()
-    source = serializers.CharField()
+    source = serializers.CharField()  # type: ignore[assignment]  # a field, not Field.source
     destination = serializers.CharField()
     message = serializers.CharField()
 
@@ -52,7 +52,7 @@ class StatusSerializer(serializers.Serializer):
     progress_pct = serializers.IntegerField()
     started_at = serializers.DateTimeField()
     completed_at = serializers.DateTimeField(allow_null=True)
-    source = serializers.CharField()
+    source = serializers.CharField()  # type: ignore[assignment]  # a field, not Field.source
     destination = serializers.CharField()
     gpu = serializers.IntegerField()
     reason = serializers.CharField()

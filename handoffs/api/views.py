@@ -154,7 +154,7 @@ def waiting(start_view):
         return waited(ended, wait_seconds)
 
     # The OpenAPI schema and the endpoint index (GET /) read the DRF view.
-    view.cls, view.initkwargs = start_view.cls, start_view.initkwargs
+    view.cls, view.initkwargs = start_view.cls, start_view.initkwargs  # type: ignore[attr-defined]
     return view
 
 

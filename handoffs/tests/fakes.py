@@ -140,7 +140,7 @@ class FakeGpu:
         self._write()
 
     def _write(self) -> None:
-        entry = {"index": 0, "total_mib": self.total_mib, "used_mib": self.used_mib}
+        entry: dict[str, Any] = {"index": 0, "total_mib": self.total_mib, "used_mib": self.used_mib}
         if self.lists_processes:
             processes = [{"pid": pid, "used_mib": mib} for pid, mib in self.processes.items()]
             entry |= {"reserved_mib": self.reserved_mib, "processes": processes}
@@ -156,7 +156,7 @@ class FakeGpu:
 def stack_config(core: str, prime: str, study: str, **handoffs: Any) -> dict[str, Any]:
     """The GAIA stack of config/orchestrator.yaml, pointed at the fakes' URLs."""
     notify = {"method": "POST", "url": f"{core}/sleep/study-handoff"}  # gaia-core's sleep loop (v0.9)
-    stack = {
+    stack: dict[str, Any] = {
         # Settling over 40 ms and 2 samples keeps the tests fast; the rules are the same.
         "gpu": {"poll_ms": 20, "residual_mib": 512, "settle_window_ms": 40, "settle_samples": 2},
         "stacks": {

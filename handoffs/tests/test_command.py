@@ -12,7 +12,7 @@ def handoff_command(*args) -> tuple[int, str, str]:
     out, err = StringIO(), StringIO()
     with pytest.raises(SystemExit) as exited:
         call_command("handoff", *args, stdout=out, stderr=err)
-    return exited.value.code, out.getvalue(), err.getvalue()
+    return exited.value.code, out.getvalue(), err.getvalue()  # type: ignore[return-value]
 
 
 def test_it_prints_one_line_per_phase_and_exits_0_on_success(gaia, hold_gpu, synchronous_worker):

@@ -61,7 +61,7 @@ def start(gpu_file):
 
 def held() -> int:
     """What the fake backend measures as used on GPU 0."""
-    return telemetry.sample().gpu(0).used_mib
+    return telemetry.sample().gpu(0).used_mib  # type: ignore[union-attr]
 
 
 def post(fake, path: str, **kwargs) -> httpx.Response:

@@ -23,7 +23,7 @@ class TokenClient(AsyncClient):
 
 
 async def client_for(name: str) -> TokenClient:
-    return TokenClient(await sync_to_async(ensure_service_account)(name))
+    return TokenClient(await sync_to_async(ensure_service_account)(name))  # type: ignore[arg-type]
 
 
 async def wait(client: AsyncClient, **body):

@@ -41,7 +41,7 @@ def overdue(lease: Lease) -> None:
 
 def seconds_left(lease: Lease) -> float:
     lease.refresh_from_db()
-    return (lease.expires_at - timezone.now()).total_seconds()
+    return (lease.expires_at - timezone.now()).total_seconds()  # type: ignore[operator]
 
 
 # --- a waiting entry lives for the grace period after its last sign of life ---------------------
@@ -170,7 +170,7 @@ class Http:
 
 
 async def token_of(name: str) -> str:
-    return await sync_to_async(ensure_service_account)(name, rotate=True)
+    return await sync_to_async(ensure_service_account)(name, rotate=True)  # type: ignore[return-value]
 
 
 async def hold(requester: str) -> Lease:

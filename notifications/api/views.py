@@ -15,7 +15,7 @@ MAX_EVENT_ID = 2**63 - 1  # the id column is a signed 64-bit integer
 class EventFilter(serializers.Serializer):
     after = serializers.IntegerField(required=False, min_value=0, max_value=MAX_EVENT_ID)
     type = serializers.CharField(required=False, max_length=64)
-    severity = serializers.ChoiceField(required=False, choices=Event._meta.get_field("severity").choices)
+    severity = serializers.ChoiceField(required=False, choices=Event._meta.get_field("severity").choices)  # type: ignore[arg-type]
     subject_kind = serializers.CharField(required=False, max_length=32)
     subject_id = serializers.CharField(required=False, max_length=64)
 

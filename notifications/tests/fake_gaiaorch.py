@@ -99,7 +99,7 @@ class FakeGaiaorch:
                 self.holder = self.queue.pop(0) if self.queue else None
             else:
                 return 404, {"error": "not_found", "detail": f"no lease {lease_id}", "lease_id": lease_id}
-            self.released.append(lease_id)
+            self.released.append(lease_id)  # type: ignore[arg-type]
             self.changed.notify_all()
             return 200, {"success": True, "message": f"released {lease_id}"}
 

@@ -7,7 +7,7 @@ from notifications.services import record_event
 
 
 def make_event(**overrides) -> Event:
-    fields = {"type": "lease.granted", "title": "GPU 0 granted to gaia-study", "actor": "gaia-study"}
+    fields: dict = {"type": "lease.granted", "title": "GPU 0 granted to gaia-study", "actor": "gaia-study"}
     fields.update(overrides)
     return record_event(fields.pop("type"), fields.pop("title"), **fields)
 

@@ -30,7 +30,7 @@ def gaia_web(notifications_config):
     """gaia-web's notification endpoint, configured as a webhook for handoff and notification events."""
 
     def configure(receiver: WebhookReceiver, **options):
-        hook = {"name": "gaia-web", "url": receiver.url, "types": ["handoff.*", "notification.*"]}
+        hook: dict = {"name": "gaia-web", "url": receiver.url, "types": ["handoff.*", "notification.*"]}
         hook["headers"] = {"X-Gaia-Secret": "s3cret"}
         notifications_config(webhooks=[{**hook, **options}], retry_base_seconds=10)
 
