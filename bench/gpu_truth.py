@@ -682,6 +682,49 @@ def vllm_sleep_keeps_memory(run: Run, result: CaseResult) -> None:
     run.latency(result, status, started)
 
 
+def memory_aware_acquire(run: Run, result: CaseResult) -> None:
+    """gpu "any" on the one GPU, nobody holding its lease while Prime keeps its model: a need that
+    fits the measured free memory is granted there; a larger one waits, naming why."""
+    run.reset(prime_mib=run.sizes.prime_mib, prime={"frees": "full"})
+    gpu = run.box.args.gpu
+    free = run.box.truth.now().free_mib
+    fits, too_big = max(1024, free - 4096), free + 8192
+    result.figures |= {"free_mib": free, "fits_mib": fits, "too_big_mib": too_big}
+    body = {"requester": "gaia-study", "reason": "gpu truth: memory-aware acquire", "gpu": "any"}
+    granted = run.box.call("POST", "/gpu/acquire", as_service="gaia-study", json={**body, "memory_mib": fits})
+    answer = granted.json()
+    result.figures["granted"] = answer
+    result.check(
+        f"a need that fits ({fits} MiB of {free} free) is granted on GPU {gpu}",
+        f"200 on GPU {gpu}, the best fit",
+        f"{granted.status_code} on GPU {answer.get('gpu')}: {answer.get('choice') or answer.get('detail')}",
+        granted.status_code == 200
+        and answer.get("gpu") == gpu
+        and f"GPU {gpu}: the best fit" in (answer.get("choice") or ""),
+    )
+    if granted.status_code == 200:
+        run.box.call("POST", "/gpu/release", as_service="gaia-study", json={"lease_id": answer["lease_id"]})
+    queued = run.box.call(
+        "POST", "/gpu/acquire", as_service="gaia-study", json={**body, "memory_mib": too_big}
+    )
+    answer = queued.json()
+    result.figures["queued"] = answer
+    why = answer.get("waiting_for") or answer.get("detail") or ""
+    result.check(
+        f"a need larger than the free memory ({too_big} MiB) waits, naming why",
+        f"202 queued on GPU {gpu}: free and needed GiB, and who holds the memory (gaia-prime)",
+        f"{queued.status_code}: {why}",
+        queued.status_code == 202
+        and re.search(rf"GPU {gpu}: [0-9.]+ GiB free, {too_big / 1024:.1f} GiB needed", why) is not None
+        and "gaia-prime" in why,
+    )
+    if "lease_id" in answer:
+        run.box.call("POST", "/gpu/release", as_service="gaia-study", json={"lease_id": answer["lease_id"]})
+    study = run.fakes["gaia-study"].state()
+    signalled = run.calls("gaia-study", "/study/gpu-ready", study)
+    result.check("Study was never signalled", "no /study/gpu-ready", signalled or "none", not signalled)
+
+
 def reclaim_impossible(run: Run, result: CaseResult) -> None:
     """Study never acknowledges, so the handoff rolls back; Prime's /wake_up keeps failing."""
     run.reset(
@@ -766,6 +809,12 @@ CASES: list[tuple[str, str, str, Callable[[Run, CaseResult], None]]] = [
         "vLLM whose /sleep answers 200 but keeps its memory",
         "the ladder escalates; completed with Prime's memory gone",
         vllm_sleep_keeps_memory,
+    ),
+    (
+        "memory_aware_acquire",
+        'A memory-aware acquire (gpu "any") on the one GPU',
+        "a need that fits is granted there; a larger one waits, naming why",
+        memory_aware_acquire,
     ),
     (
         "reclaim_impossible",

@@ -14,6 +14,7 @@ they read, so such an update waits for a decision in flight and then re-checks i
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections import defaultdict
 from collections.abc import Iterator
@@ -29,12 +30,14 @@ from django.db import transaction
 from django.utils import timezone
 
 from gaiaorch import attribution, config, telemetry
-from gaiaorch.errors import Conflict, InvalidRequest, NotFound
+from gaiaorch.errors import Conflict, InvalidRequest, NotFound, Unavailable
 from leases import wakeups
 from leases.models import Gpu, Lease, LeaseStatus
 from notifications.models import Severity
 from notifications.services import record_events
 
+ANY_GPU = "any"  # acquire's `gpu` for "whichever GPU fits my memory need"
+CHOICE_ATTEMPTS = 3  # an 'any' acquire chooses again when its GPU was taken between choice and lock
 REAPER = "lease-reaper"
 RESIDENT_SEATER = "lease-resident"
 GAVE_UP = "gave up waiting"
@@ -60,6 +63,7 @@ class AcquireResult:
     queue_position: int | None
     waiting_for: str
     created: bool = False  # True when this call made the queue entry (not a re-acquire)
+    choice: str = ""  # an 'any' acquire: why this GPU, and what each other GPU lacked
 
 
 @dataclass(frozen=True)
@@ -607,7 +611,7 @@ def acquire(
     *,
     requester: str,
     reason: str,
-    gpu: int = 0,
+    gpu: int | str = 0,
     priority: int = 0,
     ttl_seconds: int | None = None,
     memory_mib: int | None = None,
@@ -616,22 +620,186 @@ def acquire(
     """Ask for a GPU: granted at once when free and nobody waits, else queued.
 
     Re-acquire by the holder returns (and renews, and claims) its lease; a waiter asking again
-    gets its entry, renewed and re-adopted.
+    gets its entry, renewed and re-adopted. `gpu="any"`: the GPU is chosen by measured free
+    memory (choose_gpu); the lease then needs that memory for its grant, as `memory_mib` does.
     """
     check_requester(requester)
     _check_positive("ttl_seconds", ttl_seconds)
     _check_positive("memory_mib", memory_mib)
+    fields = {"reason": reason[:500], "priority": priority, "ttl_seconds": ttl_seconds}
+    if gpu != ANY_GPU:
+        return _acquire_on(gpu, requester, memory_mib, fields, actor)
+    need = need_of(requester, memory_mib)
+    for attempt in range(CHOICE_ATTEMPTS):
+        choice = choose_gpu(requester, need)
+        last = attempt == CHOICE_ATTEMPTS - 1
+        try:
+            result = _acquire_on(
+                choice.gpu, requester, need or None, fields, actor, choice=choice, expect_free=not last
+            )
+        except _ChoiceTaken:
+            continue  # another request took the GPU first: choose again, from what stands now
+        waiting_for = result.waiting_for
+        if not result.granted and not choice.own and not choice.fits:
+            waiting_for = f"{choice.sentence}; queued on GPU {choice.gpu}: {waiting_for}"
+        return dataclasses.replace(result, choice=choice.sentence, waiting_for=waiting_for)
+    raise AssertionError("unreachable: the last attempt expects nothing")
+
+
+class _ChoiceTaken(Exception):
+    """The GPU an 'any' acquire chose was taken before its decision locked it (rolled back)."""
+
+
+def _acquire_on(
+    gpu: int,
+    requester: str,
+    memory_mib: int | None,
+    fields: dict[str, Any],
+    actor: str,
+    *,
+    choice: GpuChoice | None = None,
+    expect_free: bool = False,
+) -> AcquireResult:
     with _deciding(gpu, actor) as state:
         lease = state.for_requester(requester)
         created = lease is None
         if lease is not None:
             _renew(state, lease)
         else:
-            fields: dict[str, Any] = {"reason": reason[:500], "priority": priority, "memory_mib": memory_mib}
-            lease = _new_lease(state, requester=requester, ttl_seconds=ttl_seconds, **fields)
-            _event(state, lease, "requested", actor, priority=priority, memory_mib=memory_mib)
+            if expect_free and choice is not None and choice.fits and (state.holder or state.queue):
+                raise _ChoiceTaken()
+            chosen = {"asked_gpu": ANY_GPU, "choice": choice.sentence} if choice is not None else {}
+            lease = _new_lease(state, requester=requester, memory_mib=memory_mib, **fields)
+            _event(
+                state, lease, "requested", actor, priority=fields["priority"], memory_mib=memory_mib, **chosen
+            )
         state.attending.add(str(lease.id))
     return _result(lease, state, created)
+
+
+# ---------------------------------------------------------------- choosing a GPU by memory
+
+
+@dataclass(frozen=True)
+class GpuChoice:
+    """Where an 'any' acquire goes, and the sentence saying why (every GPU's state)."""
+
+    gpu: int
+    fits: bool  # free now (nobody holds it, nobody waits) with the need free in memory
+    sentence: str
+    own: bool = False  # the requester already has a live lease there (a re-acquire)
+
+
+def _gib(mib: int) -> str:
+    return f"{mib / 1024:.1f} GiB"
+
+
+def need_of(requester: str, memory_mib: int | None) -> int:
+    """The free memory an 'any' acquire needs: `memory_mib`, else what the configuration declares
+    for the requester (`vram_mib` of it and the GPU services it depends on, as a handoff counts
+    it); 0 when neither says."""
+    if memory_mib is not None:
+        return memory_mib
+    settings_ = config.current()
+    return settings_.vram_needed_mib(requester) if requester in settings_.services else 0
+
+
+def _spare(sample: telemetry.GpuSample | None) -> str:
+    return (
+        f"also free ({_gib(sample.free_mib)} free)"
+        if sample is not None
+        else "also free (memory not measured)"
+    )
+
+
+def _unusable(state: GpuState) -> str:
+    """Why a GPU is not free for a newcomer ("" when it is): a holder, or waiters it must not overtake."""
+    if state.holder is not None:
+        resident = ", its resident" if state.holder.standing else ""
+        return f"held by {state.holder.requester}{resident}"
+    if state.queue:
+        waiting = len(state.queue)
+        return (
+            f"free, but {waiting} request{'s' if waiting > 1 else ''} wait{'' if waiting > 1 else 's'} for it"
+        )
+    return ""
+
+
+def choose_gpu(requester: str, need_mib: int) -> GpuChoice:
+    """The GPU for an 'any' acquire needing `need_mib` free (0: no need declared).
+
+    Granted where it can be now: a GPU nobody holds or waits for whose measured free memory (the
+    telemetry sample, not "no lease") fits the need; the best fit (least free memory left over),
+    or with no need the GPU with the most free memory. When none fits, queued on a GPU whose
+    memory could ever hold the need, preferring one nobody holds, then the shortest queue, then
+    the most free memory; the sentence says per GPU why it was not chosen. A requester with a
+    live lease already keeps it (a re-acquire). With a need and no telemetry: 503, since no GPU
+    can be chosen by memory; a need no GPU could ever hold: 400.
+    """
+    sampled = telemetry.sample()
+    if need_mib and not sampled.available:
+        raise Unavailable(
+            f"GPU telemetry is unavailable ({sampled.reason}): no GPU can be chosen by free memory "
+            f'for {_gib(need_mib)}. Name a GPU instead of "any".',
+            code="telemetry_unavailable",
+            telemetry=sampled.backend,
+        )
+    states = _settled(sampled)
+    own = [state for state in states if state.for_requester(requester)]
+    if own:
+        held = next((state for state in own if state.holder and state.holder.requester == requester), own[0])
+        return GpuChoice(
+            held.gpu.index, True, f"GPU {held.gpu.index}: {requester} has a lease there", own=True
+        )
+    views = []  # (state, sample, why-not) per GPU
+    for state in states:
+        sample = sampled.gpu(state.gpu.index)
+        why = _unusable(state)
+        if not why and sample is None and sampled.available:
+            why = "not measured by telemetry"
+        elif not why and sample is not None and sample.free_mib < need_mib:
+            why = f"{_gib(sample.free_mib)} free, {_gib(need_mib)} needed"
+        views.append((state, sample, why))
+    fitting = [(state, sample) for state, sample, why in views if not why]
+    if fitting:
+        if need_mib:
+            state, sample = min(fitting, key=lambda pair: (pair[1].free_mib - need_mib, pair[0].gpu.index))
+        else:
+            state, sample = min(
+                fitting, key=lambda pair: (-(pair[1].free_mib if pair[1] else 0), pair[0].gpu.index)
+            )
+        index = state.gpu.index
+        free = f" ({_gib(sample.free_mib)} free)" if sample is not None else " (memory not measured)"
+        fit = f"the best fit for {_gib(need_mib)}" if need_mib else "free"
+        others = [
+            f"GPU {s.gpu.index}: {why or _spare(sample)}" for s, sample, why in views if s.gpu.index != index
+        ]
+        return GpuChoice(index, True, "; ".join([f"GPU {index}: {fit}{free}", *others]))
+    sentence = "; ".join(f"GPU {state.gpu.index}: {why}" for state, _, why in views)
+    possible = [
+        (state, sample)
+        for state, sample, _ in views
+        if sample is None or sample.total_mib - (sample.reserved_mib or 0) >= need_mib
+    ]
+    if not possible:
+        largest = max(
+            (sample.total_mib - (sample.reserved_mib or 0) for _, sample, _ in views if sample), default=0
+        )
+        raise InvalidRequest(
+            f"No GPU could ever hold {_gib(need_mib)}: the largest has {_gib(largest)} "
+            "beyond the driver's reservation.",
+            fields={"memory_mib": [f"at most {largest} MiB on this box"]},
+        )
+    state, _ = min(
+        possible,
+        key=lambda pair: (
+            pair[0].holder is not None,
+            len(pair[0].queue),
+            -(pair[1].free_mib if pair[1] else 0),
+            pair[0].gpu.index,
+        ),
+    )
+    return GpuChoice(state.gpu.index, False, sentence)
 
 
 def _end_live(lease_id: Any, actor: str, decide, gpu: int | None = None) -> tuple[Lease, GpuState]:

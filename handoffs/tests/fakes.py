@@ -14,8 +14,10 @@ Every call is recorded with its JSON body; `fake.busy_seconds` sums the time spe
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -115,42 +117,92 @@ class FakeGpu:
 
     `set(used)` writes a GPU as NVML v1 shows it with no process list (attribution unavailable);
     `hold(pid, mib)` lists a real process holding memory, with the driver's reservation
-    (`reserved_mib`, NVML v2), so attribution finds whose memory it is.
+    (`reserved_mib`, NVML v2), so attribution finds whose memory it is. One GPU (index 0) on its
+    own; several GPUs sharing the file are made by FakeGpus.
     """
 
-    def __init__(self, path: Path, total_mib: int = 24576, used_mib: int = 512, reserved_mib: int = 615):
+    def __init__(
+        self,
+        path: Path,
+        total_mib: int = 24576,
+        used_mib: int = 512,
+        reserved_mib: int = 615,
+        *,
+        index: int = 0,
+        uuid: str | None = None,
+        box: FakeGpus | None = None,
+    ):
         self.path = path
+        self.index = index
+        self.uuid = uuid or f"GPU-fake-{index}"
         self.total_mib = total_mib
         self.reserved_mib = reserved_mib
+        self.box = box  # the GPUs this one shares the file with (None: alone in it)
         self.processes: dict[int, int] = {}
         self.lists_processes = False  # True once a test lists processes: then it reads like NVML v2
         self.set(used_mib)
 
     def set(self, used_mib: int) -> None:
-        self.used_mib = used_mib
-        self._write()
+        with self.box.lock if self.box else contextlib.nullcontext():
+            self.used_mib = used_mib
+            self._write()
 
     def hold(self, pid: int, mib: int) -> None:
-        self.lists_processes = True
-        if mib:
-            self.processes[pid] = mib
-        else:
-            self.processes.pop(pid, None)
-        self.used_mib = sum(self.processes.values())
-        self._write()
+        with self.box.lock if self.box else contextlib.nullcontext():
+            self.lists_processes = True
+            if mib:
+                self.processes[pid] = mib
+            else:
+                self.processes.pop(pid, None)
+            self.used_mib = sum(self.processes.values())
+            self._write()
 
-    def _write(self) -> None:
-        entry: dict[str, Any] = {"index": 0, "total_mib": self.total_mib, "used_mib": self.used_mib}
+    def entry(self) -> dict[str, Any]:
+        entry: dict[str, Any] = {
+            "index": self.index,
+            "uuid": self.uuid,
+            "total_mib": self.total_mib,
+            "used_mib": self.used_mib,
+        }
         if self.lists_processes:
             processes = [{"pid": pid, "used_mib": mib} for pid, mib in self.processes.items()]
             entry |= {"reserved_mib": self.reserved_mib, "processes": processes}
-        write_fake(self.path, [entry])
+        return entry
+
+    def _write(self) -> None:
+        if self.box is not None:
+            self.box.write()
+        else:
+            write_fake(self.path, [self.entry()])
 
     def setter(self, used_mib: int) -> Callable[[], None]:
         return lambda: self.set(used_mib)
 
     def holder(self, pid: int, mib: int) -> Callable[[], None]:
         return lambda: self.hold(pid, mib)
+
+
+class FakeGpus:
+    """Several GPUs in one fake telemetry file, as NVML lists a box with several cards: each a
+    FakeGpu with its own index, UUID, total and processes (`box[1].hold(pid, mib)`). The file
+    lists them in the order given, which need not be index order: gaiaorch goes by the index.
+    """
+
+    def __init__(self, path: Path, gpus: list[dict[str, Any]]):
+        self.path = path
+        # why: two fakes' hooks (two handoffs at once) change their GPUs and rewrite the one file
+        self.lock = threading.RLock()
+        self.gpus: list[FakeGpu] = []
+        for options in gpus:
+            self.gpus.append(FakeGpu(path, box=self, **options))
+        self.write()
+
+    def __getitem__(self, index: int) -> FakeGpu:
+        return next(gpu for gpu in self.gpus if gpu.index == index)
+
+    def write(self) -> None:
+        with self.lock:
+            write_fake(self.path, [gpu.entry() for gpu in self.gpus])
 
 
 def stack_config(core: str, prime: str, study: str, **handoffs: Any) -> dict[str, Any]:

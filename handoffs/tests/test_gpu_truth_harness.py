@@ -1,6 +1,6 @@
 """bench/gpu_truth.py, the real-GPU harness, runs whole on the fake backend: the service started
 by runstack, the fakes writing the fake telemetry file, attribution finding each fake by its
-command line. Every one of its seven cases must pass here as on the GPU box.
+command line. Every one of its eight cases must pass here as on the GPU box.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ def test_it_passes_every_case_on_the_fake_backend(tmp_path):
         for case in report["cases"]
         if not case["passed"]
     }
-    assert done.returncode == 0 and report["passed"] == 7, f"{failed}\n{report.get('harness_error')}"
+    assert done.returncode == 0 and report["passed"] == 8, f"{failed}\n{report.get('harness_error')}"
     case = next(case for case in report["cases"] if case["name"] == "clean_release")
     passed = {check["what"]: check["passed"] for check in case["checks"]}
     assert passed["NVML's process list attributes Prime's memory to gaia-prime (by command line)"]
@@ -51,8 +51,10 @@ def test_it_passes_every_case_on_the_fake_backend(tmp_path):
     assert case["attribution"]["before"]["by_service_mib"]["gaia-prime"] == prime_with_its_context
     assert (
         "| Clean release |" in (out / "gpu-truth.md").read_text()
-        and "**7 of 7 cases passed.**" in (out / "gpu-truth.md").read_text()
+        and "**8 of 8 cases passed.**" in (out / "gpu-truth.md").read_text()
     )
+    acquire = next(case for case in report["cases"] if case["name"] == "memory_aware_acquire")
+    assert (acquire["figures"]["granted"]["gpu"], acquire["figures"]["queued"]["status"]) == (0, "waiting")
     assert sorted(path.name for path in out.iterdir()) == [
         "fakes.log",
         "gpu-truth.json",

@@ -26,10 +26,44 @@ class RequesterFieldSchema(OpenApiSerializerFieldExtension):
         return {"type": "string", "enum": services.requesters()}
 
 
+class AcquireGpuField(serializers.Field):
+    """An acquire's GPU: its index, or "any" for the GPU whose free memory fits the need best."""
+
+    default_error_messages = {
+        "invalid": f'must be a GPU index (0 to {MAX_GPU_INDEX}) or "{services.ANY_GPU}"',
+    }
+
+    def to_internal_value(self, data):
+        if data == services.ANY_GPU:
+            return data
+        try:
+            return serializers.IntegerField(min_value=0, max_value=MAX_GPU_INDEX).run_validation(data)
+        except serializers.ValidationError:
+            self.fail("invalid")
+
+    def to_representation(self, value):
+        return value
+
+
+class AcquireGpuFieldSchema(OpenApiSerializerFieldExtension):
+    target_class = AcquireGpuField
+
+    def map_serializer_field(self, auto_schema, direction):
+        return {
+            "oneOf": [
+                {"type": "integer", "minimum": 0, "maximum": MAX_GPU_INDEX},
+                {"type": "string", "enum": [services.ANY_GPU]},
+            ],
+            "default": 0,
+            "description": f'a GPU index, or "{services.ANY_GPU}": the GPU whose measured free memory '
+            "fits memory_mib (else the requester's configured vram_mib) best",
+        }
+
+
 class AcquireSerializer(serializers.Serializer):
     requester = RequesterField()
     reason = serializers.CharField(max_length=500)
-    gpu = serializers.IntegerField(min_value=0, max_value=MAX_GPU_INDEX, default=0)
+    gpu = AcquireGpuField(default=0)
     priority = serializers.IntegerField(min_value=-1000, max_value=1000, default=0)
     ttl_seconds = serializers.IntegerField(
         min_value=1, max_value=MAX_TTL_SECONDS, required=False, allow_null=True, default=None
@@ -66,6 +100,7 @@ class GrantedSerializer(serializers.Serializer):
     fencing_token = serializers.IntegerField()
     expires_at = serializers.DateTimeField(allow_null=True)
     message = serializers.CharField()
+    choice = serializers.CharField(required=False, help_text='gpu "any": why this GPU, per GPU')
 
 
 class QueuedSerializer(serializers.Serializer):
@@ -79,6 +114,7 @@ class QueuedSerializer(serializers.Serializer):
     queue_position = serializers.IntegerField(allow_null=True)
     waiting_for = serializers.CharField(allow_blank=True)
     message = serializers.CharField()
+    choice = serializers.CharField(required=False, help_text='gpu "any": why this GPU, per GPU')
 
 
 class LeaseIdSerializer(serializers.Serializer):

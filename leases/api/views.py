@@ -53,6 +53,8 @@ def acquire_body(result: services.AcquireResult) -> tuple[dict[str, Any], int]:
             "expires_at": lease.expires_at.isoformat() if lease.expires_at else None,
             "message": f"GPU {lease.gpu.index} granted to {lease.requester}",
         }
+        if result.choice:
+            body["choice"] = result.choice
         return body, status.HTTP_200_OK
     body = {
         "success": False,
@@ -64,6 +66,8 @@ def acquire_body(result: services.AcquireResult) -> tuple[dict[str, Any], int]:
         if result.queue_position
         else f"The request is {lease.status}.",
     }
+    if result.choice:
+        body["choice"] = result.choice
     return body, status.HTTP_202_ACCEPTED
 
 

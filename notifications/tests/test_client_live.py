@@ -6,7 +6,7 @@ import time
 import httpx
 import pytest
 
-from gaiaorch_client import AsyncClient, Client, LeaseTimeout
+from gaiaorch_client import AsyncClient, Client, GaiaorchError, LeaseTimeout
 from notifications.tests.stack import Stack
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
@@ -70,3 +70,32 @@ async def test_it_sends_an_oracle_fallback_notice_that_users_see(server):
     events = server.wait_for_events(0, 1)
     notice = next(e for e in events if e["type"] == "notification.oracle_fallback")
     assert notice["data"]["fallback_model"] == "groq/llama-70b"
+
+
+def test_it_asks_for_any_gpu_that_fits_its_memory_need(tmp_path):
+    """gpu="any" through the client: the real server chooses by the fake backend's free memory."""
+    from gaiaorch import telemetry
+
+    fake_file = tmp_path / "gpus.json"
+    gib, total = 1024, 80 * 1024
+    telemetry.write_fake(
+        fake_file,
+        [
+            {"index": 0, "uuid": "GPU-live-0", "total_mib": total, "used_mib": total - 12 * gib},
+            {"index": 1, "uuid": "GPU-live-1", "total_mib": total, "used_mib": total - 70 * gib},
+        ],
+    )
+    env = {"GAIAORCH_GPU_BACKEND": "fake", "GAIAORCH_FAKE_GPU_FILE": str(fake_file)}
+    (tmp_path / "var").mkdir()
+    stack = Stack(tmp_path / "var", env=env)
+    stack.start("web")
+    try:
+        study = client_of(stack, "gaia-study")
+        with study.gpu("LoRA training", wait_seconds=5, gpu="any", memory_mib=40 * gib) as lease:
+            assert lease.granted and lease.gpu == 1
+            assert lease.body["choice"].startswith("GPU 1: the best fit for 40.0 GiB (70.0 GiB free)")
+        with pytest.raises(GaiaorchError) as refused:
+            study.acquire("LoRA training", gpu="any", memory_mib=100 * gib)
+        assert refused.value.status_code == 400 and "memory_mib" in refused.value.body["fields"]
+    finally:
+        stack.stop()

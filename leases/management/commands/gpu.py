@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import getpass
 import json
@@ -19,10 +20,24 @@ def _lease_args(parser) -> None:
     parser.add_argument("lease_id", help="the lease's id (a UUID)")
 
 
+def _gpu(value: str) -> int | str:
+    if value == services.ANY_GPU:
+        return value
+    try:
+        return int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f'must be a GPU index or "{services.ANY_GPU}"') from None
+
+
 def _acquire_args(parser, requester_required: bool = True) -> None:
     parser.add_argument("--requester", required=requester_required, help="service name, e.g. gaia-study")
     parser.add_argument("--reason", default="", help="why the GPU is needed")
-    parser.add_argument("--gpu", type=int, default=0)
+    parser.add_argument(
+        "--gpu",
+        type=_gpu,
+        default=0,
+        help=f'a GPU index, or "{services.ANY_GPU}": the GPU whose free memory fits best',
+    )
     parser.add_argument("--priority", type=int, default=0)
     parser.add_argument("--ttl", type=int, dest="ttl_seconds", help="seconds; renew with heartbeat")
     parser.add_argument("--memory-mib", type=int, dest="memory_mib", help="free VRAM needed for a grant")
@@ -106,7 +121,8 @@ def _text(command: str, body: dict[str, Any]) -> str:
     if command == "status":
         return "\n".join(_gpu_lines(gpu) for gpu in body.get("gpus", [body]))
     if "message" in body:
-        return f"{body['message']}\nlease {body['lease_id']} ({body['status']})"
+        chosen = f"\nchosen: {body['choice']}" if body.get("choice") else ""
+        return f"{body['message']}{chosen}\nlease {body['lease_id']} ({body['status']})"
     return f"lease {body['lease_id']}: {body['requester']} on GPU {body['gpu']} is {body['status']}"
 
 
