@@ -30,9 +30,8 @@ from django.utils import timezone
 
 from gaiaorch import attribution, config, telemetry
 from gaiaorch.errors import Conflict, InvalidRequest, NotFound
-from leases import wakeups
+from leases import events, wakeups
 from leases.models import Gpu, Lease, LeaseStatus
-from notifications.models import Severity
 from notifications.services import record_events
 
 REAPER = "lease-reaper"
@@ -49,8 +48,6 @@ EVENT_TITLES = {
     "revoked": "{requester}'s lease on GPU {gpu} was revoked",
     "cancelled": "{requester} left the queue for GPU {gpu}",
 }
-EVENT_TYPES = {"standing": "lease.granted"}  # a standing grant is a grant, marked standing
-EVENT_SEVERITY = {"expired": Severity.WARNING, "unclaimed": Severity.WARNING, "revoked": Severity.WARNING}
 
 
 @dataclass(frozen=True)
@@ -309,11 +306,10 @@ def _event(state: GpuState, lease: Lease, what: str, actor: str, message: str = 
     names = {"requester": lease.requester, "gpu": state.gpu.index}
     state.events.append(
         {
-            "type": EVENT_TYPES.get(what, f"lease.{what}"),
+            "type": events.TRANSITIONS[what],
             "title": EVENT_TITLES[what].format(**names),
             "message": message,
             "actor": actor,
-            "severity": EVENT_SEVERITY.get(what, Severity.INFO),
             "data": {
                 "lease_id": str(lease.id),
                 **names,

@@ -14,17 +14,17 @@ from typing import Any
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
-from gaiaorch import config
+from gaiaorch import config, event_types
 from gaiaorch.auth import audit_marks
 from gaiaorch.config import Webhook
 from gaiaorch.redaction import public_origin
 from notifications import dispatch, webhooks
+from notifications.events import ORACLE_FALLBACK, WEBHOOK_GAVE_UP, WEBHOOK_RETRIED
 from notifications.feed import notification, type_filter
 from notifications.models import DeliveryStatus, Event, OracleFallbackBurst, Severity, WebhookDelivery
 
 # Any constant works; it only has to be the same for every writer of the event log.
 EVENT_ORDER_LOCK = 0x6A1A0E
-ORACLE_FALLBACK = "notification.oracle_fallback"
 # Events about webhooks are never sent to webhooks: a dead one would otherwise feed itself forever.
 UNDELIVERED_PREFIX = "webhook."
 # A claimed delivery is left alone this long beyond its timeout before it is attempted again.
@@ -46,13 +46,16 @@ def record_event(
     message: str = "",
     *,
     actor: str = "system",
-    severity: str = Severity.INFO,
+    severity: str | None = None,
     data: dict[str, Any] | None = None,
     subject: tuple[str, Any] | None = None,
     correlation_id: str = "",
 ) -> Event:
     """Append one event (and its webhook outbox rows); it is pushed to listeners once committed.
-    An event written for a tokenless caller says so in its data (gaiaorch.auth.audit_marks)."""
+    `type` is a declared event type (gaiaorch.event_types): an unknown type, a severity it does not
+    allow (None: its declared one) or a payload (`data`) with a missing or an undeclared key raises
+    EventContractError. An event written for a tokenless caller says so in its data
+    (gaiaorch.auth.audit_marks)."""
     fields = {"actor": actor, "severity": severity, "data": data, "subject": subject}
     return record_events(
         [{"type": type, "title": title, "message": message, **fields, "correlation_id": correlation_id}]
@@ -64,6 +67,7 @@ def record_events(events: Sequence[Mapping[str, Any]]) -> list[Event]:
     record_event's arguments (type and title required), each written as record_event writes it."""
     if not events:
         return []
+    events = [{**event, "severity": _checked_severity(**event)} for event in events]
     # No savepoint: an event that cannot be written must fail the caller's whole state change.
     with transaction.atomic(savepoint=False):
         _hold_event_order_lock()
@@ -72,6 +76,14 @@ def record_events(events: Sequence[Mapping[str, Any]]) -> list[Event]:
         last_id = rows[-1].id
         transaction.on_commit(lambda: dispatch.event_committed(last_id))
     return rows
+
+
+def _checked_severity(
+    type: str, title: str, *, severity: str | None = None, data: dict[str, Any] | None = None, **_: Any
+) -> str:
+    """The event's severity, once the registry allows its type, severity and payload (before any
+    write, so a refused event leaves the caller's transaction usable for its own error handling)."""
+    return event_types.check(type, severity, data)
 
 
 def _event_row(
@@ -190,7 +202,7 @@ def _give_up(delivery_id: int, reason: str) -> WebhookDelivery | None:
 
 def _record_gave_up(delivery: WebhookDelivery) -> None:
     record_event(
-        "webhook.gave_up",
+        WEBHOOK_GAVE_UP,
         f"Webhook {delivery.webhook} gave up on event #{delivery.event_id}",
         f"After {delivery.attempts} attempt(s): {delivery.last_error or delivery.last_status_code}",
         severity=Severity.WARNING,
@@ -207,7 +219,7 @@ def retry_failed_deliveries(delivery_ids: list[int], actor: str) -> int:
         )
         if retried:
             record_event(
-                "webhook.retried",
+                WEBHOOK_RETRIED,
                 f"{retried} failed webhook deliveries retried by {actor}",
                 actor=actor,
                 data={"delivery_ids": sorted(delivery_ids), "retried": retried},
