@@ -81,6 +81,7 @@ def _docker_status() -> DockerStatus:
 def docker_reachable(*, reachable: bool, error: str = "") -> None:
     """Record whether Docker answered; when it did not, every observed state becomes unknown."""
     with transaction.atomic():
+        # why: two reality passes must not both see the change and both write its event.
         status = DockerStatus.objects.select_for_update().get_or_create(pk=1)[0]
         changed = status.available != reachable
         status.available, status.error, status.checked_at = reachable, error, timezone.now()

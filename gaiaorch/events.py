@@ -28,12 +28,9 @@ ACCOUNT_READ_ONLY_CHANGED = declare(
     "An account was made read-only, or allowed to write again.",
     payload=("account", "read_only"),
 )
-ACCOUNT_CHANGED = declare(
-    "account.changed",
+ADMIN_CHANGED = declare(
+    "admin.changed",
     "warning",
-    "An operator changed an account in the admin (its fields, groups or password).",
-    payload=("account", "changed"),
-)
-ACCOUNT_DELETED = declare(
-    "account.deleted", "warning", "An operator deleted an account in the admin.", payload=("account",)
+    "An operator added, changed or deleted a row in the admin (an account, a group, a queued task).",
+    payload=("model", "object", "action", "changed"),
 )

@@ -218,6 +218,7 @@ def cancel(handoff_id: UUID | str, *, actor: str, reason: str = "") -> Handoff:
 
 def get_for_update(handoff_id: UUID | str) -> Handoff:
     get(handoff_id)
+    # why: the caller's change (cancel, a runner's transition) must see the phase the other ends in.
     return Handoff.objects.select_for_update().get(pk=handoff_id)
 
 

@@ -111,25 +111,55 @@ def sync_gpus(sampled: telemetry.Telemetry | None = None) -> list[Gpu]:
     for index, facts in wanted.items():
         gpu = rows.get(index)
         if gpu is None:
-            # get_or_create survives a concurrent creator of the same row (unique index + savepoint).
-            gpu, created = Gpu.objects.get_or_create(index=index, defaults=facts)
+            with transaction.atomic():
+                # get_or_create survives a concurrent creator of the same row (unique index + savepoint).
+                gpu, created = Gpu.objects.get_or_create(index=index, defaults=facts)
+                if created:
+                    _presence_event(gpu, events.GPU_APPEARED)
             rows[index] = gpu
             if created and gpu.resident:
                 to_seat.append(index)
         changed = _unlike(gpu, facts)
         if changed:
-            Gpu.objects.filter(pk=gpu.pk).update(**changed)
+            with transaction.atomic():
+                # The update names the presence it changes, so of two syncs only one reports it.
+                if not Gpu.objects.filter(pk=gpu.pk, present=gpu.present).update(**changed):
+                    Gpu.objects.filter(pk=gpu.pk).update(**changed)
+                elif changed.get("present"):
+                    _presence_event(gpu, events.GPU_APPEARED, **changed)
             for name, value in changed.items():
                 setattr(gpu, name, value)
             if changed.get("resident"):
                 to_seat.append(index)
     if measured:
         # Only a working probe may say a GPU is gone; a failing one must not hide GPUs.
-        Gpu.objects.filter(present=True).exclude(index__in=wanted).update(present=False)
+        for gone in Gpu.objects.filter(present=True).exclude(index__in=wanted):
+            with transaction.atomic():
+                if Gpu.objects.filter(pk=gone.pk, present=True).update(present=False):
+                    _presence_event(gone, events.GPU_DISAPPEARED)
     for index in to_seat:
         seat_resident(index)
     present = [gpu for gpu in rows.values() if gpu.index in wanted or (gpu.present and not measured)]
     return sorted(present, key=lambda gpu: gpu.index)
+
+
+def _presence_event(gpu: Gpu, type: str, **now: Any) -> None:
+    """A GPU appearing in telemetry or gone from it (gpu.appeared, gpu.disappeared)."""
+    facts = {"gpu": gpu.index, "uuid": gpu.uuid, "name": gpu.name, "total_mib": gpu.total_mib, **now}
+    facts.pop("present", None)
+    facts.pop("resident", None)
+    appeared = type == events.GPU_APPEARED
+    record_events(
+        [
+            {
+                "type": type,
+                "title": f"GPU {gpu.index} {'appeared' if appeared else 'is gone'}"
+                + (f" ({facts['name']})" if facts["name"] else ""),
+                "data": facts if appeared else {k: facts[k] for k in ("gpu", "uuid", "name")},
+                "subject": ("gpu", gpu.index),
+            }
+        ]
+    )
 
 
 def seat_resident(gpu: int) -> Lease | None:

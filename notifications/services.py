@@ -37,6 +37,7 @@ def _hold_event_order_lock() -> None:
     # commit makes ids visible in order. SQLite already serialises all writers.
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
+            # why: event ids must become visible in id order (see above); held until commit.
             cursor.execute("SELECT pg_advisory_xact_lock(%s)", [EVENT_ORDER_LOCK])
 
 
@@ -165,6 +166,7 @@ def attempt_delivery(delivery_id: int, attempt: int) -> WebhookDelivery | None:
 def _record_attempt(
     delivery_id: int, attempt: int, hook: Webhook, outcome: webhooks.Outcome
 ) -> WebhookDelivery:
+    # why: an operator's retry or give-up may change the same delivery while this attempt ends.
     delivery = WebhookDelivery.objects.select_for_update().get(id=delivery_id)
     now = timezone.now()
     delivery.attempt_log = [
@@ -191,6 +193,7 @@ def _record_attempt(
 
 @transaction.atomic
 def _give_up(delivery_id: int, reason: str) -> WebhookDelivery | None:
+    # why: a late attempt may be recording its outcome; exactly one of them ends the delivery.
     delivery = WebhookDelivery.objects.select_for_update().get(id=delivery_id)
     if delivery.status != DeliveryStatus.PENDING:
         return None
@@ -294,6 +297,7 @@ def _report_oracle_fallback(
     fallback_model: str, original_role: str, reason: str, timestamp: datetime | None, actor: str
 ) -> OracleFallbackReport:
     now = timezone.now()
+    # why: two notices of one model and role must fold into one burst, not each count alone.
     burst = (
         OracleFallbackBurst.objects.select_for_update()
         .filter(fallback_model=fallback_model, original_role=original_role, closed_at__isnull=True)
