@@ -14,6 +14,7 @@ from rest_framework.response import Response
 from gaiaorch import rights
 from gaiaorch.auth import actor_name
 from gaiaorch.errors import InvalidRequest, NotFound
+from gaiaorch_client import contract
 from leases import services
 from leases.api.serializers import (
     AcquireSerializer,
@@ -81,10 +82,11 @@ def lease_body(lease: Lease, message: str) -> dict[str, Any]:
 @api_view(["POST"])
 def acquire(request):
     """Ask for a GPU. Never blocks: `timeout_seconds` is accepted for compatibility; use /gpu/wait."""
-    params = validated(AcquireSerializer, request.data)
-    params.pop("timeout_seconds", None)
+    params = validated(AcquireSerializer, request.data)  # timeout_seconds: read, never used
     ensure_acts_for(request.user, params["requester"])
-    body, code = acquire_body(services.acquire(**params, actor=actor_name(request.user)))
+    body, code = acquire_body(
+        services.acquire(**contract.acquire_arguments(params), actor=actor_name(request.user))
+    )
     return Response(body, status=code)
 
 
