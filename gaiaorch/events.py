@@ -7,7 +7,7 @@ from gaiaorch.event_types import declare
 ACCOUNT_CREATED = declare(
     "account.created",
     "info",
-    "A service account was created (read_only: it reads and never writes).",
+    "An account was created: a service's, or the first operator's (read_only: it reads and never writes).",
     payload=("account", "read_only"),
 )
 ACCOUNT_TOKEN_ISSUED = declare(

@@ -99,3 +99,10 @@ def test_it_gives_every_admin_either_no_edits_or_an_audit():
         a.has_add_permission(request) or a.has_change_permission(request) or a.has_delete_permission(request)
         for a in read_only
     )
+
+
+def test_it_records_the_first_operators_creation_once(settings, tmp_path):
+    settings.VAR_DIR = tmp_path
+    call_command("ensure_operator")
+    call_command("ensure_operator")
+    assert account_events() == [("account.created", {"account": "admin", "read_only": False})]
