@@ -24,7 +24,7 @@ WEBHOOK_RETRIED = declare(
     payload=("delivery_ids", "retried"),
 )
 MANUAL = declare(
-    "notification.manual",
+    "manual.event",
     "info",
     "An event made by hand with `manage.py notify event` (tests and demos).",
 )

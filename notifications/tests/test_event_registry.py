@@ -62,7 +62,7 @@ def test_it_refuses_an_unknown_type_from_the_command_line(db):
     with pytest.raises(CommandError, match=r"unknown event type 'test\.nothing'"):
         call_command("notify", "event", "test.nothing", "hello")
     call_command("notify", "event", "hello by hand")
-    assert Event.objects.get().type == "notification.manual"
+    assert Event.objects.get().type == "manual.event"
 
 
 def test_it_declares_each_type_in_its_apps_events_module_with_the_logs_severities():
