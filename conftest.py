@@ -15,6 +15,7 @@ from django.db.backends.base.base import BaseDatabaseWrapper
 from rest_framework.test import APIClient
 
 from gaiaorch.auth import ensure_service_account
+from notifications.tests import samples  # noqa: F401 (declares the test event types)
 
 
 def pytest_collection_modifyitems(config, items):

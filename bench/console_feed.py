@@ -41,7 +41,7 @@ if not Handoff.objects.active().exists():
         type="prime_to_study", source="gaia-core", destination="gaia-study", requested_by="bench"
     )
 for number in range(1000):
-    record_event("bench.event", f"event {number}", actor="bench")
+    record_event("manual.event", f"event {number}", actor="bench")
 user, _ = get_user_model().objects.get_or_create(username="bench-operator", defaults={"is_staff": True})
 session = SessionStore()
 session.update({SESSION_KEY: str(user.pk), BACKEND_SESSION_KEY: "django.contrib.auth.backends.ModelBackend",

@@ -38,7 +38,7 @@ def enqueuer(stack: Stack):
     django.setup()
     from django_q.tasks import async_task
 
-    return lambda n: async_task("notifications.tasks.emit_event", "bench.tick", f"tick {n}", "", {"n": n})
+    return lambda n: async_task("notifications.tasks.emit_event", "manual.event", f"tick {n}", "", {})
 
 
 async def listen(url: str, expected: int, latencies: list[float], ready: asyncio.Event, counts: list[int]):
@@ -48,7 +48,7 @@ async def listen(url: str, expected: int, latencies: list[float], ready: asyncio
         while received < expected:
             message = json.loads(await socket.recv())
             arrived = time.time()
-            if message["notification_type"] != "bench.tick":
+            if message["notification_type"] != "manual.event":
                 continue
             latencies.append(arrived - datetime.fromisoformat(message["timestamp"]).timestamp())
             received += 1
@@ -72,7 +72,7 @@ async def run(args) -> dict:
         latencies: list[float] = []
         counts: list[int] = []
         readies = [asyncio.Event() for _ in range(args.clients)]
-        url = stack.ws_url("types=bench.*")
+        url = stack.ws_url("types=manual.event")
         listeners = [
             asyncio.create_task(listen(url, args.events, latencies, ready, counts)) for ready in readies
         ]

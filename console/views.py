@@ -1,5 +1,6 @@
 """The coordinator's answers over every app: the endpoint index (GET /), the summary (GET /status),
-readiness (/ready) and the Prometheus figures (/metrics)."""
+readiness (/ready) and the Prometheus figures (/metrics). Each JSON answer is rendered by the
+serializer that documents it (gaiaorch.serializers.render)."""
 
 from django.conf import settings
 from django.urls import reverse
@@ -12,6 +13,7 @@ from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 
 from console import metrics, services
+from gaiaorch.serializers import render
 
 ROOT_SCHEMA = inline_serializer(
     "ServiceIndex",
@@ -37,15 +39,14 @@ ROOT_SCHEMA = inline_serializer(
 @api_view(["GET"])
 def index(request):
     """The service's name, version and every endpoint it answers."""
-    return Response(
-        {
-            "service": settings.SERVICE_NAME,
-            "version": settings.VERSION,
-            "docs": reverse("api-docs"),
-            "schema": reverse("schema"),
-            "endpoints": services.endpoint_index(),
-        }
-    )
+    body = {
+        "service": settings.SERVICE_NAME,
+        "version": settings.VERSION,
+        "docs": reverse("api-docs"),
+        "schema": reverse("schema"),
+        "endpoints": services.endpoint_index(),
+    }
+    return Response(render(type(ROOT_SCHEMA), body))
 
 
 STATUS_SCHEMA = inline_serializer(
@@ -67,7 +68,7 @@ STATUS_SCHEMA = inline_serializer(
 @api_view(["GET"])
 def overview(request):
     """Everything at once: GPUs and leases, containers, the active handoff (cheap enough to poll)."""
-    return Response(services.overview())
+    return Response(render(type(STATUS_SCHEMA), services.overview()))
 
 
 READY_SCHEMA = inline_serializer(
@@ -93,7 +94,7 @@ READY_SCHEMA = inline_serializer(
 def ready(request):
     """Readiness: 200 when the database, the worker, Docker and telemetry all work, else 503."""
     report = services.readiness()
-    return Response(report, status=200 if report["ready"] else 503)
+    return Response(render(type(READY_SCHEMA), report), status=200 if report["ready"] else 503)
 
 
 class PrometheusTextRenderer(renderers.BaseRenderer):

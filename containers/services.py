@@ -17,6 +17,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
+from containers import events
 from containers.engine import DockerUnavailable, Engine
 from containers.models import (
     Container,
@@ -81,12 +82,13 @@ def _docker_status() -> DockerStatus:
 def docker_reachable(*, reachable: bool, error: str = "") -> None:
     """Record whether Docker answered; when it did not, every observed state becomes unknown."""
     with transaction.atomic():
+        # why: two reality passes must not both see the change and both write its event.
         status = DockerStatus.objects.select_for_update().get_or_create(pk=1)[0]
         changed = status.available != reachable
         status.available, status.error, status.checked_at = reachable, error, timezone.now()
         status.save()
         if changed:
-            kind = "docker.available" if reachable else "docker.unavailable"
+            kind = events.DOCKER_AVAILABLE if reachable else events.DOCKER_UNAVAILABLE
             title = "Docker is reachable" if reachable else "Docker is unreachable"
             severity = Severity.INFO if reachable else Severity.ERROR
             record_event(kind, title, error, severity=severity, subject=("docker", "engine"))
@@ -132,7 +134,7 @@ def _change(row: Container, fields: dict[str, Any], reason: str = "") -> bool:
     row.changed_at = timezone.now()
     row.save()
     record_event(
-        "container.state_changed",
+        events.CONTAINER_STATE_CHANGED,
         f"{row.service}: {before['state']} -> {row.state}" + (f" ({row.health})" if row.health else ""),
         reason,
         severity=Severity.WARNING if row.state in (State.UNKNOWN, State.DEAD) else Severity.INFO,
@@ -345,7 +347,7 @@ def _request(
                 deadline_at=timezone.now() + _time_budget(plan),
             )
             record_event(
-                "container.operation_requested",
+                events.OPERATION_REQUESTED,
                 f"{kind} requested by {actor}",
                 reason,
                 data={"operation_id": operation.id, "services": operation.services, "params": params},
@@ -493,7 +495,7 @@ def finish_operation(operation_id: int, *, error: str = "", claim: jobs.Claim | 
             outcome=jobs.StepOutcome.FAILED, finished_at=op.finished_at, detail=error or "interrupted"
         )
         record_event(
-            f"container.operation_{op.status}",
+            events.OPERATION_ENDED[op.status],
             f"{op.kind} #{op.id} {op.status}",
             error,
             severity=Severity.ERROR if error else Severity.INFO,
@@ -532,7 +534,7 @@ def record_swap(live: str, candidate: str, target: str, *, claim: jobs.Claim, ac
         swap.changed_at, swap.operation_id = timezone.now(), operation_id
         swap.save()
         record_event(
-            "container.swapped",
+            events.CONTAINER_SWAPPED,
             f"{live}: traffic now goes to the {target} service",
             data={"service": live, "candidate": candidate, "target": target, "operation_id": operation_id},
             actor=actor,
@@ -575,14 +577,14 @@ class OperationJobs(jobs.JobKind):
         resumed = op.status == OperationStatus.RUNNING
         claim.update(status=OperationStatus.RUNNING, started_at=op.started_at or timezone.now())
         record_event(
-            "container.operation_resumed" if resumed else "container.operation_started",
+            events.OPERATION_RESUMED if resumed else events.OPERATION_STARTED,
             f"{op.kind} #{op.id} {'resumed' if resumed else 'started'} by {claim.worker}",
             subject=("container_operation", op.id),
         )
 
     def requeued(self, job: Operation, silence: str) -> None:
         record_event(
-            "container.operation_requeued",
+            events.OPERATION_REQUEUED,
             f"{job.kind} #{job.id} handed to a worker again",
             silence,
             severity=Severity.WARNING,

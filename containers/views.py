@@ -21,7 +21,7 @@ from containers.serializers import (
 )
 from gaiaorch import rights
 from gaiaorch.auth import actor_name
-from gaiaorch.serializers import ErrorSerializer
+from gaiaorch.serializers import ErrorSerializer, render
 
 OPERATION_RESPONSES = {
     202: OperationAcceptedSerializer,
@@ -37,7 +37,10 @@ def operation_schema(request=None):
 
 def accepted(operation: Operation) -> Response:
     body = {**services.operation_summary(operation), "services": operation.services}
-    return Response(body, status=http.HTTP_202_ACCEPTED, headers={"Location": services.status_url(operation)})
+    location = {"Location": services.status_url(operation)}
+    return Response(
+        render(OperationAcceptedSerializer, body), status=http.HTTP_202_ACCEPTED, headers=location
+    )
 
 
 def _body(request) -> dict:
@@ -49,14 +52,14 @@ def _body(request) -> dict:
 def container_status(request):
     """Observed state of every configured service, from the database (no Docker round trip);
     `live` and `candidate` in the seed's shape."""
-    return Response(services.seed_status())
+    return Response(render(SeedContainerStatusSerializer, services.seed_status()))
 
 
 @extend_schema(responses={200: ContainerStatusSerializer}, tags=["containers"])
 @api_view(["GET"])
 def api_container_status(request):
     """The same document as /containers/status, with `live` and `candidate` mapping role -> state."""
-    return Response(services.status())
+    return Response(render(ContainerStatusSerializer, services.status()))
 
 
 def stack_operation_view(kind: str, name: str, summary: str):
@@ -104,7 +107,9 @@ def swap(request):
 @extend_schema(responses={200: OperationDetailSerializer, 404: ErrorSerializer}, tags=["containers"])
 @api_view(["GET"])
 def operation_status(request, operation_id: int):
-    return Response(services.operation_detail(services.operation(operation_id)))
+    return Response(
+        render(OperationDetailSerializer, services.operation_detail(services.operation(operation_id)))
+    )
 
 
 # "status" is /api/containers/status/ (routed first), never a service: the schema says so too.

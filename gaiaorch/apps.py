@@ -7,11 +7,14 @@ class GaiaorchConfig(AppConfig):
 
     def ready(self) -> None:
         from django.conf import settings
+        from django.contrib import admin
         from django.db.backends.signals import connection_created
 
         from gaiaorch import checks, services, ticker  # noqa: F401 (checks registers itself)
+        from gaiaorch.admin_mixins import audit_editable_admins
         from gaiaorch.private_files import restrict_sqlite_files
 
+        audit_editable_admins(admin.site)  # every app's admin is registered by now (admin's ready)
         connection_created.connect(restrict_sqlite_files, dispatch_uid="gaiaorch.restrict_sqlite_files")
 
         ticker.every(settings.WORKER_HEARTBEAT_INTERVAL_SECONDS, name="gaiaorch.worker_heartbeat")(

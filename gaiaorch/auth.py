@@ -26,7 +26,7 @@ from django.utils import timezone
 from rest_framework.authentication import BaseAuthentication, TokenAuthentication
 from rest_framework.exceptions import AuthenticationFailed
 
-from gaiaorch import config
+from gaiaorch import config, event_types, events
 from gaiaorch.config import TrustedNetwork
 from gaiaorch.models import ApiToken
 
@@ -47,14 +47,43 @@ def digest_of(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
-def issue_token(user) -> str:
+def issue_token(user, actor: str = "system") -> str:
     """A new key for the account, replacing its old one. The only time anyone sees the key."""
     key = secrets.token_hex(KEY_BYTES)
-    ApiToken.objects.update_or_create(
-        user=user,
-        defaults={"digest": digest_of(key), "prefix": key[:PREFIX_CHARS], "created_at": timezone.now()},
-    )
+    with transaction.atomic():
+        _, created = ApiToken.objects.update_or_create(
+            user=user,
+            defaults={"digest": digest_of(key), "prefix": key[:PREFIX_CHARS], "created_at": timezone.now()},
+        )
+        name = user.get_username()
+        event_types.record(
+            events.ACCOUNT_TOKEN_ISSUED,
+            f"{name} has a new API token ({key[:PREFIX_CHARS]}…)"
+            + ("" if created else "; its old key stopped working"),
+            actor=actor,
+            data={"account": name, "prefix": key[:PREFIX_CHARS], "rotated": not created},
+            subject=("account", name),
+        )
     return key
+
+
+def revoke_token(user, actor: str = "system") -> bool:
+    """Take the account's token away (its key stops working, none replaces it); False when it had none."""
+    with transaction.atomic():
+        # why: two revocations (or a revocation and a rotation) of one account must not both report it.
+        token = ApiToken.objects.select_for_update().filter(user=user).first()
+        if token is None:
+            return False
+        token.delete()
+        name = user.get_username()
+        event_types.record(
+            events.ACCOUNT_TOKEN_REVOKED,
+            f"{name}'s API token ({token.prefix}…) was revoked",
+            actor=actor,
+            data={"account": name, "prefix": token.prefix},
+            subject=("account", name),
+        )
+    return True
 
 
 def token_for_key(key: str) -> ApiToken | None:
@@ -92,29 +121,54 @@ def operator_for_session(session_key: str):
 
 
 @transaction.atomic
-def ensure_service_account(name: str, rotate: bool = False, read_only: bool | None = None) -> str | None:
+def ensure_service_account(
+    name: str, rotate: bool = False, read_only: bool | None = None, actor: str = "system"
+) -> str | None:
     """Create (or find) the account of one GAIA service. Returns its new key when one was made
     (a new account, or `rotate`); None when it already has one, which cannot be shown again.
-    `read_only` True or False makes the account read-only or writable; None leaves it as it is."""
-    user, _ = get_user_model().objects.get_or_create(username=name, defaults={"is_active": True})
+    `read_only` True or False makes the account read-only or writable; None leaves it as it is.
+    Each change writes its event: the account created, its read-only mark, its token."""
+    user, created = get_user_model().objects.get_or_create(username=name, defaults={"is_active": True})
     user.set_unusable_password()
     user.save(update_fields=["password"])
     user.groups.add(Group.objects.get_or_create(name=SERVICE_GROUP)[0])
     if read_only is not None:
-        set_read_only(user, read_only)
+        set_read_only(user, read_only, actor=actor, announce=not created)
+    if created:
+        event_types.record(
+            events.ACCOUNT_CREATED,
+            f"Service account {name} created" + (" (read-only)" if read_only else ""),
+            actor=actor,
+            data={"account": name, "read_only": bool(read_only)},
+            subject=("account", name),
+        )
     if rotate or not ApiToken.objects.filter(user=user).exists():
-        return issue_token(user)
+        return issue_token(user, actor=actor)
     return None
 
 
-def set_read_only(user, read_only: bool) -> None:
-    """A read-only account is never an operator: it could otherwise write through the console."""
+def set_read_only(user, read_only: bool, actor: str = "system", announce: bool = True) -> bool:
+    """A read-only account is never an operator: it could otherwise write through the console.
+    Returns whether it changed; a change writes its event (unless `announce` is False: the
+    account's creation tells it)."""
     group = Group.objects.get_or_create(name=READ_ONLY_GROUP)[0]
-    if read_only:
-        user.groups.add(group)
-        get_user_model().objects.filter(pk=user.pk).update(is_staff=False)
-    else:
-        user.groups.remove(group)
+    with transaction.atomic():
+        changed = is_read_only(user) != read_only
+        if read_only:
+            user.groups.add(group)
+            get_user_model().objects.filter(pk=user.pk).update(is_staff=False)
+        else:
+            user.groups.remove(group)
+        if changed and announce:
+            name = user.get_username()
+            event_types.record(
+                events.ACCOUNT_READ_ONLY_CHANGED,
+                f"{name} is now {'read-only' if read_only else 'allowed to write'}",
+                actor=actor,
+                data={"account": name, "read_only": read_only},
+                subject=("account", name),
+            )
+    return changed
 
 
 def is_read_only(user) -> bool:

@@ -1,4 +1,10 @@
-"""Response shapes shared by the apps' OpenAPI documentation."""
+"""Response shapes shared by the apps' OpenAPI documentation, and `render`: the answer written by
+the serializer that documents it."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
 
 from rest_framework import serializers
 
@@ -19,3 +25,38 @@ class StepRecordSerializer(serializers.Serializer):
     outcome = serializers.CharField()
     detail = serializers.CharField()
     figures = serializers.DictField()
+
+
+# --- answers rendered by the serializers that document them ---------------------------------
+
+
+class ShapeError(RuntimeError):
+    """An answer with a key its documenting serializer does not declare: a programming error (the
+    OpenAPI schema would not show it), never silently dropped."""
+
+
+def render(serializer_class: type[serializers.Serializer], body: Any, **options: Any) -> Any:
+    """`body` (a service's dict, or a row) as `serializer_class` renders it: the serializer that
+    documents the answer in the OpenAPI schema is the one that writes it, so the two cannot drift."""
+    serializer = serializer_class(body, **options)
+    _check(serializer, body, serializer_class.__name__)
+    return serializer.data
+
+
+def _check(field: serializers.Field, value: Any, where: str) -> None:
+    if value is None:
+        return
+    if isinstance(field, serializers.ListSerializer | serializers.ListField) and isinstance(value, list):
+        for index, item in enumerate(value):
+            _check(field.child, item, f"{where}[{index}]")
+    elif isinstance(field, serializers.Serializer) and isinstance(value, Mapping):
+        declared = {(sub.source if sub.source != "*" else name): sub for name, sub in field.fields.items()}
+        extra = sorted(set(value) - set(declared))
+        if extra:
+            raise ShapeError(f"{where} answers keys its serializer does not declare: {extra}")
+        for key, sub in declared.items():
+            if key in value:
+                _check(sub, value[key], f"{where}.{key}")
+    elif isinstance(field, serializers.DictField) and isinstance(value, Mapping):
+        for key, item in value.items():
+            _check(field.child, item, f"{where}[{key!r}]")

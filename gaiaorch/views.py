@@ -10,6 +10,8 @@ from rest_framework.decorators import api_view, authentication_classes, permissi
 from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 
+from gaiaorch.serializers import render
+
 HEALTH_SCHEMA = inline_serializer(
     "Health",
     {
@@ -27,14 +29,13 @@ HEALTH_SCHEMA = inline_serializer(
 @permission_classes([AllowAny])
 def health(request):
     """Liveness: the process answers. Readiness (database, worker, Docker, NVML) is separate."""
-    return Response(
-        {
-            "status": "healthy",
-            "service": settings.SERVICE_NAME,
-            "version": settings.VERSION,
-            "timestamp": timezone.now().isoformat(),
-        }
-    )
+    body = {
+        "status": "healthy",
+        "service": settings.SERVICE_NAME,
+        "version": settings.VERSION,
+        "timestamp": timezone.now().isoformat(),
+    }
+    return Response(render(type(HEALTH_SCHEMA), body))
 
 
 def not_found(request, exception=None):

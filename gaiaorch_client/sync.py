@@ -11,7 +11,7 @@ from typing import Any
 
 import httpx
 
-from gaiaorch_client import flows
+from gaiaorch_client import contract, flows
 from gaiaorch_client.flows import Call, Flow, Lease, Pause, T
 
 logger = logging.getLogger("gaiaorch_client")
@@ -100,7 +100,7 @@ class Client:
                 logger.warning("heartbeat for lease %s failed: %s", lease.lease_id, exc)
 
     def _acquire_request(self, reason: str, options: dict[str, Any]) -> dict[str, Any]:
-        return {"requester": options.pop("requester", self.requester), "reason": reason, **options}
+        return contract.acquire_request(options.pop("requester", self.requester), reason, options)
 
     # Handoffs
     def start_handoff(self, kind: str = "prime-to-study", reason: str | None = None) -> dict[str, Any]:

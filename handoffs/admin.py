@@ -9,6 +9,7 @@ from django.utils.functional import lazy
 from django.views.generic import RedirectView
 
 from gaiaorch.actions import confirmation_url, list_action
+from gaiaorch.admin_mixins import ReadOnlyAdmin
 from handoffs.models import GpuTenant, Handoff, HandoffPhase, IncompleteRollback
 
 
@@ -67,17 +68,6 @@ class HandoffAdmin(admin.ModelAdmin):
         start = RedirectView.as_view(url=lazy(confirmation_url, str)("start-handoff"))
         start_url = path("start/", self.admin_site.admin_view(start), name="handoffs_handoff_start")
         return [start_url, *super().get_urls()]
-
-
-class ReadOnlyAdmin(admin.ModelAdmin):
-    def has_add_permission(self, request) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False
 
 
 def _selected_rollback(rollbacks) -> dict[str, str]:

@@ -27,7 +27,7 @@ from django.utils import timezone
 from gaiaorch import config, jobs
 from gaiaorch.config import RECLAIM, RELEASE
 from gaiaorch.errors import DomainError
-from handoffs import cleanup, reclaims, strategies
+from handoffs import cleanup, events, reclaims, strategies
 from handoffs.errors import PhaseFailed
 from handoffs.models import FORWARD, TERMINAL, Handoff, HandoffPhase, IncompleteRollback, Phase
 from leases import holdings
@@ -127,7 +127,7 @@ class Runner:
                 HandoffPhase, self.claim.begin_step(phase, job=self._claimed(handoff, phase=phase, **fields))
             )
             record_event(
-                "handoff.phase_changed",
+                events.HANDOFF_PHASE_CHANGED,
                 f"Handoff {handoff.type}: {phase}",
                 actor=handoff.requested_by,
                 severity=Severity.WARNING if phase == Phase.ROLLING_BACK else Severity.INFO,
@@ -159,8 +159,9 @@ class Runner:
             self.claim.finish_step(
                 record, outcome, detail, job=self._claimed(handoff, **fields), **_jsonable(figures)
             )
+            succeeded = outcome == Outcome.SUCCEEDED
             record_event(
-                "handoff.phase_finished" if outcome == Outcome.SUCCEEDED else "handoff.phase_failed",
+                events.HANDOFF_PHASE_FINISHED if succeeded else events.HANDOFF_PHASE_FAILED,
                 f"Handoff {handoff.type}: {record.name} {outcome}",
                 detail,
                 actor=handoff.requested_by,
@@ -213,7 +214,7 @@ class Runner:
                 Severity.INFO if phase == Phase.COMPLETED and not handoff.warnings else Severity.WARNING
             )
             record_event(
-                f"handoff.{phase}",
+                events.HANDOFF_ENDED[phase],
                 _ending_title(handoff),
                 (handoff.error or {}).get("detail", ""),
                 actor=handoff.requested_by,
@@ -245,7 +246,7 @@ class Runner:
             + timedelta(seconds=self.settings.handoffs.reclaim_retry_base_seconds),
         )
         record_event(
-            "handoff.rollback_incomplete",
+            events.HANDOFF_ROLLBACK_INCOMPLETE,
             f"Rollback of handoff {handoff.type} left {handoff.source} without its GPU memory",
             problems[0]["detail"],
             actor=handoff.requested_by,

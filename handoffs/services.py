@@ -23,7 +23,7 @@ from django.utils import timezone
 
 from gaiaorch import config, jobs, queues, telemetry
 from gaiaorch.errors import Conflict, InvalidRequest, NotFound, Unavailable
-from handoffs import strategies, tenants
+from handoffs import events, strategies, tenants
 from handoffs.errors import PhaseFailed
 from handoffs.models import ACTIVE, TERMINAL, Handoff, HandoffPhase, IncompleteRollback, Phase, Resolution
 from handoffs.runner import Runner, reclaim_chain, release_figures
@@ -148,7 +148,7 @@ def _start(
             figures={"source_lease_id": str(holding.lease_id), "fencing_token": holding.fencing_token},
         )
         record_event(
-            "handoff.started",
+            events.HANDOFF_STARTED,
             f"Handoff {type} started: {kind.source} → {kind.destination}",
             note,
             actor=actor,
@@ -206,7 +206,7 @@ def cancel(handoff_id: UUID | str, *, actor: str, reason: str = "") -> Handoff:
         handoff.cancel_requested_by = actor
         handoff.save(update_fields=["cancel_requested", "cancel_requested_by"])
         record_event(
-            "handoff.cancel_requested",
+            events.HANDOFF_CANCEL_REQUESTED,
             f"Cancel requested for handoff {handoff.type} in {handoff.phase}",
             reason,
             actor=actor,
@@ -218,6 +218,7 @@ def cancel(handoff_id: UUID | str, *, actor: str, reason: str = "") -> Handoff:
 
 def get_for_update(handoff_id: UUID | str) -> Handoff:
     get(handoff_id)
+    # why: the caller's change (cancel, a runner's transition) must see the phase the other ends in.
     return Handoff.objects.select_for_update().get(pk=handoff_id)
 
 
@@ -268,7 +269,7 @@ class HandoffJobs(jobs.JobKind):
         if not job.claimed_by:
             return  # never picked up: nothing was interrupted
         record_event(
-            "handoff.recovering",
+            events.HANDOFF_RECOVERING,
             f"Worker {job.claimed_by} stopped driving handoff {job.type} in {job.phase}",
             "Another worker resumes it from its last persisted phase.",
             severity=Severity.WARNING,
@@ -410,7 +411,7 @@ def _resolve(row: IncompleteRollback, resolution: str, *, actor: str, reason: st
         handoff = locked.handoff
         acknowledged = resolution == Resolution.ACKNOWLEDGED
         record_event(
-            f"handoff.rollback_{resolution}",
+            events.ROLLBACK_RESOLVED[resolution],
             f"Incomplete rollback of handoff {handoff.type} {resolution}: "
             f"{locked.source} on GPU {locked.gpu_index}",
             reason,

@@ -17,6 +17,7 @@ from django.utils import timezone
 
 from gaiaorch import attribution, telemetry
 from gaiaorch.attribution import ProcessOwner
+from handoffs import events
 from handoffs.models import GpuTenant
 from notifications.models import Severity
 from notifications.services import record_event
@@ -49,7 +50,7 @@ def _appeared(gpu: int, owner: ProcessOwner) -> bool:
         with transaction.atomic():
             GpuTenant.objects.create(gpu_index=gpu, pid=owner.pid, command=owner.command, used_mib=mib)
             record_event(
-                "gpu.tenant_appeared",
+                events.GPU_TENANT_APPEARED,
                 f"{owner.describe()} on GPU {gpu}, outside any service",
                 owner.command,
                 severity=Severity.WARNING,
@@ -74,7 +75,7 @@ def _gone(row: GpuTenant) -> bool:
         deleted, _ = GpuTenant.objects.filter(pk=row.pk).delete()
         if deleted:
             record_event(
-                "gpu.tenant_gone",
+                events.GPU_TENANT_GONE,
                 f"pid {row.pid} no longer holds memory on GPU {row.gpu_index}",
                 row.command,
                 data={"gpu": row.gpu_index, "pid": row.pid, "command": row.command, "used_mib": row.used_mib},

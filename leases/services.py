@@ -31,12 +31,11 @@ from django.utils import timezone
 
 from gaiaorch import attribution, config, telemetry
 from gaiaorch.errors import Conflict, InvalidRequest, NotFound, Unavailable
-from leases import wakeups
+from gaiaorch_client.contract import ANY_GPU
+from leases import events, wakeups
 from leases.models import Gpu, Lease, LeaseStatus
-from notifications.models import Severity
 from notifications.services import record_events
 
-ANY_GPU = "any"  # acquire's `gpu` for "whichever GPU fits my memory need"
 CHOICE_ATTEMPTS = 3  # an 'any' acquire chooses again when its GPU was taken between choice and lock
 REAPER = "lease-reaper"
 RESIDENT_SEATER = "lease-resident"
@@ -52,8 +51,6 @@ EVENT_TITLES = {
     "revoked": "{requester}'s lease on GPU {gpu} was revoked",
     "cancelled": "{requester} left the queue for GPU {gpu}",
 }
-EVENT_TYPES = {"standing": "lease.granted"}  # a standing grant is a grant, marked standing
-EVENT_SEVERITY = {"expired": Severity.WARNING, "unclaimed": Severity.WARNING, "revoked": Severity.WARNING}
 
 
 @dataclass(frozen=True)
@@ -118,25 +115,55 @@ def sync_gpus(sampled: telemetry.Telemetry | None = None) -> list[Gpu]:
     for index, facts in wanted.items():
         gpu = rows.get(index)
         if gpu is None:
-            # get_or_create survives a concurrent creator of the same row (unique index + savepoint).
-            gpu, created = Gpu.objects.get_or_create(index=index, defaults=facts)
+            with transaction.atomic():
+                # get_or_create survives a concurrent creator of the same row (unique index + savepoint).
+                gpu, created = Gpu.objects.get_or_create(index=index, defaults=facts)
+                if created:
+                    _presence_event(gpu, events.GPU_APPEARED)
             rows[index] = gpu
             if created and gpu.resident:
                 to_seat.append(index)
         changed = _unlike(gpu, facts)
         if changed:
-            Gpu.objects.filter(pk=gpu.pk).update(**changed)
+            with transaction.atomic():
+                # The update names the presence it changes, so of two syncs only one reports it.
+                if not Gpu.objects.filter(pk=gpu.pk, present=gpu.present).update(**changed):
+                    Gpu.objects.filter(pk=gpu.pk).update(**changed)
+                elif changed.get("present"):
+                    _presence_event(gpu, events.GPU_APPEARED, **changed)
             for name, value in changed.items():
                 setattr(gpu, name, value)
             if changed.get("resident"):
                 to_seat.append(index)
     if measured:
         # Only a working probe may say a GPU is gone; a failing one must not hide GPUs.
-        Gpu.objects.filter(present=True).exclude(index__in=wanted).update(present=False)
+        for gone in Gpu.objects.filter(present=True).exclude(index__in=wanted):
+            with transaction.atomic():
+                if Gpu.objects.filter(pk=gone.pk, present=True).update(present=False):
+                    _presence_event(gone, events.GPU_DISAPPEARED)
     for index in to_seat:
         seat_resident(index)
     present = [gpu for gpu in rows.values() if gpu.index in wanted or (gpu.present and not measured)]
     return sorted(present, key=lambda gpu: gpu.index)
+
+
+def _presence_event(gpu: Gpu, type: str, **now: Any) -> None:
+    """A GPU appearing in telemetry or gone from it (gpu.appeared, gpu.disappeared)."""
+    facts = {"gpu": gpu.index, "uuid": gpu.uuid, "name": gpu.name, "total_mib": gpu.total_mib, **now}
+    facts.pop("present", None)
+    facts.pop("resident", None)
+    appeared = type == events.GPU_APPEARED
+    record_events(
+        [
+            {
+                "type": type,
+                "title": f"GPU {gpu.index} {'appeared' if appeared else 'is gone'}"
+                + (f" ({facts['name']})" if facts["name"] else ""),
+                "data": facts if appeared else {k: facts[k] for k in ("gpu", "uuid", "name")},
+                "subject": ("gpu", gpu.index),
+            }
+        ]
+    )
 
 
 def seat_resident(gpu: int) -> Lease | None:
@@ -313,11 +340,10 @@ def _event(state: GpuState, lease: Lease, what: str, actor: str, message: str = 
     names = {"requester": lease.requester, "gpu": state.gpu.index}
     state.events.append(
         {
-            "type": EVENT_TYPES.get(what, f"lease.{what}"),
+            "type": events.TRANSITIONS[what],
             "title": EVENT_TITLES[what].format(**names),
             "message": message,
             "actor": actor,
-            "severity": EVENT_SEVERITY.get(what, Severity.INFO),
             "data": {
                 "lease_id": str(lease.id),
                 **names,

@@ -5,8 +5,11 @@ class NotificationsConfig(AppConfig):
     name = "notifications"
 
     def ready(self) -> None:
-        from gaiaorch import ticker
+        from gaiaorch import event_types, ticker
         from notifications import delivery, services
+
+        event_types.install_writer(services.record_event)
+        event_types.load()
 
         ticker.every(1.0, name="notifications.close_expired_oracle_bursts")(
             services.close_expired_oracle_bursts

@@ -43,7 +43,7 @@ class Hub:
         self.ring: deque[feed.FeedItem] = deque()
         self.advanced = asyncio.Event()
         self._wake = asyncio.Event()
-        self._lock = asyncio.Lock()
+        self._lock = asyncio.Lock()  # why: join and leave interleave across awaits (start vs stop)
         self._tasks: list[asyncio.Task] = []
         self._executor: ThreadPoolExecutor | None = None
         self._poll_seconds = 0.05

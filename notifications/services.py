@@ -14,17 +14,17 @@ from typing import Any
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
-from gaiaorch import config
+from gaiaorch import config, event_types
 from gaiaorch.auth import audit_marks
 from gaiaorch.config import Webhook
 from gaiaorch.redaction import public_origin
 from notifications import dispatch, webhooks
+from notifications.events import ORACLE_FALLBACK, WEBHOOK_GAVE_UP, WEBHOOK_RETRIED
 from notifications.feed import notification, type_filter
 from notifications.models import DeliveryStatus, Event, OracleFallbackBurst, Severity, WebhookDelivery
 
 # Any constant works; it only has to be the same for every writer of the event log.
 EVENT_ORDER_LOCK = 0x6A1A0E
-ORACLE_FALLBACK = "notification.oracle_fallback"
 # Events about webhooks are never sent to webhooks: a dead one would otherwise feed itself forever.
 UNDELIVERED_PREFIX = "webhook."
 # A claimed delivery is left alone this long beyond its timeout before it is attempted again.
@@ -37,6 +37,7 @@ def _hold_event_order_lock() -> None:
     # commit makes ids visible in order. SQLite already serialises all writers.
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
+            # why: event ids must become visible in id order (see above); held until commit.
             cursor.execute("SELECT pg_advisory_xact_lock(%s)", [EVENT_ORDER_LOCK])
 
 
@@ -46,13 +47,16 @@ def record_event(
     message: str = "",
     *,
     actor: str = "system",
-    severity: str = Severity.INFO,
+    severity: str | None = None,
     data: dict[str, Any] | None = None,
     subject: tuple[str, Any] | None = None,
     correlation_id: str = "",
 ) -> Event:
     """Append one event (and its webhook outbox rows); it is pushed to listeners once committed.
-    An event written for a tokenless caller says so in its data (gaiaorch.auth.audit_marks)."""
+    `type` is a declared event type (gaiaorch.event_types): an unknown type, a severity it does not
+    allow (None: its declared one) or a payload (`data`) with a missing or an undeclared key raises
+    EventContractError. An event written for a tokenless caller says so in its data
+    (gaiaorch.auth.audit_marks)."""
     fields = {"actor": actor, "severity": severity, "data": data, "subject": subject}
     return record_events(
         [{"type": type, "title": title, "message": message, **fields, "correlation_id": correlation_id}]
@@ -64,6 +68,7 @@ def record_events(events: Sequence[Mapping[str, Any]]) -> list[Event]:
     record_event's arguments (type and title required), each written as record_event writes it."""
     if not events:
         return []
+    events = [{**event, "severity": _checked_severity(**event)} for event in events]
     # No savepoint: an event that cannot be written must fail the caller's whole state change.
     with transaction.atomic(savepoint=False):
         _hold_event_order_lock()
@@ -72,6 +77,14 @@ def record_events(events: Sequence[Mapping[str, Any]]) -> list[Event]:
         last_id = rows[-1].id
         transaction.on_commit(lambda: dispatch.event_committed(last_id))
     return rows
+
+
+def _checked_severity(
+    type: str, title: str, *, severity: str | None = None, data: dict[str, Any] | None = None, **_: Any
+) -> str:
+    """The event's severity, once the registry allows its type, severity and payload (before any
+    write, so a refused event leaves the caller's transaction usable for its own error handling)."""
+    return event_types.check(type, severity, data)
 
 
 def _event_row(
@@ -153,6 +166,7 @@ def attempt_delivery(delivery_id: int, attempt: int) -> WebhookDelivery | None:
 def _record_attempt(
     delivery_id: int, attempt: int, hook: Webhook, outcome: webhooks.Outcome
 ) -> WebhookDelivery:
+    # why: an operator's retry or give-up may change the same delivery while this attempt ends.
     delivery = WebhookDelivery.objects.select_for_update().get(id=delivery_id)
     now = timezone.now()
     delivery.attempt_log = [
@@ -179,6 +193,7 @@ def _record_attempt(
 
 @transaction.atomic
 def _give_up(delivery_id: int, reason: str) -> WebhookDelivery | None:
+    # why: a late attempt may be recording its outcome; exactly one of them ends the delivery.
     delivery = WebhookDelivery.objects.select_for_update().get(id=delivery_id)
     if delivery.status != DeliveryStatus.PENDING:
         return None
@@ -190,7 +205,7 @@ def _give_up(delivery_id: int, reason: str) -> WebhookDelivery | None:
 
 def _record_gave_up(delivery: WebhookDelivery) -> None:
     record_event(
-        "webhook.gave_up",
+        WEBHOOK_GAVE_UP,
         f"Webhook {delivery.webhook} gave up on event #{delivery.event_id}",
         f"After {delivery.attempts} attempt(s): {delivery.last_error or delivery.last_status_code}",
         severity=Severity.WARNING,
@@ -207,7 +222,7 @@ def retry_failed_deliveries(delivery_ids: list[int], actor: str) -> int:
         )
         if retried:
             record_event(
-                "webhook.retried",
+                WEBHOOK_RETRIED,
                 f"{retried} failed webhook deliveries retried by {actor}",
                 actor=actor,
                 data={"delivery_ids": sorted(delivery_ids), "retried": retried},
@@ -282,6 +297,7 @@ def _report_oracle_fallback(
     fallback_model: str, original_role: str, reason: str, timestamp: datetime | None, actor: str
 ) -> OracleFallbackReport:
     now = timezone.now()
+    # why: two notices of one model and role must fold into one burst, not each count alone.
     burst = (
         OracleFallbackBurst.objects.select_for_update()
         .filter(fallback_model=fallback_model, original_role=original_role, closed_at__isnull=True)

@@ -6,5 +6,5 @@ from notifications import services
 
 
 def emit_event(type: str, title: str, message: str = "", data: dict | None = None) -> int:
-    """Record an event from inside the worker (`manage.py notify event --via-worker`)."""
+    """Record a declared event from inside the worker (`manage.py notify event --via-worker`)."""
     return services.record_event(type, title, message, actor="worker", data=data).id

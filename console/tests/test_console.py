@@ -110,7 +110,7 @@ def test_it_feeds_gpus_handoffs_containers_and_events_as_json(console):
     Handoff.objects.create(
         type="prime_to_study", source="gaia-prime", destination="gaia-study", requested_by="olivia"
     )
-    record_event("test.marker", "Olivia checks the console", actor="olivia")
+    record_event("test.ping", "Olivia checks the console", actor="olivia")
 
     body = console.get(FEED).json()
 

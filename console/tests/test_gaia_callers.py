@@ -512,15 +512,14 @@ async def test_it_pushes_the_oracle_fallback_notice_in_the_seeds_shape(auth):
     from console.asgi import application
 
     token = await sync_to_async(auth)("gaia-web")
+    core = await sync_to_async(ensure_service_account)("gaia-core")  # its account.* events come first
     headers = [(b"authorization", f"Token {token}".encode())] if token else []
     socket = WebsocketCommunicator(application, "/ws/notifications", headers=headers)
     socket.scope["client"] = (COMPOSE_NETWORK, 41000)  # read when the connection starts, below
     connected, _ = await socket.connect()
     assert connected
     try:
-        await sync_to_async(CORE_ORACLE_FALLBACK.replay)(
-            await sync_to_async(ensure_service_account)("gaia-core")
-        )
+        await sync_to_async(CORE_ORACLE_FALLBACK.replay)(core)
         notice = await socket.receive_json_from(timeout=5)
     finally:
         await socket.disconnect()

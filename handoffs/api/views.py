@@ -18,6 +18,7 @@ from rest_framework.utils.encoders import JSONEncoder
 from gaiaorch import config, rights
 from gaiaorch.auth import actor_name
 from gaiaorch.errors import DomainError, InvalidRequest, NotFound
+from gaiaorch.serializers import render
 from handoffs import services
 from handoffs.api.serializers import (
     HandoffSerializer,
@@ -50,7 +51,7 @@ def _started(handoff: Handoff) -> Response:
         "destination": handoff.destination,
         "message": f"Handoff {handoff.type} started: {handoff.source} → {handoff.destination}",
     }
-    return Response(body, status=status.HTTP_202_ACCEPTED)
+    return Response(render(StartedSerializer, body), status=status.HTTP_202_ACCEPTED)
 
 
 def start_from_request(request: Request, handoff_type: str, serializer_class=StartSeedSerializer) -> Response:
@@ -179,7 +180,9 @@ def waited(handoff: dict[str, Any], wait_seconds: float) -> JsonResponse:
         if done
         else f"Handoff {handoff['handoff_type']} still {phase} after {wait_seconds:g} s; follow {status_url}"
     )
-    body = {"success": True, "status_url": status_url, "message": message, **handoff}
+    body = render(
+        WaitedSerializer, {"success": True, "status_url": status_url, "message": message, **handoff}
+    )
     response = JsonResponse(body, status=200 if done else 202, encoder=JSONEncoder)
     if not done:
         response["Location"] = status_url
@@ -189,7 +192,7 @@ def waited(handoff: dict[str, Any], wait_seconds: float) -> JsonResponse:
 @extend_schema(responses={200: StatusSerializer})
 @api_view(["GET"])
 def handoff_status(request: Request, handoff_id) -> Response:
-    return Response(services.status(services.get(handoff_id)))
+    return Response(render(StatusSerializer, services.status(services.get(handoff_id))))
 
 
 class HandoffViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
@@ -208,4 +211,4 @@ class HandoffViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.
         handoff = services.get(pk)
         _require_party(request, handoff.type)
         handoff = services.cancel(handoff.id, actor=actor_name(request.user))
-        return Response(services.status(handoff), status=status.HTTP_202_ACCEPTED)
+        return Response(render(StatusSerializer, services.status(handoff)), status=status.HTTP_202_ACCEPTED)

@@ -11,8 +11,8 @@ from console import services as console_services
 from handoffs.models import Handoff
 from handoffs.tests.processes import Process, environment, wait_for
 from notifications.models import WebhookDelivery
-from notifications.services import record_event
 from notifications.tests.receiver import WebhookReceiver
+from notifications.tests.samples import record_sample
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
@@ -61,7 +61,7 @@ def test_it_picks_a_handoff_up_at_once_while_a_hanging_webhook_has_a_backlog(
 ):
     wait_for(lambda: worker_check()["ok"], 60, "a first heartbeat consumed by the worker", interval=0.2)
     for n in range(EVENTS):
-        record_event("handoff.progress", f"burst event {n}")
+        record_sample("test.ping", f"burst event {n}")
     wait_for(lambda: WebhookDelivery.objects.filter(attempts__gt=0).exists(), 10, "a first webhook attempt")
     hold_gpu("gaia-core")
     accepted = time.monotonic()

@@ -1,12 +1,14 @@
+from typing import Any
+
 from drf_spectacular.extensions import OpenApiSerializerFieldExtension
 from rest_framework import serializers
 
+from gaiaorch_client import contract
 from leases import services
 from leases.models import Lease, LeaseStatus
 
-MAX_TTL_SECONDS = 7 * 24 * 3600
-MAX_WAIT_SECONDS = 3600
-MAX_GPU_INDEX = 63  # GAIAORCH_GPU_COUNT is at most 64
+MAX_WAIT_SECONDS = contract.MAX_WAIT_SECONDS
+MAX_GPU_INDEX = contract.MAX_GPU_INDEX
 
 
 class RequesterField(serializers.CharField):
@@ -26,51 +28,86 @@ class RequesterFieldSchema(OpenApiSerializerFieldExtension):
         return {"type": "string", "enum": services.requesters()}
 
 
-class AcquireGpuField(serializers.Field):
-    """An acquire's GPU: its index, or "any" for the GPU whose free memory fits the need best."""
+class NumberOrWordField(serializers.Field):
+    """An integer within bounds, or one of a few words: a contract field with `words` (gpu: "any")."""
 
-    default_error_messages = {
-        "invalid": f'must be a GPU index (0 to {MAX_GPU_INDEX}) or "{services.ANY_GPU}"',
-    }
+    default_error_messages = {"invalid": "must be an integer from {minimum} to {maximum} or {words}"}
 
-    def to_internal_value(self, data):
-        if data == services.ANY_GPU:
+    def __init__(self, *, words: tuple[str, ...], min_value: int, max_value: int, **kwargs: Any):
+        self.words, self.min_value, self.max_value = words, min_value, max_value
+        super().__init__(**kwargs)
+
+    def to_internal_value(self, data: Any) -> int | str:
+        if isinstance(data, str) and data in self.words:
             return data
         try:
-            return serializers.IntegerField(min_value=0, max_value=MAX_GPU_INDEX).run_validation(data)
+            return serializers.IntegerField(
+                min_value=self.min_value, max_value=self.max_value
+            ).run_validation(data)
         except serializers.ValidationError:
-            self.fail("invalid")
+            self.fail(
+                "invalid",
+                minimum=self.min_value,
+                maximum=self.max_value,
+                words=" or ".join(f'"{w}"' for w in self.words),
+            )
 
-    def to_representation(self, value):
+    def to_representation(self, value: Any) -> Any:
         return value
 
 
-class AcquireGpuFieldSchema(OpenApiSerializerFieldExtension):
-    target_class = AcquireGpuField
+class NumberOrWordFieldSchema(OpenApiSerializerFieldExtension):
+    target_class = NumberOrWordField
 
     def map_serializer_field(self, auto_schema, direction):
+        field = self.target
         return {
             "oneOf": [
-                {"type": "integer", "minimum": 0, "maximum": MAX_GPU_INDEX},
-                {"type": "string", "enum": [services.ANY_GPU]},
+                {"type": "integer", "minimum": field.min_value, "maximum": field.max_value},
+                {"type": "string", "enum": list(field.words)},
             ],
-            "default": 0,
-            "description": f'a GPU index, or "{services.ANY_GPU}": the GPU whose measured free memory '
-            "fits memory_mib (else the requester's configured vram_mib) best",
+            "description": field.help_text or "",
         }
 
 
-class AcquireSerializer(serializers.Serializer):
-    requester = RequesterField()
-    reason = serializers.CharField(max_length=500)
-    gpu = AcquireGpuField(default=0)
-    priority = serializers.IntegerField(min_value=-1000, max_value=1000, default=0)
-    ttl_seconds = serializers.IntegerField(
-        min_value=1, max_value=MAX_TTL_SECONDS, required=False, allow_null=True, default=None
-    )
-    memory_mib = serializers.IntegerField(
-        min_value=1, max_value=10_000_000, required=False, allow_null=True, default=None
-    )
+def contract_field(field: contract.Field) -> serializers.Field:
+    """The DRF field of one request field of gaiaorch_client.contract."""
+    options: dict[str, Any] = {"help_text": field.help}
+    if not field.required:
+        options.update(required=False, default=field.default)
+    if field.nullable:
+        options["allow_null"] = True
+    if field.name == "requester":
+        return RequesterField(**options)
+    if field.words:
+        return NumberOrWordField(
+            words=field.words, min_value=int(field.minimum or 0), max_value=int(field.maximum or 0), **options
+        )
+    if field.kind is str:
+        return serializers.CharField(max_length=field.max_length, **options)
+    if field.kind is bool:
+        return serializers.BooleanField(**options)
+    number = serializers.IntegerField if field.kind is int else serializers.FloatField
+    return number(min_value=field.minimum, max_value=field.maximum, **options)
+
+
+class ContractSerializer(serializers.Serializer):
+    """A serializer whose fields are those of the `request_fields` tuples of gaiaorch_client.contract
+    (named, and read each time the fields are built: a field added there is here), then the ones it
+    declares itself."""
+
+    request_fields: tuple[str, ...] = ()
+
+    def get_fields(self) -> dict[str, serializers.Field]:
+        declared_once = [field for group in self.request_fields for field in getattr(contract, group)]
+        fields = {field.name: contract_field(field) for field in declared_once}
+        declared = super().get_fields()
+        return {**fields, **{name: field for name, field in declared.items() if name not in fields}}
+
+
+class AcquireSerializer(ContractSerializer):
+    request_fields = ("ACQUIRE",)
+    # accepted for compatibility (the seed's clients send it); acquire never blocks: use /gpu/wait
     timeout_seconds = serializers.FloatField(min_value=0, max_value=MAX_WAIT_SECONDS, required=False)
 
     def validate_requester(self, value: str) -> str:
@@ -80,8 +117,7 @@ class AcquireSerializer(serializers.Serializer):
 
 
 class WaitAcquireSerializer(AcquireSerializer):
-    timeout_seconds = serializers.FloatField(min_value=0, max_value=MAX_WAIT_SECONDS, default=60)
-    keep_queued = serializers.BooleanField(default=False)
+    request_fields = ("ACQUIRE", "WAIT")
 
 
 class WaitForLeaseSerializer(serializers.Serializer):

@@ -14,13 +14,17 @@ from rest_framework.response import Response
 from gaiaorch import rights
 from gaiaorch.auth import actor_name
 from gaiaorch.errors import InvalidRequest, NotFound
+from gaiaorch.serializers import render
+from gaiaorch_client import contract
 from leases import services
 from leases.api.serializers import (
     AcquireSerializer,
+    GrantedSerializer,
     LeaseFilter,
     LeaseIdSerializer,
     LeaseSerializer,
     OptionalReasonSerializer,
+    QueuedSerializer,
     ReasonSerializer,
     ReleaseSerializer,
 )
@@ -41,7 +45,8 @@ def lease_for(user, lease_id) -> Lease:
 
 
 def acquire_body(result: services.AcquireResult) -> tuple[dict[str, Any], int]:
-    """The seed's acquire answer: 200 when granted, 202 with the queue position when waiting."""
+    """The seed's acquire answer: 200 when granted, 202 with the queue position when waiting
+    (rendered by GrantedSerializer and QueuedSerializer, which document them)."""
     lease = result.lease
     base = {"lease_id": str(lease.id), "gpu": lease.gpu.index, "requester": lease.requester}
     if result.granted:
@@ -55,7 +60,7 @@ def acquire_body(result: services.AcquireResult) -> tuple[dict[str, Any], int]:
         }
         if result.choice:
             body["choice"] = result.choice
-        return body, status.HTTP_200_OK
+        return render(GrantedSerializer, body), status.HTTP_200_OK
     body = {
         "success": False,
         **base,
@@ -68,7 +73,7 @@ def acquire_body(result: services.AcquireResult) -> tuple[dict[str, Any], int]:
     }
     if result.choice:
         body["choice"] = result.choice
-    return body, status.HTTP_202_ACCEPTED
+    return render(QueuedSerializer, body), status.HTTP_202_ACCEPTED
 
 
 def validated(serializer_class, data) -> dict[str, Any]:
@@ -81,14 +86,15 @@ def lease_body(lease: Lease, message: str) -> dict[str, Any]:
     return {"success": True, "message": message, **LeaseSerializer(lease).data}
 
 
-@extend_schema(request=AcquireSerializer, responses={200: OpenApiTypes.OBJECT, 202: OpenApiTypes.OBJECT})
+@extend_schema(request=AcquireSerializer, responses={200: GrantedSerializer, 202: QueuedSerializer})
 @api_view(["POST"])
 def acquire(request):
     """Ask for a GPU. Never blocks: `timeout_seconds` is accepted for compatibility; use /gpu/wait."""
-    params = validated(AcquireSerializer, request.data)
-    params.pop("timeout_seconds", None)
+    params = validated(AcquireSerializer, request.data)  # timeout_seconds: read, never used
     ensure_acts_for(request.user, params["requester"])
-    body, code = acquire_body(services.acquire(**params, actor=actor_name(request.user)))
+    body, code = acquire_body(
+        services.acquire(**contract.acquire_arguments(params), actor=actor_name(request.user))
+    )
     return Response(body, status=code)
 
 

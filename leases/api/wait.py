@@ -31,6 +31,7 @@ from gaiaorch.auth import HashedTokenAuthentication, actor_name
 from gaiaorch.errors import DomainError, InvalidRequest, body_too_large
 from gaiaorch.middleware import parse_json
 from gaiaorch.serializers import ErrorSerializer
+from gaiaorch_client import contract
 from leases import services, wakeups
 from leases.api.serializers import (
     GrantedSerializer,
@@ -70,8 +71,7 @@ def _enter(user, params: dict[str, Any]) -> services.AcquireResult:
         lease = lease_for(user, params["lease_id"])
         return services.attend(lease.id, gpu=lease.gpu.index)
     ensure_acts_for(user, params["requester"])
-    acquire = {name: params[name] for name in ("requester", "reason", "gpu", "priority", "ttl_seconds")}
-    return services.acquire(**acquire, memory_mib=params["memory_mib"], actor=actor_name(user))
+    return services.acquire(**contract.acquire_arguments(params), actor=actor_name(user))
 
 
 async def _entered(user, params: dict[str, Any]) -> services.AcquireResult:

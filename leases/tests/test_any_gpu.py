@@ -193,7 +193,7 @@ def test_it_chooses_again_when_the_chosen_gpu_is_taken_before_the_decision(box, 
 def test_it_refuses_a_gpu_that_is_neither_an_index_nor_any(box, study_client, gpu):
     response = acquire(study_client, "gaia-study", gpu=gpu)
     assert response.status_code == 400
-    assert response.json()["fields"]["gpu"] == ['must be a GPU index (0 to 63) or "any"']
+    assert response.json()["fields"]["gpu"] == ['must be an integer from 0 to 63 or "any"']
 
 
 def test_it_waits_on_the_chosen_gpu_through_gpu_wait(box, study_client):

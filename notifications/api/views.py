@@ -5,6 +5,7 @@ from rest_framework.views import APIView
 
 from gaiaorch import rights
 from gaiaorch.auth import actor_name
+from gaiaorch.serializers import render
 from notifications import services
 from notifications.api.serializers import EventSerializer, OracleFallbackSerializer
 from notifications.models import Event
@@ -59,4 +60,4 @@ class OracleFallbackView(APIView):
         notice = OracleFallbackSerializer(data=request.data)
         notice.is_valid(raise_exception=True)
         report = services.report_oracle_fallback(**notice.validated_data, actor=actor_name(request.user))
-        return Response(report.body())
+        return Response(render(type(ORACLE_FALLBACK_ANSWER), report.body()))

@@ -10,7 +10,7 @@ from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
 
 from console.asgi import application
-from notifications.services import record_event
+from notifications.tests.samples import record_sample
 
 
 @pytest.fixture
@@ -49,7 +49,7 @@ async def connect(web_token, notifications_config):
         await communicator.disconnect()
 
 
-emit = database_sync_to_async(record_event)
+emit = database_sync_to_async(record_sample)
 
 
 async def receive_all(communicator, count: int, timeout: float = 5) -> list[dict]:

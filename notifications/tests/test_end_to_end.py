@@ -50,7 +50,7 @@ async def nothing_more(socket, seconds: float = 0.5) -> bool:
 
 async def make_in_worker(stack: Stack, title: str, count: int = 1) -> None:
     await asyncio.to_thread(
-        stack.manage, "notify", "event", "test.worker", title, "--count", str(count), "--via-worker"
+        stack.manage, "notify", "event", "manual.event", title, "--count", str(count), "--via-worker"
     )
 
 
@@ -59,7 +59,7 @@ async def worker_events_reach_clients_and_replay_after_reconnect(stack: Stack) -
         await make_in_worker(stack, "made in the worker")
         first = await next_message(socket)
     assert (first["notification_type"], first["title"], first["actor"]) == (
-        "test.worker",
+        "manual.event",
         "made in the worker",
         "worker",
     )
@@ -157,7 +157,7 @@ async def test_it_drops_a_client_that_stops_reading_while_another_gets_everythin
     stalled = await asyncio.to_thread(stalled_socket, stack)
     async with websockets.connect(stack.ws_url(), max_size=None) as reader:
         making = asyncio.to_thread(
-            stack.manage, "notify", "event", "test.bulk", "bulk", "--count", str(count), "--pad", str(pad)
+            stack.manage, "notify", "event", "bulk", "--count", str(count), "--pad", str(pad)
         )
         received, _ = await asyncio.gather(read_messages(reader, count), making)
         assert [m["title"] for m in received] == [f"bulk {n}/{count}" for n in range(1, count + 1)]
@@ -169,11 +169,11 @@ async def test_it_drops_a_client_that_stops_reading_while_another_gets_everythin
 def test_it_retries_a_failing_webhook_until_it_takes_the_event_once(stack_of, tmp_path):
     with WebhookReceiver([500, 503]) as gaia_web, WebhookReceiver(hang_seconds=30) as dead:
         hooks = [
-            {"name": "dead", "url": dead.url, "types": ["test.*"], "timeout_seconds": 0.5},
-            {"name": "gaia-web", "url": gaia_web.url, "types": ["test.*"], "timeout_seconds": 2},
+            {"name": "dead", "url": dead.url, "types": ["manual.event"], "timeout_seconds": 0.5},
+            {"name": "gaia-web", "url": gaia_web.url, "types": ["manual.event"], "timeout_seconds": 2},
         ]
         stack = stack_of("worker", "ticker", notifications={"webhooks": hooks, "retry_base_seconds": 0.2})
-        event_id = int(stack.manage("notify", "event", "test.webhook", "for gaia-web"))
+        event_id = int(stack.manage("notify", "event", "manual.event", "for gaia-web"))
         [accepted] = gaia_web.wait_for(1, seconds=30)
         time.sleep(1.0)  # time for a duplicate to show up, if there were one
         assert accepted["id"] == event_id

@@ -3,19 +3,19 @@ from django.contrib.admin.sites import site
 from django.db import IntegrityError, transaction
 
 from notifications.models import AppendOnlyError, Event
-from notifications.services import record_event
+from notifications.tests.samples import record_sample
 
 
 def make_event(**overrides) -> Event:
-    fields: dict = {"type": "lease.granted", "title": "GPU 0 granted to gaia-study", "actor": "gaia-study"}
+    fields: dict = {"type": "test.ping", "title": "GPU 0 granted to gaia-study", "actor": "gaia-study"}
     fields.update(overrides)
-    return record_event(fields.pop("type"), fields.pop("title"), **fields)
+    return record_sample(fields.pop("type"), fields.pop("title"), **fields)
 
 
 def test_it_records_an_event_with_all_fields(db):
     event = make_event(data={"gpu": 0}, subject=("lease", "abc"), correlation_id="h-1", severity="warning")
     stored = Event.objects.get(id=event.id)
-    assert (stored.type, stored.severity, stored.actor) == ("lease.granted", "warning", "gaia-study")
+    assert (stored.type, stored.severity, stored.actor) == ("test.ping", "warning", "gaia-study")
     assert (stored.subject_kind, stored.subject_id, stored.correlation_id) == ("lease", "abc", "h-1")
     assert stored.data == {"gpu": 0}
     assert stored.created_at is not None

@@ -11,8 +11,10 @@ from gaiaorch import config
 from gaiaorch.redaction import public_webhook_name
 from notifications import services
 from notifications.models import DeliveryStatus, Event, WebhookDelivery
-from notifications.services import attempt_delivery, claim_due_deliveries, record_event
+from notifications.services import attempt_delivery, claim_due_deliveries
 from notifications.tests.receiver import WebhookReceiver
+from notifications.tests.samples import record_sample as record_event
+from notifications.tests.samples import sample
 
 SLOTS = 4
 
@@ -66,7 +68,7 @@ def test_it_delivers_the_notification_with_the_configured_headers(db, gaia_web):
     assert request["body"]["id"] == event.id and request["body"]["type"] == event.type
     assert request["body"]["notification_type"] == "oracle_fallback"
     assert request["headers"]["X-Gaiaorch-Event-Type"] == "notification.oracle_fallback"
-    assert request["body"]["data"] == {"count": 1}
+    assert request["body"]["data"] == sample("notification.oracle_fallback", count=1)
     assert request["headers"]["X-Gaia-Secret"] == "s3cret"
     assert request["headers"]["X-Gaiaorch-Delivery"] == str(delivery.id)
     assert delivery.attempt_log[0]["status_code"] == 200
@@ -161,7 +163,7 @@ def test_it_never_gives_one_webhook_the_last_free_slot(db, notifications_config)
             ]
         )
         for n in range(10):
-            record_event("handoff.progress", f"burst {n}")
+            record_event("test.ping", f"burst {n}")
         record_event("x.ping", "for the live one")
         taken = claim_due_deliveries(SLOTS, {}, SLOTS - 1)
         assert [webhook for _, _, webhook in taken] == ["dead", "dead", "dead", "alive"]

@@ -11,6 +11,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError
 
 from gaiaorch.errors import DomainError
+from gaiaorch_client import contract
 from leases import services
 from leases.api.serializers import LeaseSerializer
 from leases.api.views import acquire_body
@@ -20,27 +21,40 @@ def _lease_args(parser) -> None:
     parser.add_argument("lease_id", help="the lease's id (a UUID)")
 
 
-def _gpu(value: str) -> int | str:
-    if value == services.ANY_GPU:
-        return value
-    try:
-        return int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f'must be a GPU index or "{services.ANY_GPU}"') from None
+def _number_or_word(field: contract.Field):
+    """argparse's type for a contract field that takes a word beside a number (--gpu any)."""
+
+    def parse(value: str) -> int | str:
+        if value in field.words:
+            return value
+        try:
+            return int(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be a number or one of {list(field.words)}") from None
+
+    return parse
+
+
+def _field_arg(parser, field: contract.Field, **overrides: Any) -> None:
+    """One option of gaiaorch_client.contract's fields (an optional flag for a bool)."""
+    if field.kind is bool:
+        parser.add_argument(field.cli_option, action="store_true", dest=field.name, help=field.help)
+        return
+    default = None if field.required else field.default
+    kind = _number_or_word(field) if field.words else field.kind
+    options = {"type": kind, "dest": field.name, "default": default, "help": field.help}
+    parser.add_argument(field.cli_option, **{**options, **overrides})
 
 
 def _acquire_args(parser, requester_required: bool = True) -> None:
-    parser.add_argument("--requester", required=requester_required, help="service name, e.g. gaia-study")
-    parser.add_argument("--reason", default="", help="why the GPU is needed")
-    parser.add_argument(
-        "--gpu",
-        type=_gpu,
-        default=0,
-        help=f'a GPU index, or "{services.ANY_GPU}": the GPU whose free memory fits best',
-    )
-    parser.add_argument("--priority", type=int, default=0)
-    parser.add_argument("--ttl", type=int, dest="ttl_seconds", help="seconds; renew with heartbeat")
-    parser.add_argument("--memory-mib", type=int, dest="memory_mib", help="free VRAM needed for a grant")
+    """The acquire fields; --requester is required (unless waiting on --lease), --reason may be left out."""
+    for field in contract.ACQUIRE:
+        if field.name == "requester":
+            _field_arg(parser, field, required=requester_required)
+        elif field.name == "reason":
+            _field_arg(parser, field, default="")
+        else:
+            _field_arg(parser, field)
 
 
 class Command(BaseCommand):
@@ -56,8 +70,8 @@ class Command(BaseCommand):
         wait = commands.add_parser("wait", help="ask for a GPU, or wait on --lease, until granted")
         _acquire_args(wait, requester_required=False)
         wait.add_argument("--lease", dest="lease_id", help="wait on an existing queue entry")
-        wait.add_argument("--timeout", type=float, default=60.0, dest="timeout_seconds")
-        wait.add_argument("--keep-queued", action="store_true", help="stay queued when interrupted")
+        for field in contract.WAIT:
+            _field_arg(wait, field)
         release = commands.add_parser("release", help="release a lease (grants the next waiter)")
         _lease_args(release)
         release.add_argument("--reason", default="")
@@ -109,8 +123,7 @@ class Command(BaseCommand):
 
 
 def _acquire_options(options: dict[str, Any]) -> dict[str, Any]:
-    names = ("requester", "reason", "gpu", "priority", "ttl_seconds", "memory_mib")
-    return {name: options[name] for name in names}
+    return contract.acquire_arguments(options)
 
 
 def _dumps(body: Any) -> str:

@@ -3,7 +3,9 @@ import json
 from django.core.management.base import BaseCommand, CommandError
 from django_q.tasks import async_task
 
+from gaiaorch import event_types
 from notifications import services
+from notifications.events import MANUAL
 
 
 class Command(BaseCommand):
@@ -16,7 +18,12 @@ class Command(BaseCommand):
         oracle.add_argument("original_role")
         oracle.add_argument("--reason", default="")
         event = kinds.add_parser("event", help="record an event")
-        event.add_argument("type", help="dotted event type, e.g. test.ping")
+        event.add_argument(
+            "type",
+            nargs="?",
+            default=MANUAL,
+            help=f"a declared event type (docs/events.md), default {MANUAL}; --data must be its payload",
+        )
         event.add_argument("title")
         event.add_argument("--message", default="")
         event.add_argument("--data", default="{}", help="JSON object stored as the event's data")
@@ -39,6 +46,10 @@ class Command(BaseCommand):
         except ValueError as exc:
             raise CommandError(f"--data is not JSON: {exc}") from None
         message += "x" * pad
+        try:
+            event_types.check(type, None, data)
+        except event_types.EventContractError as exc:
+            raise CommandError(str(exc)) from None
         for index in range(count):
             numbered = f"{title} {index + 1}/{count}" if count > 1 else title
             if via_worker:
