@@ -47,8 +47,10 @@ def _check(field: serializers.Field, value: Any, where: str) -> None:
     if value is None:
         return
     if isinstance(field, serializers.ListSerializer | serializers.ListField) and isinstance(value, list):
+        child = field.child
         for index, item in enumerate(value):
-            _check(field.child, item, f"{where}[{index}]")
+            if child is not None:
+                _check(child, item, f"{where}[{index}]")
     elif isinstance(field, serializers.Serializer) and isinstance(value, Mapping):
         declared = {(sub.source if sub.source != "*" else name): sub for name, sub in field.fields.items()}
         extra = sorted(set(value) - set(declared))

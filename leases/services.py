@@ -654,7 +654,7 @@ def acquire(
     _check_positive("memory_mib", memory_mib)
     fields = {"reason": reason[:500], "priority": priority, "ttl_seconds": ttl_seconds}
     if gpu != ANY_GPU:
-        return _acquire_on(gpu, requester, memory_mib, fields, actor)
+        return _acquire_on(int(gpu), requester, memory_mib, fields, actor)
     need = need_of(requester, memory_mib)
     for attempt in range(CHOICE_ATTEMPTS):
         choice = choose_gpu(requester, need)
@@ -751,6 +751,10 @@ def _unusable(state: GpuState) -> str:
     return ""
 
 
+def _free_mib(sample: telemetry.GpuSample | None) -> int:
+    return sample.free_mib if sample is not None else 0
+
+
 def choose_gpu(requester: str, need_mib: int) -> GpuChoice:
     """The GPU for an 'any' acquire needing `need_mib` free (0: no need declared).
 
@@ -789,11 +793,9 @@ def choose_gpu(requester: str, need_mib: int) -> GpuChoice:
     fitting = [(state, sample) for state, sample, why in views if not why]
     if fitting:
         if need_mib:
-            state, sample = min(fitting, key=lambda pair: (pair[1].free_mib - need_mib, pair[0].gpu.index))
+            state, sample = min(fitting, key=lambda pair: (_free_mib(pair[1]) - need_mib, pair[0].gpu.index))
         else:
-            state, sample = min(
-                fitting, key=lambda pair: (-(pair[1].free_mib if pair[1] else 0), pair[0].gpu.index)
-            )
+            state, sample = min(fitting, key=lambda pair: (-_free_mib(pair[1]), pair[0].gpu.index))
         index = state.gpu.index
         free = f" ({_gib(sample.free_mib)} free)" if sample is not None else " (memory not measured)"
         fit = f"the best fit for {_gib(need_mib)}" if need_mib else "free"

@@ -31,7 +31,7 @@ def unexplained_locks(source: str) -> list[int]:
     lines = source.splitlines()
     found = []
     for statement in statements(ast.parse(source)):
-        locks = [node.lineno for node in ast.walk(statement) if is_lock(node)]
+        locks = [node.lineno for node in ast.walk(statement) if isinstance(node, ast.expr) and is_lock(node)]
         if not locks:
             continue
         first, last = statement.lineno, statement.end_lineno or statement.lineno

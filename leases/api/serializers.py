@@ -84,11 +84,15 @@ def contract_field(field: contract.Field) -> serializers.Field:
             words=field.words, min_value=int(field.minimum or 0), max_value=int(field.maximum or 0), **options
         )
     if field.kind is str:
-        return serializers.CharField(max_length=field.max_length, **options)
+        return serializers.CharField(**_given(max_length=field.max_length), **options)
     if field.kind is bool:
         return serializers.BooleanField(**options)
     number = serializers.IntegerField if field.kind is int else serializers.FloatField
-    return number(min_value=field.minimum, max_value=field.maximum, **options)
+    return number(**_given(min_value=field.minimum, max_value=field.maximum), **options)
+
+
+def _given(**bounds: Any) -> dict[str, Any]:
+    return {name: value for name, value in bounds.items() if value is not None}
 
 
 class ContractSerializer(serializers.Serializer):
@@ -106,7 +110,7 @@ class ContractSerializer(serializers.Serializer):
 
 
 class AcquireSerializer(ContractSerializer):
-    request_fields = ("ACQUIRE",)
+    request_fields: tuple[str, ...] = ("ACQUIRE",)
     # accepted for compatibility (the seed's clients send it); acquire never blocks: use /gpu/wait
     timeout_seconds = serializers.FloatField(min_value=0, max_value=MAX_WAIT_SECONDS, required=False)
 
