@@ -99,6 +99,13 @@ class Engine:
         except ContainerGone:
             return None
 
+    def inspect_made(self, container_id: str, name: str) -> dict[str, Any]:
+        """The inspected container just created or started; one that vanished since is refused."""
+        attrs = self.inspect(container_id)
+        if attrs is None:
+            raise ContainerGone(f"{name} vanished right after Docker made or started it")
+        return attrs
+
     def find(self, config: Config, service: Service) -> dict[str, Any] | None:
         """The inspected container of a service, or None when it does not exist."""
         for summary in self.summaries():
@@ -178,7 +185,7 @@ class Engine:
             networking_config=self._endpoints(config.docker.network, [service.network_alias]),
             stop_timeout=service.stop_timeout_seconds,
         )
-        return self.inspect(created["Id"])  # type: ignore[return-value]  # None if it vanished since
+        return self.inspect_made(created["Id"], name)
 
     def recreate(self, config: Config, attrs: dict[str, Any], device_requests: list[dict]) -> dict:
         """Replace a container by one with its own configuration plus the given device requests."""
@@ -212,7 +219,7 @@ class Engine:
         for network in networks:
             if network != primary:
                 self.connect(created["Id"], network, own_aliases(attrs, network))
-        return self.inspect(created["Id"])  # type: ignore[return-value]  # None if it vanished since
+        return self.inspect_made(created["Id"], name)
 
     def _endpoints(self, network: str, aliases: list[str]) -> dict | None:
         if not network or network in ("bridge", "host", "none", "default"):

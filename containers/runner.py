@@ -195,11 +195,11 @@ class Run:
             outcome["detail"] = "; ".join([*notes, "already running"])
             return attrs
         self.engine.start(attrs)
-        attrs = self.engine.inspect(attrs["Id"])
+        attrs = self.engine.inspect_made(attrs["Id"], service.name)
         self.observe(service, attrs)
         outcome["detail"] = "; ".join([*notes, "started"])
-        outcome["figures"] = {"device_requests": docker_engine.device_requests(attrs) if attrs else []}
-        return attrs  # type: ignore[return-value]  # None if it vanished since the start
+        outcome["figures"] = {"device_requests": docker_engine.device_requests(attrs)}
+        return attrs
 
     def wait_healthy(self, service: Service, attrs: dict[str, Any], outcome: dict[str, Any]) -> None:
         began = time.monotonic()
