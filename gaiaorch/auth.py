@@ -108,6 +108,7 @@ def token_for_key(key: str) -> ApiToken | None:
     token = ApiToken.objects.select_related("user").filter(digest=digest).first()
     if token is None or not token.user.is_active:
         return None
+    token.user.read_only_account = _in_read_only_group(token.user)  # remembered with the token
     with _found_lock:
         if generation == _generation:
             _found[digest] = (now + TOKEN_CACHE_SECONDS, token)
@@ -174,6 +175,11 @@ def set_read_only(user, read_only: bool) -> None:
 
 
 def is_read_only(user) -> bool:
+    remembered = getattr(user, "read_only_account", None)  # read with its token (token_for_key)
+    return remembered if remembered is not None else _in_read_only_group(user)
+
+
+def _in_read_only_group(user) -> bool:
     return user.groups.filter(name=READ_ONLY_GROUP).exists()
 
 

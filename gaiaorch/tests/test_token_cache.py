@@ -25,7 +25,7 @@ def empty_cache():
 
 def test_it_looks_a_key_up_once_per_period(django_assert_num_queries):
     key = auth.ensure_service_account("gaia-audio")
-    with django_assert_num_queries(1):
+    with django_assert_num_queries(2):  # the token with its account, and its read-only group
         assert auth.user_for_key(key).username == "gaia-audio"
     with django_assert_num_queries(0):
         assert auth.user_for_key(key).username == "gaia-audio"
@@ -35,7 +35,7 @@ def test_it_looks_again_once_the_period_ends(monkeypatch, django_assert_num_quer
     key = auth.ensure_service_account("gaia-audio")
     monkeypatch.setattr(auth, "TOKEN_CACHE_SECONDS", 0.0)
     auth.user_for_key(key)
-    with django_assert_num_queries(1):
+    with django_assert_num_queries(2):
         assert auth.user_for_key(key) is not None
 
 
@@ -110,3 +110,18 @@ def test_it_does_not_remember_what_it_read_before_a_revocation(monkeypatch):
 def digest_remembered(key: str) -> bool:
     with auth._found_lock:
         return auth.digest_of(key) in auth._found
+
+
+def test_it_refuses_a_write_of_an_account_made_read_only_at_the_next_request(django_assert_num_queries):
+    key = auth.ensure_service_account("gaia-audio")
+    client = client_for_token(key)
+    body = {"requester": "gaia-audio", "reason": "tts"}
+    assert client.post("/gpu/acquire", body, format="json").status_code == 200
+    assert auth.is_read_only(auth.user_for_key(key)) is False
+    with django_assert_num_queries(0):  # read with the token, not once per request
+        auth.is_read_only(auth.user_for_key(key))
+    auth.ensure_service_account("gaia-audio", read_only=True)
+    assert auth.is_read_only(auth.user_for_key(key)) is True
+    assert client.post("/gpu/acquire", body, format="json").status_code == 403
+    auth.ensure_service_account("gaia-audio", read_only=False)
+    assert auth.is_read_only(auth.user_for_key(key)) is False
