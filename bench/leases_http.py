@@ -178,20 +178,26 @@ def drive(
     base: str, tokens: dict[str, str], clients: int, seconds: float, one=cycle
 ) -> tuple[Outcome, float]:
     outcome = Outcome()
-    stop = time.monotonic() + seconds
+    stop = [0.0]
+    # the timed window starts once every client has warmed up (set before any is let go)
+    warmed = threading.Barrier(clients + 1, action=lambda: stop.__setitem__(0, time.monotonic() + seconds))
 
     def run(number: int) -> None:
         name = requester(number)
         headers = {"Authorization": f"Token {tokens.get(name, 'floor')}"}
         with httpx.Client(base_url=base, headers=headers, timeout=60) as client:
-            one(client, name, Outcome())  # warm-up: connection and first-request costs
-            while time.monotonic() < stop:
+            try:
+                one(client, name, Outcome())  # warm-up: connection and first-request costs
+            finally:
+                warmed.wait()
+            while time.monotonic() < stop[0]:
                 one(client, name, outcome)
 
     threads = [threading.Thread(target=run, args=(n,)) for n in range(clients)]
-    began = time.monotonic()
     for thread in threads:
         thread.start()
+    warmed.wait()
+    began = time.monotonic()
     for thread in threads:
         thread.join()
     return outcome, time.monotonic() - began
