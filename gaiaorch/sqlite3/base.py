@@ -10,6 +10,7 @@ in other processes (the ticker, the worker) still meet at SQLite's own lock, as 
 
 from __future__ import annotations
 
+import os
 import threading
 
 from django.db.backends.sqlite3 import base
@@ -20,23 +21,34 @@ WRITERS = threading.Lock()
 WAIT_SECONDS = 30.0  # as the busy timeout: past it, the transaction tries SQLite's lock anyway
 
 
+def _fresh_after_fork() -> None:
+    """A forked child (the supervisor's children, the worker's) has no other thread that could
+    hold its parent's lock: it starts with a free one."""
+    global WRITERS
+    WRITERS = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_fresh_after_fork)
+
+
 class DatabaseWrapper(base.DatabaseWrapper):
-    holds_writers = False
+    holding: threading.Lock | None = None  # the lock this connection's transaction took
 
     def _start_transaction_under_autocommit(self):
-        taken = WRITERS.acquire(timeout=WAIT_SECONDS)
+        lock = WRITERS
+        taken = lock.acquire(timeout=WAIT_SECONDS)
         try:
             super()._start_transaction_under_autocommit()
         except BaseException:
             if taken:
-                WRITERS.release()
+                lock.release()
             raise
-        self.holds_writers = taken
+        self.holding = lock if taken else None
 
     def _let_writers_go(self) -> None:
-        if self.holds_writers:
-            self.holds_writers = False
-            WRITERS.release()
+        lock, self.holding = self.holding, None
+        if lock is not None:
+            lock.release()
 
     def _commit(self):
         try:
