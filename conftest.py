@@ -149,3 +149,13 @@ def task_broker(monkeypatch):
     broker.point_at(broker.live_url)
     yield broker
     silent.close()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def serving_threads_let_go(django_db_setup, django_db_blocker):
+    """The serving pool's threads keep their connections between requests (gaiaorch.serving): close
+    them before the test database is dropped (PostgreSQL refuses to drop a database in use)."""
+    yield
+    from gaiaorch import serving
+
+    serving.close_connections()

@@ -40,6 +40,8 @@ class Outcome:
     latencies: list[float] = field(default_factory=list)
     tokens: list[int] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    # fencing token -> perf_counter when its grant answer arrived, its release was sent, answered
+    moments: dict[int, tuple[float, float, float]] = field(default_factory=dict)
 
 
 def free_port() -> int:
@@ -94,9 +96,9 @@ def start_daphne(app: str, env: dict[str, str]) -> tuple[subprocess.Popen, str]:
     raise SystemExit(f"daphne did not start for {app}")
 
 
-def cycle(client: httpx.Client, name: str, outcome: Outcome) -> None:
+def cycle(client: httpx.Client, name: str, outcome: Outcome, gpu: int = 0) -> None:
     started = time.perf_counter()
-    response = client.post("/gpu/acquire", json={"requester": name, "reason": "bench"})
+    response = client.post("/gpu/acquire", json={"requester": name, "reason": "bench", "gpu": gpu})
     body = response.json()
     while response.status_code == 202:
         response = client.post("/gpu/wait", json={"lease_id": body["lease_id"], "timeout_seconds": 30})
@@ -104,12 +106,35 @@ def cycle(client: httpx.Client, name: str, outcome: Outcome) -> None:
     if response.status_code != 200:
         outcome.errors.append(f"acquire/wait {response.status_code}: {body}")
         return
+    granted = releasing = time.perf_counter()
     released = client.post("/gpu/release", json={"lease_id": body["lease_id"]})
     if released.status_code != 200:
         outcome.errors.append(f"release {released.status_code}: {released.text[:200]}")
         return
-    outcome.latencies.append(time.perf_counter() - started)
-    outcome.tokens.append(body["fencing_token"])
+    ended = time.perf_counter()
+    outcome.latencies.append(ended - started)
+    token = body["fencing_token"]
+    outcome.tokens.append(token + gpu * 10**12)  # fencing tokens are per GPU
+    outcome.moments[token + gpu * 10**12] = (granted, releasing, ended)
+
+
+def spread_cycle(client: httpx.Client, name: str, outcome: Outcome) -> None:
+    """A cycle on the client's own GPU (bench-NN uses GPU NN): different GPUs, no queue."""
+    cycle(client, name, outcome, gpu=int(name.rsplit("-", 1)[1]))
+
+
+def handovers(outcome: Outcome) -> tuple[list[float], list[float]]:
+    """One GPU, a queue: for each grant, seconds from the previous holder's release (fencing
+    tokens give the order) to this grant's answer reaching its client. The release commits after
+    its request was sent and before its answer is, so (grant - release sent) bounds the time from
+    that commit to the grant from above, and (grant - release answered) from below."""
+    upper, lower = [], []
+    for token, (granted, _, _) in outcome.moments.items():
+        previous = outcome.moments.get(token - 1)
+        if previous is not None:
+            upper.append(granted - previous[1])
+            lower.append(granted - previous[2])
+    return upper, lower
 
 
 def health_cycle(client: httpx.Client, name: str, outcome: Outcome) -> None:
@@ -135,27 +160,45 @@ def status_cycle(client: httpx.Client, name: str, outcome: Outcome) -> None:
     outcome.tokens.append(len(outcome.tokens) + 1)
 
 
-CYCLES = {"health": health_cycle, "status": status_cycle}
+def system_status_cycle(client: httpx.Client, name: str, outcome: Outcome) -> None:
+    """One GET /status: the operator's overview."""
+    started = time.perf_counter()
+    response = client.get("/status")
+    if response.status_code != 200:
+        outcome.errors.append(f"/status {response.status_code}")
+        return
+    outcome.latencies.append(time.perf_counter() - started)
+    outcome.tokens.append(len(outcome.tokens) + 1)
+
+
+CYCLES = {"health": health_cycle, "GET /gpu/status": status_cycle, "GET /status": system_status_cycle}
+CYCLES["own GPU"] = spread_cycle
 
 
 def drive(
     base: str, tokens: dict[str, str], clients: int, seconds: float, one=cycle
 ) -> tuple[Outcome, float]:
     outcome = Outcome()
-    stop = time.monotonic() + seconds
+    stop = [0.0]
+    # the timed window starts once every client has warmed up (set before any is let go)
+    warmed = threading.Barrier(clients + 1, action=lambda: stop.__setitem__(0, time.monotonic() + seconds))
 
     def run(number: int) -> None:
         name = requester(number)
         headers = {"Authorization": f"Token {tokens.get(name, 'floor')}"}
         with httpx.Client(base_url=base, headers=headers, timeout=60) as client:
-            one(client, name, Outcome())  # warm-up: connection and first-request costs
-            while time.monotonic() < stop:
+            try:
+                one(client, name, Outcome())  # warm-up: connection and first-request costs
+            finally:
+                warmed.wait()
+            while time.monotonic() < stop[0]:
                 one(client, name, outcome)
 
     threads = [threading.Thread(target=run, args=(n,)) for n in range(clients)]
-    began = time.monotonic()
     for thread in threads:
         thread.start()
+    warmed.wait()
+    began = time.monotonic()
     for thread in threads:
         thread.join()
     return outcome, time.monotonic() - began
@@ -186,7 +229,12 @@ def measure(label: str, app: str, env: dict[str, str], tokens: dict[str, str], c
         "errors": len(outcome.errors),
         "duplicate_tokens": lost,
     }
-    if app != "bench.floor_app:application" and one is cycle:
+    upper, lower = handovers(outcome)
+    if clients > 1 and one is cycle and upper and app != "bench.floor_app:application":
+        row["handover_p50_ms"] = 1000 * statistics.median(upper)
+        row["handover_p99_ms"] = 1000 * percentile(upper, 0.99)
+        row["handover_lower_p50_ms"] = 1000 * statistics.median(lower)
+    if app != "bench.floor_app:application" and one in (cycle, spread_cycle):
         left = helper(env, "leftovers")
         row["left_live"] = left["live"]
         row["released_rows"] = left["released"]
@@ -203,10 +251,22 @@ def main() -> None:
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 16])
     parser.add_argument("--postgres", help="postgres://… database for the PostgreSQL runs (emptied!)")
     parser.add_argument("--status-gpus", type=int, default=16, help="GPUs of the status rows (0: none)")
+    parser.add_argument(
+        "--spread", type=int, default=16, help="N clients each on its own GPU of N (0: no such rows)"
+    )
+    parser.add_argument(
+        "--history",
+        type=int,
+        nargs=2,
+        metavar=("LEASES", "EVENTS"),
+        default=None,
+        help="also time the status reads after adding this many ended leases and events",
+    )
+    parser.add_argument("--only", choices=["cycles", "status"], help="run only these rows")
     args = parser.parse_args()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        for clients in args.clients:
+        for clients in args.clients if args.only != "status" else []:
             sqlite_env = server_env(Path(tmp) / f"sqlite-{clients}", None, clients)
             targets: list[tuple[str, str, dict[str, str], dict | None]] = [
                 ("floor (bare ASGI)", "bench.floor_app:application", sqlite_env, {})
@@ -222,20 +282,48 @@ def main() -> None:
                 tokens = helper(env, "prepare", str(clients)) if tokens is None else tokens
                 rows.append(measure(label, app, env, tokens, clients, args.seconds))
                 print(json.dumps(rows[-1]), file=sys.stderr)
-        if args.status_gpus:
+        if args.spread and args.only != "status":
+            spread = args.spread
+            databases = [("SQLite", None)] + ([("PostgreSQL", args.postgres)] if args.postgres else [])
+            for name, url in databases:
+                env = server_env(Path(tmp) / f"spread-{name}", url, spread, gpus=spread)
+                tokens = helper(env, "prepare", str(spread))
+                label = f"gaiaorch {name}, {spread} clients each on its own GPU"
+                rows.append(measure(label, "console.asgi:application", env, tokens, spread, args.seconds))
+                print(json.dumps(rows[-1]), file=sys.stderr)
+        if args.status_gpus and args.only != "cycles":
             databases = [("SQLite", None)] + ([("PostgreSQL", args.postgres)] if args.postgres else [])
             for name, url in databases:
                 env = server_env(Path(tmp) / f"status-{name}", url, 3, gpus=args.status_gpus)
                 tokens = helper(env, "prepare", "3")
                 helper(env, "queue", "2")
-                label = f"gaiaorch {name} GET /gpu/status, {args.status_gpus} GPUs"
-                rows.append(measure(label, "console.asgi:application", env, tokens, 1, args.seconds))
-                print(json.dumps(rows[-1]), file=sys.stderr)
-    print("| server | clients | cycles | ops/s | p50 ms | p99 ms | errors | duplicate tokens | left live |")
-    print("|---|---|---|---|---|---|---|---|---|")
+                for path in ("GET /gpu/status", "GET /status"):
+                    label = f"gaiaorch {name} {path}, {args.status_gpus} GPUs"
+                    rows.append(measure(label, "console.asgi:application", env, tokens, 1, args.seconds))
+                    print(json.dumps(rows[-1]), file=sys.stderr)
+                if args.history:
+                    helper(env, "history", *map(str, args.history))
+                    for path in ("GET /gpu/status", "GET /status"):
+                        label = (
+                            f"gaiaorch {name} {path}, {args.status_gpus} GPUs, "
+                            f"{args.history[0]} ended leases + {args.history[1]} events"
+                        )
+                        rows.append(measure(label, "console.asgi:application", env, tokens, 1, args.seconds))
+                        print(json.dumps(rows[-1]), file=sys.stderr)
+    print(
+        "| server | clients | cycles | ops/s | p50 ms | p99 ms | errors | duplicate tokens | left live "
+        "| handover p50/p99 ms (from release sent; from release answered) |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for row in rows:
         cells = [row["server"], row["clients"], row["cycles"], f"{row['ops_s']:.0f}", f"{row['p50_ms']:.2f}"]
         cells += [f"{row['p99_ms']:.2f}", row["errors"], row["duplicate_tokens"], row.get("left_live", "—")]
+        handover = row.get("handover_p50_ms")
+        cells.append(
+            f"{handover:.2f} / {row['handover_p99_ms']:.2f} ({row['handover_lower_p50_ms']:.2f})"
+            if handover is not None
+            else "—"
+        )
         print("| " + " | ".join(str(cell) for cell in cells) + " |")
 
 

@@ -14,12 +14,15 @@ config.current()  # daphne runs no system checks: a broken configuration must no
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.sessions import CookieMiddleware  # noqa: E402
 
+from gaiaorch.serving import pooled  # noqa: E402
 from leases.api.wait import one_thread_for_waits  # noqa: E402
 from notifications.routing import websocket_urlpatterns  # noqa: E402
 
 application = ProtocolTypeRouter(
     {
-        "http": one_thread_for_waits(django_http),  # an open /gpu/wait holds no thread of its own
+        # Synchronous views on the serving pool, in one thread hop, on connections it keeps; an
+        # open /gpu/wait (async) holds no thread of its own.
+        "http": pooled(one_thread_for_waits(django_http)),
         # Cookies only: the consumer checks the session (or token) itself, at the handshake and
         # again every few seconds, and answers a database outage instead of failing the handshake.
         "websocket": CookieMiddleware(URLRouter(websocket_urlpatterns)),  # type: ignore[arg-type]

@@ -5,9 +5,12 @@ gaiaorch.rights.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import ipaddress
 import secrets
+import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -22,6 +25,7 @@ from django.contrib import auth
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from django.db import transaction
+from django.db.models.signals import m2m_changed, post_delete, post_save
 from django.utils import timezone
 from rest_framework.authentication import BaseAuthentication, TokenAuthentication
 from rest_framework.exceptions import AuthenticationFailed
@@ -67,6 +71,39 @@ def issue_token(user, actor: str = "system") -> str:
     return key
 
 
+# A token found is remembered this long, so a service calling many times a second costs one
+# token -> account lookup per this period instead of one per request. Any change to a token or an
+# account in this process forgets them all at once (a revoked or rotated key stops working for the
+# next request); a change made by another process (a management command) reaches this one within
+# this bound.
+TOKEN_CACHE_SECONDS = 2.0
+_found: dict[str, tuple[float, ApiToken]] = {}
+_found_lock = threading.Lock()  # why: the serving threads read and fill the cache at once
+_generation = 0  # bumped by every forget: a lookup begun before one must not store what it read
+
+
+def forget_tokens(**kwargs) -> None:
+    """Forget every remembered token, now and again when the current transaction commits (a
+    lookup on another connection may read the old row until then)."""
+    _forget()
+    transaction.on_commit(_forget)
+
+
+def _forget() -> None:
+    global _generation
+    with _found_lock:
+        _found.clear()
+        _generation += 1
+
+
+for _model in (ApiToken, get_user_model()):
+    post_save.connect(forget_tokens, sender=_model, dispatch_uid=f"forget_tokens_saved_{_model.__name__}")
+    post_delete.connect(forget_tokens, sender=_model, dispatch_uid=f"forget_tokens_deleted_{_model.__name__}")
+m2m_changed.connect(
+    forget_tokens, sender=get_user_model().groups.through, dispatch_uid="forget_tokens_groups"
+)
+
+
 def revoke_token(user, actor: str = "system") -> bool:
     """Take the account's token away (its key stops working, none replaces it); False when it had none."""
     with transaction.atomic():
@@ -88,11 +125,31 @@ def revoke_token(user, actor: str = "system") -> bool:
 
 def token_for_key(key: str) -> ApiToken | None:
     """The token of an active account with this key, or None: the one lookup every caller uses
-    (DRF views, the async /gpu/wait, the WebSocket consumer)."""
+    (DRF views, the async /gpu/wait, the WebSocket consumer). Each caller gets its own copy."""
     if not key:
         return None
-    token = ApiToken.objects.select_related("user").filter(digest=digest_of(key)).first()
-    return token if token and token.user.is_active else None
+    digest = digest_of(key)
+    now = time.monotonic()
+    with _found_lock:
+        generation = _generation
+        found = _found.get(digest)
+    if found is not None and found[0] > now:
+        return _copy(found[1])
+    token = ApiToken.objects.select_related("user").filter(digest=digest).first()
+    if token is None or not token.user.is_active:
+        return None
+    token.user.read_only_account = _in_read_only_group(token.user)  # type: ignore[attr-defined]  # remembered with the token
+    with _found_lock:
+        if generation == _generation:
+            _found[digest] = (now + TOKEN_CACHE_SECONDS, token)
+    return _copy(token)
+
+
+def _copy(token: ApiToken) -> ApiToken:
+    """A request may set attributes on its user (DRF, rights): it must not see another's."""
+    mine = copy.copy(token)
+    mine.user = copy.copy(token.user)
+    return mine
 
 
 def user_for_key(key: str):
@@ -157,6 +214,7 @@ def set_read_only(user, read_only: bool, actor: str = "system", announce: bool =
         if read_only:
             user.groups.add(group)
             get_user_model().objects.filter(pk=user.pk).update(is_staff=False)
+            forget_tokens()  # an update sends no post_save
         else:
             user.groups.remove(group)
         if changed and announce:
@@ -172,6 +230,11 @@ def set_read_only(user, read_only: bool, actor: str = "system", announce: bool =
 
 
 def is_read_only(user) -> bool:
+    remembered = getattr(user, "read_only_account", None)  # read with its token (token_for_key)
+    return remembered if remembered is not None else _in_read_only_group(user)
+
+
+def _in_read_only_group(user) -> bool:
     return user.groups.filter(name=READ_ONLY_GROUP).exists()
 
 

@@ -247,7 +247,7 @@ def sqlite_database(path: Path) -> dict[str, Any]:
     # WAL lets the web process read while the worker writes; IMMEDIATE takes the write lock at
     # BEGIN so two writers queue on the busy timeout instead of failing mid-transaction.
     return {
-        "ENGINE": "django.db.backends.sqlite3",
+        "ENGINE": "gaiaorch.sqlite3",  # Django's, with in-process writers queued
         "NAME": str(path),
         "OPTIONS": {
             "transaction_mode": "IMMEDIATE",

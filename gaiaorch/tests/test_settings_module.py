@@ -34,7 +34,7 @@ def test_it_defaults_to_the_embedded_stack(tmp_path):
     assert json.loads(result.stdout) == {
         "port": 6410,
         "backend": "auto",
-        "engine": "django.db.backends.sqlite3",
+        "engine": "gaiaorch.sqlite3",
         "layer": "channels.layers.InMemoryChannelLayer",
         "broker": "orm",
     }
