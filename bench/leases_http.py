@@ -149,26 +149,25 @@ def health_cycle(client: httpx.Client, name: str, outcome: Outcome) -> None:
     outcome.tokens.append(len(outcome.tokens) + 1)
 
 
-def status_cycle(client: httpx.Client, name: str, outcome: Outcome) -> None:
-    """One GET /gpu/status: the GPUs, their holders and queues."""
+def timed_read(client: httpx.Client, path: str, outcome: Outcome) -> None:
+    """One GET of a read-only path, timed; anything but 200 is an error."""
     started = time.perf_counter()
-    response = client.get("/gpu/status")
+    response = client.get(path)
     if response.status_code != 200:
-        outcome.errors.append(f"status {response.status_code}")
+        outcome.errors.append(f"{path} {response.status_code}")
         return
     outcome.latencies.append(time.perf_counter() - started)
     outcome.tokens.append(len(outcome.tokens) + 1)
+
+
+def status_cycle(client: httpx.Client, name: str, outcome: Outcome) -> None:
+    """One GET /gpu/status: the GPUs, their holders and queues."""
+    timed_read(client, "/gpu/status", outcome)
 
 
 def system_status_cycle(client: httpx.Client, name: str, outcome: Outcome) -> None:
     """One GET /status: the operator's overview."""
-    started = time.perf_counter()
-    response = client.get("/status")
-    if response.status_code != 200:
-        outcome.errors.append(f"/status {response.status_code}")
-        return
-    outcome.latencies.append(time.perf_counter() - started)
-    outcome.tokens.append(len(outcome.tokens) + 1)
+    timed_read(client, "/status", outcome)
 
 
 CYCLES = {"health": health_cycle, "GET /gpu/status": status_cycle, "GET /status": system_status_cycle}

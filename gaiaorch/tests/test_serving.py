@@ -14,6 +14,7 @@ from django.db.backends.signals import connection_created
 
 from gaiaorch import serving
 from gaiaorch.auth import ensure_service_account
+from gaiaorch.tests.asgi import http_scope
 from notifications.models import Event
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -24,20 +25,7 @@ def scope(method: str, path: str, token: str | None = None, length: int = 0) -> 
     headers.append((b"content-length", str(length).encode()))
     if token:
         headers.append((b"authorization", f"Token {token}".encode()))
-    return {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": method,
-        "scheme": "http",
-        "path": path,
-        "raw_path": path.encode(),
-        "query_string": b"",
-        "root_path": "",
-        "headers": headers,
-        "client": ("127.0.0.1", 50000),
-        "server": ("127.0.0.1", 6410),
-    }
+    return http_scope(method, path, headers)
 
 
 async def request(method: str, path: str, token: str | None = None, body: dict | None = None):

@@ -15,6 +15,7 @@ from console.asgi import application
 from containers import services as containers
 from containers.models import Operation
 from gaiaorch.auth import ensure_service_account
+from gaiaorch.tests.asgi import http_scope
 from leases.models import Lease
 from notifications.models import Event
 
@@ -163,20 +164,7 @@ def asgi_post(path: str, body: bytes, client, forwarded_for: str = "") -> tuple[
     headers = [(b"host", b"127.0.0.1:6410"), (b"content-type", b"application/json")]
     if forwarded_for:
         headers.append((b"x-forwarded-for", forwarded_for.encode()))
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "POST",
-        "scheme": "http",
-        "path": path,
-        "raw_path": path.encode(),
-        "query_string": b"",
-        "root_path": "",
-        "headers": headers,
-        "client": client,
-        "server": ("127.0.0.1", 6410),
-    }
+    scope = http_scope("POST", path, headers, client)
 
     async def exchange():
         communicator = ApplicationCommunicator(application, scope)
