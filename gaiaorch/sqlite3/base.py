@@ -25,7 +25,7 @@ def _fresh_after_fork() -> None:
     """A forked child (the supervisor's children, the worker's) has no other thread that could
     hold its parent's lock: it starts with a free one."""
     global WRITERS
-    WRITERS = threading.Lock()
+    WRITERS = threading.Lock()  # why: the parent's lock may be held by a thread the child lacks
 
 
 os.register_at_fork(after_in_child=_fresh_after_fork)
