@@ -11,6 +11,7 @@ from django.db import connection, transaction
 
 from notifications.models import Event
 from notifications.services import record_event
+from notifications.tests.samples import TEST_PING
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 
@@ -26,7 +27,7 @@ def test_it_never_lets_a_tailing_reader_skip_an_event_while_writers_commit_at_on
         try:
             for step in range(EVENTS_EACH):
                 with transaction.atomic():
-                    record_event("test.order", f"writer {number} step {step}", subject=("gpu", number))
+                    record_event(TEST_PING, f"writer {number} step {step}", subject=("gpu", number))
                     time.sleep(0.002)  # commit a little after the id was taken, as a decision does
         except BaseException as exc:  # reported by the test below
             errors.append(exc)
@@ -55,6 +56,6 @@ def test_it_never_lets_a_tailing_reader_skip_an_event_while_writers_commit_at_on
     stop.set()
     reader.join(60)
     assert errors == []
-    written = list(Event.objects.filter(type="test.order").order_by("id").values_list("id", flat=True))
+    written = list(Event.objects.filter(type=TEST_PING).order_by("id").values_list("id", flat=True))
     assert len(written) == WRITERS * EVENTS_EACH
     assert seen == written  # every id, each once, in order: none became visible after a later one
