@@ -39,8 +39,8 @@ def percentile(values: list[float], fraction: float) -> float:
 
 
 def configure(var_dir: Path, label: str, args: argparse.Namespace) -> None:
-    import yaml
 
+    from bench import fake_stack
     from handoffs.tests.fakes import stack_config
 
     stack = stack_config("http://127.0.0.1:9", "http://127.0.0.1:9", "http://127.0.0.1:9")
@@ -50,17 +50,7 @@ def configure(var_dir: Path, label: str, args: argparse.Namespace) -> None:
         "settle_samples": args.settle_samples,
     }
     stack["services"]["gaia-prime"]["process"] = {"cmdline": re.escape(label)}
-    (var_dir / "orchestrator.yaml").write_text(yaml.safe_dump(stack))
-    for name in [key for key in os.environ if key.startswith("GAIAORCH_")]:
-        del os.environ[name]
-    os.environ.update(
-        DJANGO_SETTINGS_MODULE="gaiaorch.settings",
-        GAIAORCH_CONFIG=str(var_dir / "orchestrator.yaml"),
-        GAIAORCH_VAR_DIR=str(var_dir),
-        GAIAORCH_GPU_BACKEND="fake",
-        GAIAORCH_FAKE_GPU_FILE=str(var_dir / "fake-gpu.json"),
-        GAIAORCH_LOG_LEVEL="WARNING",
-    )
+    fake_stack.use(var_dir, stack)
 
 
 def one_round(gpu, prime, poll: float) -> float:

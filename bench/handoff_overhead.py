@@ -35,8 +35,8 @@ PRIME_MIB, STUDY_MIB = 11000, 16384
 
 
 def configure(var_dir: Path, fakes: dict, processes: dict, args: argparse.Namespace) -> None:
-    import yaml
 
+    from bench import fake_stack
     from handoffs.tests.fakes import stack_config
 
     stack = stack_config(fakes["gaia-core"].url, fakes["gaia-prime"].url, fakes["gaia-study"].url)
@@ -44,20 +44,7 @@ def configure(var_dir: Path, fakes: dict, processes: dict, args: argparse.Namesp
     stack["gpu"] = {"poll_ms": args.poll_ms, "settle_window_ms": args.settle_window_ms, "settle_samples": 3}
     for name, process in processes.items():
         stack["services"][name]["process"] = {"cmdline": re.escape(process.label)}
-    (var_dir / "orchestrator.yaml").write_text(yaml.safe_dump(stack))
-    for name in [
-        key for key in os.environ if key.startswith("GAIAORCH_") or key in ("DATABASE_URL", "REDIS_URL")
-    ]:
-        del os.environ[name]
-    os.environ.update(
-        DJANGO_SETTINGS_MODULE="gaiaorch.settings",
-        GAIAORCH_CONFIG=str(var_dir / "orchestrator.yaml"),
-        GAIAORCH_VAR_DIR=str(var_dir),
-        GAIAORCH_GPU_BACKEND="fake",
-        GAIAORCH_FAKE_GPU_FILE=str(var_dir / "fake-gpu.json"),
-        GAIAORCH_WORKERS="1",
-        GAIAORCH_LOG_LEVEL="WARNING",
-    )
+    fake_stack.use(var_dir, stack, GAIAORCH_WORKERS="1")
 
 
 def start_fakes(var_dir: Path):
