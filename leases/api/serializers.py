@@ -33,7 +33,7 @@ class NumberOrWordField(serializers.Field):
 
     default_error_messages = {"invalid": "must be an integer from {minimum} to {maximum} or {words}"}
 
-    def __init__(self, *, words: tuple[str, ...], min_value: int, max_value: int, **kwargs: Any):
+    def __init__(self, *, words: tuple[str, ...], min_value=None, max_value=None, **kwargs: Any):
         self.words, self.min_value, self.max_value = words, min_value, max_value
         super().__init__(**kwargs)
 
@@ -63,7 +63,7 @@ class NumberOrWordFieldSchema(OpenApiSerializerFieldExtension):
         field = self.target
         return {
             "oneOf": [
-                {"type": "integer", "minimum": field.min_value, "maximum": field.max_value},
+                {"type": "integer", **_given(minimum=field.min_value, maximum=field.max_value)},
                 {"type": "string", "enum": list(field.words)},
             ],
             "description": field.help_text or "",
@@ -81,7 +81,7 @@ def contract_field(field: contract.Field) -> serializers.Field:
         return RequesterField(**options)
     if field.words:
         return NumberOrWordField(
-            words=field.words, min_value=int(field.minimum or 0), max_value=int(field.maximum or 0), **options
+            words=field.words, **_given(min_value=field.minimum, max_value=field.maximum), **options
         )
     if field.kind is str:
         return serializers.CharField(**_given(max_length=field.max_length), **options)
