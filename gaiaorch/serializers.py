@@ -4,6 +4,7 @@ the serializer that documents it."""
 from __future__ import annotations
 
 from collections.abc import Mapping
+from functools import cache
 from typing import Any
 
 from rest_framework import serializers
@@ -37,10 +38,21 @@ class ShapeError(RuntimeError):
 
 def render(serializer_class: type[serializers.Serializer], body: Any, **options: Any) -> Any:
     """`body` (a service's dict, or a row) as `serializer_class` renders it: the serializer that
-    documents the answer in the OpenAPI schema is the one that writes it, so the two cannot drift."""
-    serializer = serializer_class(body, **options)
+    documents the answer in the OpenAPI schema is the one that writes it, so the two cannot drift.
+
+    The serializer's fields are built once per class and options (building them is most of the
+    cost of an answer): rendering reads a field's settings and never changes them, and an answer
+    rendered here has no context (a field that needs the request is not rendered through this)."""
+    serializer = _renderer(serializer_class, tuple(sorted(options.items())))
     _check(serializer, body, serializer_class.__name__)
-    return serializer.data
+    return serializer.to_representation(body)
+
+
+@cache
+def _renderer(serializer_class: type[serializers.Serializer], options: tuple[tuple[str, Any], ...]):
+    serializer = serializer_class(**dict(options))
+    serializer.fields  # noqa: B018  # built now, once, rather than by the first concurrent answers
+    return serializer
 
 
 def _check(field: serializers.Field, value: Any, where: str) -> None:

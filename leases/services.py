@@ -31,6 +31,7 @@ from django.utils import timezone
 
 from gaiaorch import attribution, config, telemetry
 from gaiaorch.errors import Conflict, InvalidRequest, NotFound, Unavailable
+from gaiaorch.statements import CompiledRead
 from gaiaorch_client.contract import ANY_GPU
 from leases import events, wakeups
 from leases.models import Gpu, Lease, LeaseStatus
@@ -173,19 +174,34 @@ def seat_resident(gpu: int) -> Lease | None:
     return state.holder
 
 
+# The reads of every decision, compiled once (gaiaorch.statements).
+#
+# Every decision about one GPU holds its row lock until commit: without it two PostgreSQL
+# transactions could both see the GPU free and grant it twice (the partial unique index
+# would then fail one of them with a 500). SQLite's IMMEDIATE transactions serialise
+# writers already, and select_for_update is a no-op there.
+_LOCKED_GPU = CompiledRead(
+    lambda index: Gpu.objects.filter(index=index, present=True).order_by("pk").select_for_update()[:1],
+    index=Gpu._meta.get_field("index"),
+)
+# why: claims and the wait poller's signs of life are conditional updates made outside
+# decisions; locking the live rows read here makes them wait for this decision and then
+# re-check their condition against its outcome (SQLite serialises every writer anyway).
+_LOCKED_LIVE_LEASES = CompiledRead(
+    lambda gpu: Lease.objects.live().filter(gpu=gpu).select_for_update().order_by(),
+    gpu=Lease._meta.get_field("gpu"),
+)
+_LEASE_GPU_INDEX = CompiledRead(
+    lambda lease: Lease.objects.filter(pk=lease).values_list("gpu__index")[:1],
+    lease=Lease._meta.pk,
+)
+
+
 def _locked_gpu(index: int) -> Gpu:
-    # Every decision about one GPU holds its row lock until commit: without it two PostgreSQL
-    # transactions could both see the GPU free and grant it twice (the partial unique index
-    # would then fail one of them with a 500). SQLite's IMMEDIATE transactions serialise
-    # writers already, and select_for_update is a no-op there.
-    return _gpu_row(index, Gpu.objects.select_for_update())
-
-
-def _gpu_row(index: int, rows=Gpu.objects) -> Gpu:
     for attempt in range(2):
-        gpu = rows.filter(index=index, present=True).first()
-        if gpu is not None:
-            return gpu
+        rows = _LOCKED_GPU.models(index=index)
+        if rows:
+            return rows[0]
         if attempt == 0:
             sync_gpus()
     raise _unknown_gpu(index)
@@ -198,14 +214,14 @@ def _unknown_gpu(index: int) -> InvalidRequest:
 
 def _lease_gpu_index(lease_id: Any) -> int:
     try:
-        index = Lease.objects.filter(pk=lease_id).values_list("gpu__index", flat=True).first()
+        row = _LEASE_GPU_INDEX.first_row(lease=lease_id)
     except (ValidationError, ValueError):
         raise InvalidRequest(
             f"{lease_id!r} is not a lease id.", fields={"lease_id": ["must be a UUID"]}
         ) from None
-    if index is None:
+    if row is None:
         raise NotFound(f"No lease {lease_id}.", lease_id=str(lease_id))
-    return index
+    return row[0]
 
 
 # ---------------------------------------------------------------- one GPU's live leases
@@ -268,10 +284,7 @@ def _state_of(gpu: Gpu, live: list[Lease]) -> GpuState:
 
 
 def _locked_state(gpu: Gpu) -> GpuState:
-    # why: claims and the wait poller's signs of life are conditional updates made outside
-    # decisions; locking the live rows read here makes them wait for this decision and then
-    # re-check their condition against its outcome (SQLite serialises every writer anyway).
-    return _state_of(gpu, list(Lease.objects.live().filter(gpu=gpu).select_for_update().order_by()))
+    return _state_of(gpu, _LOCKED_LIVE_LEASES.models(gpu=gpu.pk))
 
 
 @contextmanager

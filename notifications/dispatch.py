@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 
-from asgiref.sync import async_to_sync
+from asgiref.sync import SyncToAsync, async_to_sync
 from channels.layers import get_channel_layer
 
 logger = logging.getLogger(__name__)
@@ -32,14 +33,32 @@ def announce(event_id: int) -> None:
         loop = asyncio.get_running_loop()
     except RuntimeError:
         loop = None
-    if loop is None:
-        try:
-            async_to_sync(layer.group_send)(EVENTS_GROUP, message)
-        except Exception:  # a broken channel layer must never undo or fail a committed change
-            logger.warning("could not announce event %s; relays will poll for it", event_id, exc_info=True)
+    if loop is not None:
+        # Committed from inside an event loop (async code): async_to_sync would refuse, so schedule it.
+        _schedule(layer, message)
         return
-    # Committed from inside an event loop (async code): async_to_sync would refuse, so schedule it.
-    task = loop.create_task(_send(layer, message))
+    server_loop = _server_loop()
+    if server_loop is not None:
+        # A thread of a web process (gaiaorch.serving): hand the send to the server's loop and go
+        # on; waiting for it would hold the request's answer for a hop through a busy loop.
+        server_loop.call_soon_threadsafe(_schedule, layer, message)
+        return
+    try:
+        async_to_sync(layer.group_send)(EVENTS_GROUP, message)
+    except Exception:  # a broken channel layer must never undo or fail a committed change
+        logger.warning("could not announce event %s; relays will poll for it", event_id, exc_info=True)
+
+
+def _server_loop() -> asyncio.AbstractEventLoop | None:
+    """The running event loop of the web server this thread serves, if any (asgiref records it)."""
+    loop = getattr(SyncToAsync.threadlocal, "main_event_loop", None)
+    if getattr(SyncToAsync.threadlocal, "main_event_loop_pid", None) != os.getpid():
+        return None  # recorded before a fork: that loop is the parent's
+    return loop if loop is not None and loop.is_running() and not loop.is_closed() else None
+
+
+def _schedule(layer, message: dict) -> None:
+    task = asyncio.get_running_loop().create_task(_send(layer, message))
     _announcements.add(task)
     task.add_done_callback(_announcements.discard)
 

@@ -83,7 +83,7 @@ def validated(serializer_class, data) -> dict[str, Any]:
 
 
 def lease_body(lease: Lease, message: str) -> dict[str, Any]:
-    return {"success": True, "message": message, **LeaseSerializer(lease).data}
+    return {"success": True, "message": message, **render(LeaseSerializer, lease)}
 
 
 @extend_schema(request=AcquireSerializer, responses={200: GrantedSerializer, 202: QueuedSerializer})
@@ -203,13 +203,13 @@ class LeaseViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Ge
 
     def retrieve(self, request, *args, **kwargs):
         lease = self.get_object()
-        return Response(LeaseSerializer(services.get_lease(lease.id)).data)
+        return Response(render(LeaseSerializer, services.get_lease(lease.id)))
 
     def _acted(self, request, service, serializer_class=OptionalReasonSerializer) -> Response:
         lease = lease_for(request.user, self.get_object().id)
         params = validated(serializer_class, request.data)
         changed = service(lease.id, actor=actor_name(request.user), **params)
-        return Response(LeaseSerializer(changed).data)
+        return Response(render(LeaseSerializer, changed))
 
     @action(detail=True, methods=["post"])
     def release(self, request, pk=None):
@@ -222,7 +222,7 @@ class LeaseViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Ge
     @action(detail=True, methods=["post"])
     def heartbeat(self, request, pk=None):
         lease = lease_for(request.user, self.get_object().id)
-        return Response(LeaseSerializer(services.heartbeat(lease.id, actor=actor_name(request.user))).data)
+        return Response(render(LeaseSerializer, services.heartbeat(lease.id, actor=actor_name(request.user))))
 
     @action(detail=True, methods=["post"], permission_classes=[rights.IsOperator])
     def revoke(self, request, pk=None):

@@ -11,6 +11,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError
 
 from gaiaorch.errors import DomainError
+from gaiaorch.serializers import render
 from gaiaorch_client import contract
 from leases import services
 from leases.api.serializers import LeaseSerializer
@@ -113,13 +114,13 @@ class Command(BaseCommand):
         return acquire_body(result)[0]
 
     def do_release(self, *, actor: str, lease_id: str, reason: str, **_) -> dict[str, Any]:
-        return LeaseSerializer(services.release(lease_id, actor=actor, reason=reason)).data
+        return render(LeaseSerializer, services.release(lease_id, actor=actor, reason=reason))
 
     def do_heartbeat(self, *, actor: str, lease_id: str, **_) -> dict[str, Any]:
-        return LeaseSerializer(services.heartbeat(lease_id, actor=actor)).data
+        return render(LeaseSerializer, services.heartbeat(lease_id, actor=actor))
 
     def do_revoke(self, *, actor: str, lease_id: str, reason: str, **_) -> dict[str, Any]:
-        return LeaseSerializer(services.revoke(lease_id, actor=actor, reason=reason)).data
+        return render(LeaseSerializer, services.revoke(lease_id, actor=actor, reason=reason))
 
 
 def _acquire_options(options: dict[str, Any]) -> dict[str, Any]:

@@ -1,0 +1,107 @@
+"""Reads compiled once (gaiaorch.statements): the rows the queryset itself would read, the values
+of each run bound in their places, one compilation per database, and the lock kept."""
+
+import uuid
+
+import pytest
+from django.db import connection, transaction
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
+
+from gaiaorch.statements import CompiledRead
+from leases.models import Gpu, Lease, LeaseStatus
+
+pytestmark = pytest.mark.django_db
+
+BY_INDEX = CompiledRead(
+    lambda index: Gpu.objects.filter(index=index, present=True).order_by("pk")[:1],
+    index=Gpu._meta.get_field("index"),
+)
+LIVE_ON = CompiledRead(
+    lambda gpu: Lease.objects.live().filter(gpu=gpu).order_by("arrival"), gpu=Lease._meta.get_field("gpu")
+)
+GPU_INDEX_OF = CompiledRead(
+    lambda lease: Lease.objects.filter(pk=lease).values_list("gpu__index", "requester")[:1],
+    lease=Lease._meta.pk,
+)
+
+
+def make_gpus(count: int) -> list[Gpu]:
+    return [Gpu.objects.create(index=n, uuid=f"GPU-{n}", name="test", total_mib=1024) for n in range(count)]
+
+
+def lease(gpu: Gpu, requester: str, status: str, arrival: int) -> Lease:
+    now = timezone.now()
+    active = status == LeaseStatus.ACTIVE
+    ended = status not in LeaseStatus.live()
+    return Lease.objects.create(
+        gpu=gpu,
+        requester=requester,
+        status=status,
+        arrival=arrival,
+        requested_at=now,
+        fencing_token=arrival if active else None,
+        granted_at=now if active else None,
+        ended_at=now if ended else None,
+    )
+
+
+def test_it_reads_what_the_queryset_reads_with_each_runs_own_values():
+    gpus = make_gpus(3)
+    assert [g.pk for g in BY_INDEX.models(index=2)] == [gpus[2].pk]
+    assert [g.pk for g in BY_INDEX.models(index=0)] == [gpus[0].pk]
+    assert BY_INDEX.models(index=9) == []
+    Gpu.objects.filter(index=1).update(present=False)
+    assert BY_INDEX.models(index=1) == []  # the statement's own constants are kept
+
+
+def test_it_builds_model_instances_with_their_fields_converted():
+    gpus = make_gpus(2)
+    held = lease(gpus[1], "a", LeaseStatus.ACTIVE, 1)
+    waiting = lease(gpus[1], "b", LeaseStatus.WAITING, 2)
+    lease(gpus[1], "c", LeaseStatus.RELEASED, 3)
+    lease(gpus[0], "d", LeaseStatus.WAITING, 4)
+    rows = LIVE_ON.models(gpu=gpus[1].pk)
+    assert [(row.id, row.requester, row.status) for row in rows] == [
+        (held.id, "a", LeaseStatus.ACTIVE),
+        (waiting.id, "b", LeaseStatus.WAITING),
+    ]
+    assert isinstance(rows[0].id, uuid.UUID)
+    assert rows[0].requested_at == Lease.objects.get(pk=held.pk).requested_at  # a datetime, not text
+
+
+def test_it_answers_a_values_row_or_none():
+    gpus = make_gpus(2)
+    held = lease(gpus[1], "a", LeaseStatus.ACTIVE, 1)
+    assert GPU_INDEX_OF.first_row(lease=held.id) == (1, "a")
+    assert GPU_INDEX_OF.first_row(lease=str(held.id)) == (1, "a")
+    assert GPU_INDEX_OF.first_row(lease=uuid.uuid4()) is None
+
+
+def test_it_compiles_once_and_then_runs_only_the_statement():
+    make_gpus(1)
+    read = CompiledRead(lambda index: Gpu.objects.filter(index=index), index=Gpu._meta.get_field("index"))
+    read.models(index=0)
+    with CaptureQueriesContext(connection) as queries:
+        read.models(index=0)
+    assert len(queries) == 1
+    assert len(read._compiled) == 1
+
+
+def test_it_refuses_a_parameter_the_statement_does_not_use_once():
+    read = CompiledRead(lambda index: Gpu.objects.all(), index=Gpu._meta.get_field("index"))
+    with pytest.raises(ValueError, match="appears 0 times"):
+        read.models(index=0)
+
+
+@pytest.mark.postgres
+def test_it_keeps_the_row_lock_of_a_select_for_update_on_postgresql():
+    make_gpus(1)
+    locked = CompiledRead(
+        lambda index: Gpu.objects.filter(index=index).select_for_update(), index=Gpu._meta.get_field("index")
+    )
+    with transaction.atomic(), CaptureQueriesContext(connection) as queries:
+        assert len(locked.models(index=0)) == 1
+    assert any(query["sql"].endswith(" FOR UPDATE") for query in queries.captured_queries), (
+        queries.captured_queries
+    )
