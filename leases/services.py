@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
+import uuid
 from collections import defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -191,8 +192,8 @@ _LOCKED_LIVE_LEASES = CompiledRead(
     lambda gpu: Lease.objects.live().filter(gpu=gpu).select_for_update().order_by(),
     gpu=Lease._meta.get_field("gpu"),
 )
-_LEASE_GPU_INDEX = CompiledRead(
-    lambda lease: Lease.objects.filter(pk=lease).values_list("gpu__index")[:1],
+_LEASE_OWNER = CompiledRead(
+    lambda lease: Lease.objects.filter(pk=lease).values_list("requester", "gpu__index")[:1],
     lease=Lease._meta.pk,
 )
 
@@ -212,16 +213,32 @@ def _unknown_gpu(index: int) -> InvalidRequest:
     return InvalidRequest(f"GPU {index} does not exist.", fields={"gpu": [f"unknown GPU; known: {known}"]})
 
 
-def _lease_gpu_index(lease_id: Any) -> int:
+@dataclass(frozen=True)
+class LeaseOwner:
+    """Whose a lease is and on which GPU: what a caller checks before acting on it."""
+
+    id: uuid.UUID
+    requester: str
+    gpu: int
+
+
+def lease_owner(lease_id: Any) -> LeaseOwner:
+    """The lease's requester and GPU index (one statement); NotFound when there is no such lease."""
     try:
-        row = _LEASE_GPU_INDEX.first_row(lease=lease_id)
+        lease_uuid = lease_id if isinstance(lease_id, uuid.UUID) else uuid.UUID(str(lease_id))
+        row = _LEASE_OWNER.first_row(lease=lease_uuid)
     except (ValidationError, ValueError):
         raise InvalidRequest(
             f"{lease_id!r} is not a lease id.", fields={"lease_id": ["must be a UUID"]}
         ) from None
     if row is None:
         raise NotFound(f"No lease {lease_id}.", lease_id=str(lease_id))
-    return row[0]
+    requester, gpu = row
+    return LeaseOwner(lease_uuid, requester, gpu)
+
+
+def _lease_gpu_index(lease_id: Any) -> int:
+    return lease_owner(lease_id).gpu
 
 
 # ---------------------------------------------------------------- one GPU's live leases

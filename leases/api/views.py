@@ -13,7 +13,7 @@ from rest_framework.response import Response
 
 from gaiaorch import rights
 from gaiaorch.auth import actor_name
-from gaiaorch.errors import InvalidRequest, NotFound
+from gaiaorch.errors import InvalidRequest
 from gaiaorch.serializers import render
 from gaiaorch_client import contract
 from leases import services
@@ -35,11 +35,9 @@ def ensure_acts_for(user, requester: str) -> None:
     rights.require_acts_for(user, requester)
 
 
-def lease_for(user, lease_id) -> Lease:
-    """The lease, if `user` may act on it (its own requester's, or any for staff)."""
-    lease = Lease.objects.select_related("gpu").filter(pk=lease_id).first()
-    if lease is None:
-        raise NotFound(f"No lease {lease_id}.", lease_id=str(lease_id))
+def lease_for(user, lease_id) -> services.LeaseOwner:
+    """Whose the lease is and its GPU, if `user` may act on it (its own requester's, or any for staff)."""
+    lease = services.lease_owner(lease_id)
     ensure_acts_for(user, lease.requester)
     return lease
 
@@ -119,9 +117,7 @@ def release(request):
     if "lease_id" in params:
         lease = lease_for(request.user, params["lease_id"])
         ensure_same_gpu(lease, params.get("gpu"))
-        released = services.release_reporting(
-            lease.id, actor=actor, reason=params["reason"], gpu=lease.gpu.index
-        )
+        released = services.release_reporting(lease.id, actor=actor, reason=params["reason"], gpu=lease.gpu)
     else:
         requester = rights.own_requester(request.user)
         released = services.release_without_id_reporting(
@@ -130,11 +126,11 @@ def release(request):
     return Response(released_body(released))
 
 
-def ensure_same_gpu(lease: Lease, gpu: int | None) -> None:
-    if gpu is not None and gpu != lease.gpu.index:
+def ensure_same_gpu(lease: services.LeaseOwner, gpu: int | None) -> None:
+    if gpu is not None and gpu != lease.gpu:
         raise InvalidRequest(
-            f"Lease {lease.id} is on GPU {lease.gpu.index}, not GPU {gpu}.",
-            fields={"gpu": [f"lease {lease.id} is on GPU {lease.gpu.index}"]},
+            f"Lease {lease.id} is on GPU {lease.gpu}, not GPU {gpu}.",
+            fields={"gpu": [f"lease {lease.id} is on GPU {lease.gpu}"]},
         )
 
 
@@ -152,7 +148,7 @@ def released_body(released: services.Released) -> dict[str, Any]:
 def heartbeat(request):
     params = validated(LeaseIdSerializer, request.data)
     lease = lease_for(request.user, params["lease_id"])
-    renewed = services.heartbeat(lease.id, actor=actor_name(request.user), gpu=lease.gpu.index)
+    renewed = services.heartbeat(lease.id, actor=actor_name(request.user), gpu=lease.gpu)
     return Response(lease_body(renewed, "Lease renewed"))
 
 

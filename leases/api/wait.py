@@ -69,7 +69,7 @@ def _enter(user, params: dict[str, Any]) -> services.AcquireResult:
     """Find or create the queue entry this wait is about; its owner is here."""
     if "lease_id" in params:
         lease = lease_for(user, params["lease_id"])
-        return services.attend(lease.id, gpu=lease.gpu.index)
+        return services.attend(lease.id, gpu=lease.gpu)
     ensure_acts_for(user, params["requester"])
     return services.acquire(**contract.acquire_arguments(params), actor=actor_name(user))
 
