@@ -30,7 +30,7 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
-from gaiaorch import attribution, config, telemetry
+from gaiaorch import attribution, config, statements, telemetry
 from gaiaorch.errors import Conflict, InvalidRequest, NotFound, Unavailable
 from gaiaorch.statements import CompiledRead
 from gaiaorch_client.contract import ANY_GPU
@@ -318,12 +318,9 @@ def _deciding(index: int, actor: str) -> Iterator[GpuState]:
 
 
 def _write(state: GpuState) -> None:
-    if state.new:
-        Lease.objects.bulk_create(state.new)
-        for lease in state.new:
-            lease._state.adding = False
+    statements.insert(state.new)
     if state.changed_gpu_fields:
-        state.gpu.save(update_fields=sorted(state.changed_gpu_fields))
+        statements.save_fields(state.gpu, sorted(state.changed_gpu_fields))
     record_events(state.events)
     if state.changed:
         changed = sorted(state.changed)
@@ -333,7 +330,7 @@ def _write(state: GpuState) -> None:
 def _save(lease: Lease, fields: list[str]) -> None:
     """Write changed fields now; a lease made in this decision is inserted at its end instead."""
     if not lease._state.adding:
-        lease.save(update_fields=fields)
+        statements.save_fields(lease, fields)
 
 
 def describe_wait(lease: Lease, state: GpuState) -> str:

@@ -14,7 +14,7 @@ from typing import Any
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
-from gaiaorch import config, event_types
+from gaiaorch import config, event_types, statements
 from gaiaorch.auth import audit_marks
 from gaiaorch.config import Webhook
 from gaiaorch.redaction import public_origin
@@ -72,7 +72,8 @@ def record_events(events: Sequence[Mapping[str, Any]]) -> list[Event]:
     # No savepoint: an event that cannot be written must fail the caller's whole state change.
     with transaction.atomic(savepoint=False):
         _hold_event_order_lock()
-        rows = Event.objects.bulk_create([_event_row(**event) for event in events])
+        rows = [_event_row(**event) for event in events]
+        statements.insert(rows)
         WebhookDelivery.objects.bulk_create(_delivery_rows(rows))
         last_id = rows[-1].id
         transaction.on_commit(lambda: dispatch.event_committed(last_id))

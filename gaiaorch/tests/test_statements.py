@@ -105,3 +105,9 @@ def test_it_keeps_the_row_lock_of_a_select_for_update_on_postgresql():
     assert any(query["sql"].endswith(" FOR UPDATE") for query in queries.captured_queries), (
         queries.captured_queries
     )
+
+
+def test_it_refuses_to_make_instances_of_a_read_of_some_columns():
+    make_gpus(1)
+    with pytest.raises(TypeError, match="does not read whole Lease rows"):
+        GPU_INDEX_OF.models(lease=uuid.uuid4())
