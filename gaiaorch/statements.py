@@ -13,13 +13,27 @@ from __future__ import annotations
 import threading
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from django.db import connections, models
+from django.db.models.query import RelatedPopulator, get_related_populators
 
 # Stand-in values: unlikely to equal a constant of the statement, and each found exactly once (an
 # integer one is near the top of its column's range: the ORM drops a lookup of a value outside it).
 _STAND_IN_UUID = uuid.UUID("5e171e5a-0000-4000-8000-00000000c0de")
+
+
+@dataclass(frozen=True)
+class _Compiled:
+    sql: str
+    params: list[Any]
+    slots: dict[int, str]  # position in params -> the parameter whose value goes there
+    model: type[models.Model]
+    converters: list[tuple[int, tuple[list[Callable[..., Any]], Any]]]  # the ORM's, per column
+    fields: slice  # the columns of the queryset's own model
+    names: list[str]  # their attribute names, in that order
+    related: list[RelatedPopulator]  # what select_related attaches, as the ORM's iterator does
 
 
 class CompiledRead:
@@ -28,41 +42,55 @@ class CompiledRead:
 
     def __init__(self, build: Callable[..., models.QuerySet], **parameters: models.Field) -> None:
         self.build, self.parameters = build, parameters
-        self._compiled: dict[tuple[str, str], tuple[models.QuerySet, str, list[Any], dict[int, str]]] = {}
+        self._compiled: dict[tuple[str, str], _Compiled] = {}
         # why: two serving threads may compile the same read at once; the second must see the first's.
         self._lock = threading.Lock()
 
     def models(self, using: str = "default", **values: Any) -> list[Any]:
-        """The rows, as instances of the queryset's model (no select_related)."""
-        queryset, sql, params = self._bound(using, values)
-        return list(queryset.model._default_manager.db_manager(using).raw(sql, params))
+        """The rows, as instances of the queryset's model with the objects its select_related
+        names attached: built as the ORM's own iterator builds them (its converters, `from_db`)."""
+        compiled, rows = self._run(using, values)
+        instances = []
+        for row in rows:
+            instance = compiled.model.from_db(using, compiled.names, row[compiled.fields])
+            for related in compiled.related:
+                related.populate(row, instance)
+            instances.append(instance)
+        return instances
+
+    def rows(self, using: str = "default", **values: Any) -> list[list[Any]]:
+        """Every row, as a list of the selected columns (a values_list queryset's), converted."""
+        return self._run(using, values)[1]
 
     def first_row(self, using: str = "default", **values: Any) -> tuple | None:
         """The first row, as a tuple of the selected columns (a values_list queryset's)."""
-        _, sql, params = self._bound(using, values)
-        with connections[using].cursor() as cursor:
-            cursor.execute(sql, params)
-            return cursor.fetchone()
+        _, rows = self._run(using, values)
+        return tuple(rows[0]) if rows else None
 
-    def _bound(self, using: str, values: dict[str, Any]) -> tuple[models.QuerySet, str, list[Any]]:
+    def _run(self, using: str, values: dict[str, Any]) -> tuple[_Compiled, list[Any]]:
         connection = connections[using]
         key = (using, connection.vendor)
         compiled = self._compiled.get(key)
         if compiled is None:
             with self._lock:
-                compiled = self._compiled.get(key) or self._compile(connection)
+                compiled = self._compiled.get(key) or self._compile(connection, using)
                 self._compiled[key] = compiled
-        queryset, sql, params, slots = compiled
-        bound = list(params)
-        for position, name in slots.items():
+        bound = list(compiled.params)
+        for position, name in compiled.slots.items():
             bound[position] = self.parameters[name].get_db_prep_value(values[name], connection)
-        return queryset, sql, bound
+        with connection.cursor() as cursor:
+            cursor.execute(compiled.sql, bound)
+            rows: list[Any] = cursor.fetchall()
+        if compiled.converters:
+            rows = [_converted(row, compiled.converters, connection) for row in rows]
+        return compiled, rows
 
-    def _compile(self, connection) -> tuple[models.QuerySet, str, list[Any], dict[int, str]]:
+    def _compile(self, connection, using: str) -> _Compiled:
         named = enumerate(self.parameters.items())
         stand_ins = {name: _stand_in(field, offset, connection) for offset, (name, field) in named}
         queryset = self.build(**stand_ins)
-        sql, params = queryset.query.get_compiler(connection=connection).as_sql()
+        compiler = queryset.query.get_compiler(connection=connection)
+        sql, params = compiler.as_sql()
         slots: dict[int, str] = {}
         for name, value in stand_ins.items():
             prepared = self.parameters[name].get_db_prep_value(value, connection)
@@ -70,7 +98,31 @@ class CompiledRead:
             if len(found) != 1:
                 raise ValueError(f"parameter {name!r} appears {len(found)} times in {sql!r}, not once")
             slots[found[0]] = name
-        return queryset, sql, list(params), slots
+        select, klass_info = compiler.select, compiler.klass_info
+        # A converter reads only what every connection of one alias shares (its time zone).
+        converters = compiler.get_converters([expression for expression, _, _ in select])
+        fields = klass_info["select_fields"] if klass_info else []
+        start, end = (fields[0], fields[-1] + 1) if fields else (0, 0)
+        return _Compiled(
+            sql=sql,
+            params=list(params),
+            slots=slots,
+            model=queryset.model,
+            converters=list(converters.items()),
+            fields=slice(start, end),
+            names=[expression.target.attname for expression, _, _ in select[start:end]],
+            related=get_related_populators(klass_info, select, using) if klass_info else [],
+        )
+
+
+def _converted(row: tuple, converters, connection) -> list[Any]:
+    values = list(row)
+    for position, (functions, expression) in converters:
+        value = values[position]
+        for function in functions:
+            value = function(value, expression, connection)
+        values[position] = value
+    return values
 
 
 def _stand_in(field: models.Field, offset: int, connection) -> Any:

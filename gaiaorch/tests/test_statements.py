@@ -70,6 +70,23 @@ def test_it_builds_model_instances_with_their_fields_converted():
     assert rows[0].requested_at == Lease.objects.get(pk=held.pk).requested_at  # a datetime, not text
 
 
+LIVE_WITH_GPU = CompiledRead(lambda: Lease.objects.live().select_related("gpu").order_by("arrival"))
+
+
+def test_it_attaches_what_select_related_names_without_another_statement():
+    gpus = make_gpus(2)
+    lease(gpus[1], "a", LeaseStatus.ACTIVE, 1)
+    lease(gpus[0], "b", LeaseStatus.WAITING, 2)
+    lease(gpus[0], "c", LeaseStatus.RELEASED, 3)
+    Gpu.objects.filter(pk=gpus[0].pk).update(next_fencing_token=7)
+    with CaptureQueriesContext(connection) as queries:
+        rows = LIVE_WITH_GPU.models()
+        seen = [(row.requester, row.gpu.index, row.gpu.next_fencing_token, row.gpu.uuid) for row in rows]
+    assert seen == [("a", 1, 1, "GPU-1"), ("b", 0, 7, "GPU-0")]
+    assert len(queries) == 1
+    assert rows[0].gpu.updated_at == Gpu.objects.get(index=1).updated_at  # converted too
+
+
 def test_it_answers_a_values_row_or_none():
     gpus = make_gpus(2)
     held = lease(gpus[1], "a", LeaseStatus.ACTIVE, 1)
