@@ -17,7 +17,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.db import connections, models
-from django.db.models.query import RelatedPopulator, get_related_populators
+from django.db.models.query import (  # type: ignore[attr-defined]  # the ORM's own, not in its stubs
+    RelatedPopulator,
+    get_related_populators,
+)
 
 # Stand-in values: unlikely to equal a constant of the statement, and each found exactly once (an
 # integer one is near the top of its column's range: the ORM drops a lookup of a value outside it).
