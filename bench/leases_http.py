@@ -11,7 +11,8 @@ waiting or active.
 Prints a Markdown table (ops/s = cycles per second; p50/p99 of a whole cycle in ms). A third
 reference row times two GET /health requests of gaiaorch per cycle: the framework's own cost
 (Django + DRF under daphne) without any lease work. The last rows time one GET /gpu/status per
-cycle, 1 client, on a box of 16 GPUs each with a holder and 2 waiters (`--status-gpus`).
+cycle, 1 client, on a box of 16 GPUs each with a holder and 2 waiters (`--status-gpus`); with
+`--only status` the floor's rows come first: its 1-client cycle (two requests) and one GET alone.
 """
 
 from __future__ import annotations
@@ -242,6 +243,13 @@ def measure(label: str, app: str, env: dict[str, str], tokens: dict[str, str], c
     return row
 
 
+def still_queued(row: dict, env: dict[str, str]) -> dict:
+    """A status row's live leases after it ran (its "left live" cell): every holder and waiter of
+    the queue it read should still be there, or the row timed a shorter queue than it says."""
+    row["left_live"] = helper(env, "leftovers")["live"]
+    return row
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -291,6 +299,11 @@ def main() -> None:
                 rows.append(measure(label, "console.asgi:application", env, tokens, spread, args.seconds))
                 print(json.dumps(rows[-1]), file=sys.stderr)
         if args.status_gpus and args.only != "cycles":
+            if args.only == "status":  # the floor of this run: its cycle (two requests) and one read
+                floor_env = server_env(Path(tmp) / "floor", None, 1)
+                for label in ("floor (bare ASGI)", "floor (bare ASGI) GET /gpu/status, one request"):
+                    rows.append(measure(label, "bench.floor_app:application", floor_env, {}, 1, args.seconds))
+                    print(json.dumps(rows[-1]), file=sys.stderr)
             databases = [("SQLite", None)] + ([("PostgreSQL", args.postgres)] if args.postgres else [])
             for name, url in databases:
                 env = server_env(Path(tmp) / f"status-{name}", url, 3, gpus=args.status_gpus)
@@ -298,7 +311,11 @@ def main() -> None:
                 helper(env, "queue", "2")
                 for path in ("GET /gpu/status", "GET /status"):
                     label = f"gaiaorch {name} {path}, {args.status_gpus} GPUs"
-                    rows.append(measure(label, "console.asgi:application", env, tokens, 1, args.seconds))
+                    rows.append(
+                        still_queued(
+                            measure(label, "console.asgi:application", env, tokens, 1, args.seconds), env
+                        )
+                    )
                     print(json.dumps(rows[-1]), file=sys.stderr)
                 if args.history:
                     helper(env, "history", *map(str, args.history))
@@ -307,7 +324,8 @@ def main() -> None:
                             f"gaiaorch {name} {path}, {args.status_gpus} GPUs, "
                             f"{args.history[0]} ended leases + {args.history[1]} events"
                         )
-                        rows.append(measure(label, "console.asgi:application", env, tokens, 1, args.seconds))
+                        row = measure(label, "console.asgi:application", env, tokens, 1, args.seconds)
+                        rows.append(still_queued(row, env))
                         print(json.dumps(rows[-1]), file=sys.stderr)
     print(
         "| server | clients | cycles | ops/s | p50 ms | p99 ms | errors | duplicate tokens | left live "

@@ -40,7 +40,9 @@ def queue(waiters: int) -> dict[str, int]:
     for gpu in gpus:
         for number in range(waiters + 1):
             name = f"bench-{number:02d}"
-            services.acquire(requester=name, reason="bench", gpu=gpu.index, actor=name)
+            # A day's TTL: a waiter left without signs of life would expire after the 30 s grace,
+            # and status rows timed later (after the history is written) would read shorter queues.
+            services.acquire(requester=name, reason="bench", gpu=gpu.index, ttl_seconds=86400, actor=name)
     return {"gpus": len(gpus), "leases": len(gpus) * (waiters + 1)}
 
 

@@ -6,6 +6,7 @@ requested/granted/released events), HANDOFFS completed handoffs with five phase 
 /status and /ready do not.
 
     .venv/bin/python bench/operator_endpoints.py [--requests 300] [--leases 10000] [--handoffs 500]
+        [--history LEASES EVENTS]   # and a busy box's past written in SQL (bench/leases_setup.py)
 
 Uses a throw-away SQLite database under a temporary directory (or DATABASE_URL when set).
 """
@@ -32,7 +33,7 @@ from bench.containers_status import free_port  # noqa: E402
 PATHS = ["/status", "/ready", "/metrics"]
 
 
-def fill(env: dict[str, str], leases: int, handoffs: int) -> None:
+def fill(env: dict[str, str], leases: int, handoffs: int, history: tuple[int, int] | None = None) -> None:
     """Migrate and write the history in bulk (as the services would have, minus the waiting)."""
     os.environ.update(env)
     import django
@@ -110,6 +111,10 @@ def fill(env: dict[str, str], leases: int, handoffs: int) -> None:
                 ]
             )
         )
+    if history:
+        from bench.leases_setup import history as write_history
+
+        write_history(*history)
     docker_reachable(reachable=True)
     services.stamp_worker_heartbeat()
 
@@ -131,6 +136,13 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=300)
     parser.add_argument("--leases", type=int, default=10000)
     parser.add_argument("--handoffs", type=int, default=500)
+    parser.add_argument(
+        "--history",
+        type=int,
+        nargs=2,
+        metavar=("LEASES", "EVENTS"),
+        help="also add this many ended leases and events, written in SQL",
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         fake = Path(tmp) / "fake-gpu.json"
@@ -145,7 +157,7 @@ def main() -> None:
             "GAIAORCH_DOCKER_URL": f"unix://{tmp}/no-docker-here.sock",
             "GAIAORCH_LOG_LEVEL": "WARNING",
         }
-        fill(env, args.leases, args.handoffs)
+        fill(env, args.leases, args.handoffs, args.history)
         command = ["-m", "daphne", "-v", "0", "-b", "127.0.0.1", "-p", str(port), "console.asgi:application"]
         server = subprocess.Popen([sys.executable, *command], env=env, cwd=ROOT)
         try:
@@ -162,8 +174,9 @@ def main() -> None:
         finally:
             server.terminate()
             server.wait(timeout=10)
+    extra = f" + {args.history[0]} ended leases and {args.history[1]} events in SQL" if args.history else ""
     print(
-        f"{args.leases} ended leases, {3 * args.leases} events, {args.handoffs} handoffs x 5 phases; "
+        f"{args.leases} ended leases, {3 * args.leases} events, {args.handoffs} handoffs x 5 phases{extra}; "
         f"{args.requests} sequential requests each"
     )
     for path, timings in results.items():

@@ -34,6 +34,7 @@ from gaiaorch import config as gaiaorch_config
 from gaiaorch import jobs, queues, telemetry
 from gaiaorch.config import Config, Service
 from gaiaorch.errors import Conflict, InvalidRequest, NotFound, Unavailable
+from gaiaorch.statements import CompiledRead
 from leases import holdings
 from notifications.models import Severity
 from notifications.services import record_event
@@ -75,8 +76,16 @@ def enqueue(operation_id: int) -> None:
 # --- Docker reality ------------------------------------------------------------------------
 
 
+# The status reads, compiled once (gaiaorch.statements): a poll of /status pays only their statements.
+_DOCKER_STATUS = CompiledRead(lambda: DockerStatus.objects.filter(pk=1))
+_CONTAINERS = CompiledRead(lambda: Container.objects.all())
+_ACTIVE_OPERATION = CompiledRead(lambda: Operation.objects.filter(status__in=OperationStatus.active())[:1])
+_CANDIDATE_SWAPS = CompiledRead(lambda: Swap.objects.filter(target=SwapTarget.CANDIDATE))
+
+
 def _docker_status() -> DockerStatus:
-    return DockerStatus.objects.get_or_create(pk=1)[0]
+    found = _DOCKER_STATUS.models()
+    return found[0] if found else DockerStatus.objects.get_or_create(pk=1)[0]
 
 
 def docker_reachable(*, reachable: bool, error: str = "") -> None:
@@ -163,18 +172,18 @@ def status() -> dict[str, Any]:
     config = gaiaorch_config.current()
     available, error = docker_availability(config)
     managed = config.containers()
-    rows = {row.service: row for row in Container.objects.filter(service__in=[s.name for s in managed])}
+    rows = {row.service: row for row in _CONTAINERS.models()}  # a row per service Docker reported
     services = [_service_status(service, rows.get(service.name), available) for service in managed]
     stacks: dict[str, dict[str, Any]] = {stack: {} for stack in gaiaorch_config.STACKS}
     for entry in services:
         stacks[entry["stack"]][_stack_key(entry)] = entry["state"]
-    active = Operation.objects.filter(status__in=OperationStatus.active()).first()
+    active = next(iter(_ACTIVE_OPERATION.models()), None)
     return {
         "docker_available": available,
         "docker_error": error,
         **stacks,
         "services": services,
-        "swaps": [_swap_dict(swap) for swap in Swap.objects.filter(target=SwapTarget.CANDIDATE)],
+        "swaps": [_swap_dict(swap) for swap in _CANDIDATE_SWAPS.models()],
         "active_operation": operation_summary(active) if active else None,
     }
 

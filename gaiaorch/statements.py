@@ -18,6 +18,10 @@ from functools import cache
 from typing import Any
 
 from django.db import DatabaseError, connections, models
+from django.db.models.query import (  # type: ignore[attr-defined]  # the ORM's own, not in its stubs
+    RelatedPopulator,
+    get_related_populators,
+)
 
 # Stand-in values: unlikely to equal a constant of the statement, and each found exactly once (an
 # integer one is near the top of its column's range: the ORM drops a lookup of a value outside it).
@@ -26,12 +30,14 @@ _STAND_IN_UUID = uuid.UUID("5e171e5a-0000-4000-8000-00000000c0de")
 
 @dataclass(frozen=True)
 class _Compiled:
-    model: type[models.Model]
     sql: str
     params: list[Any]
-    slots: dict[int, str]  # position in params -> parameter name
-    converters: list[tuple[int, list[Callable], Any]]  # column -> the database's converters for it
-    whole_rows: bool  # the columns are the model's concrete fields, in order
+    slots: dict[int, str]  # position in params -> the parameter whose value goes there
+    model: type[models.Model]
+    converters: list[tuple[int, tuple[list[Callable[..., Any]], Any]]]  # the ORM's, per column
+    fields: slice  # the columns of the queryset's own model
+    names: list[str]  # their attribute names, in that order
+    related: list[RelatedPopulator]  # what select_related attaches, as the ORM's iterator does
 
 
 class CompiledRead:
@@ -45,40 +51,45 @@ class CompiledRead:
         self._lock = threading.Lock()
 
     def models(self, using: str = "default", **values: Any) -> list[Any]:
-        """The rows, as instances of the queryset's model (a read of whole rows, no select_related)."""
-        compiled = self._for(using)
-        if not compiled.whole_rows:
-            raise TypeError(f"{compiled.sql!r} does not read whole {compiled.model.__name__} rows")
-        return [compiled.model.from_db(using, None, row) for row in self._rows(compiled, using, values)]
+        """The rows, as instances of the queryset's model with the objects its select_related
+        names attached: built as the ORM's own iterator builds them (its converters, `from_db`)."""
+        compiled, rows = self._run(using, values)
+        instances = []
+        for row in rows:
+            instance = compiled.model.from_db(using, compiled.names, row[compiled.fields])
+            for related in compiled.related:
+                related.populate(row, instance)
+            instances.append(instance)
+        return instances
+
+    def rows(self, using: str = "default", **values: Any) -> list[list[Any]]:
+        """Every row, as a list of the selected columns (a values_list queryset's), converted."""
+        return self._run(using, values)[1]
 
     def first_row(self, using: str = "default", **values: Any) -> tuple | None:
         """The first row, as a tuple of the selected columns (a values_list queryset's)."""
-        rows = self._rows(self._for(using), using, values)
+        _, rows = self._run(using, values)
         return tuple(rows[0]) if rows else None
 
-    def _rows(self, compiled: _Compiled, using: str, values: dict[str, Any]) -> list:
-        connection = connections[using]
-        params = list(compiled.params)
-        for position, name in compiled.slots.items():
-            params[position] = self.parameters[name].get_db_prep_value(values[name], connection)
-        with connection.cursor() as cursor:
-            cursor.execute(compiled.sql, params)
-            rows = cursor.fetchall()
-        if compiled.converters:
-            rows = [_converted(list(row), compiled.converters, connection) for row in rows]
-        return rows
-
-    def _for(self, using: str) -> _Compiled:
+    def _run(self, using: str, values: dict[str, Any]) -> tuple[_Compiled, list[Any]]:
         connection = connections[using]
         key = (using, connection.vendor)
         compiled = self._compiled.get(key)
         if compiled is None:
             with self._lock:
-                compiled = self._compiled.get(key) or self._compile(connection)
+                compiled = self._compiled.get(key) or self._compile(connection, using)
                 self._compiled[key] = compiled
-        return compiled
+        bound = list(compiled.params)
+        for position, name in compiled.slots.items():
+            bound[position] = self.parameters[name].get_db_prep_value(values[name], connection)
+        with connection.cursor() as cursor:
+            cursor.execute(compiled.sql, bound)
+            rows: list[Any] = cursor.fetchall()
+        if compiled.converters:
+            rows = [_converted(row, compiled.converters, connection) for row in rows]
+        return compiled, rows
 
-    def _compile(self, connection) -> _Compiled:
+    def _compile(self, connection, using: str) -> _Compiled:
         named = enumerate(self.parameters.items())
         stand_ins = {name: _stand_in(field, offset, connection) for offset, (name, field) in named}
         queryset = self.build(**stand_ins)
@@ -91,24 +102,31 @@ class CompiledRead:
             if len(found) != 1:
                 raise ValueError(f"parameter {name!r} appears {len(found)} times in {sql!r}, not once")
             slots[found[0]] = name
-        columns = [expression for expression, _, _ in compiler.select]
-        # The converters depend only on the database's settings, the same for every connection
-        # to it, so the compiling connection's serve every thread's.
-        converters = sorted(compiler.get_converters(columns).items())
-        fields = [getattr(column, "target", None) for column in columns]
-        whole = fields == list(queryset.model._meta.concrete_fields)
+        select, klass_info = compiler.select, compiler.klass_info
+        # A converter reads only what every connection of one alias shares (its time zone).
+        converters = compiler.get_converters([expression for expression, _, _ in select])
+        fields = klass_info["select_fields"] if klass_info else []
+        start, end = (fields[0], fields[-1] + 1) if fields else (0, 0)
         return _Compiled(
-            queryset.model, sql, list(params), slots, [(p, c, e) for p, (c, e) in converters], whole
+            sql=sql,
+            params=list(params),
+            slots=slots,
+            model=queryset.model,
+            converters=list(converters.items()),
+            fields=slice(start, end),
+            names=[expression.target.attname for expression, _, _ in select[start:end]],
+            related=get_related_populators(klass_info, select, using) if klass_info else [],
         )
 
 
-def _converted(row: list, converters: list[tuple[int, list[Callable], Any]], connection) -> list:
-    for position, functions, expression in converters:
-        value = row[position]
+def _converted(row: tuple, converters, connection) -> list[Any]:
+    values = list(row)
+    for position, (functions, expression) in converters:
+        value = values[position]
         for function in functions:
             value = function(value, expression, connection)
-        row[position] = value
-    return row
+        values[position] = value
+    return values
 
 
 def _stand_in(field: models.Field, offset: int, connection) -> Any:
@@ -130,7 +148,7 @@ def save_fields(instance: models.Model, fields: Sequence[str], using: str = "def
     model and set of fields. No model signal is sent: only for models nothing listens to."""
     connection = connections[using]
     model = type(instance)
-    chosen = [model._meta.get_field(name) for name in fields]
+    chosen = [_column(model, name) for name in fields]
     sql = _update_sql(model, tuple(field.name for field in chosen), using, connection.vendor)
     values = [field.get_db_prep_save(field.pre_save(instance, False), connection) for field in chosen]
     with connection.cursor() as cursor:
@@ -164,6 +182,13 @@ def insert(instances: Sequence[models.Model], using: str = "default") -> None:
         instance._state.db = using
 
 
+def _column(model: type[models.Model], name: str) -> models.Field:
+    field = model._meta.get_field(name)
+    if not isinstance(field, models.Field) or not field.concrete or field.column is None:
+        raise TypeError(f"{model.__name__}.{name} is not a column")
+    return field
+
+
 def _inserted_fields(model: type[models.Model]) -> list[models.Field]:
     """Every concrete column but a key the database makes (an auto-incremented id)."""
     auto = isinstance(model._meta.pk, models.AutoField)  # BigAutoField and SmallAutoField included
@@ -173,7 +198,7 @@ def _inserted_fields(model: type[models.Model]) -> list[models.Field]:
 @cache
 def _update_sql(model: type[models.Model], names: tuple[str, ...], using: str, vendor: str) -> str:
     quote = connections[using].ops.quote_name
-    fields = [model._meta.get_field(name) for name in names]
+    fields = [_column(model, name) for name in names]
     _refuse_placeholders(fields)
     assignments = ", ".join(f"{quote(field.column)} = %s" for field in fields)
     return f"UPDATE {quote(model._meta.db_table)} SET {assignments} WHERE {quote(model._meta.pk.column)} = %s"

@@ -23,6 +23,7 @@ from django.utils import timezone
 
 from gaiaorch import config, jobs, queues, telemetry
 from gaiaorch.errors import Conflict, InvalidRequest, NotFound, Unavailable
+from gaiaorch.statements import CompiledRead
 from handoffs import events, strategies, tenants
 from handoffs.errors import PhaseFailed
 from handoffs.models import ACTIVE, TERMINAL, Handoff, HandoffPhase, IncompleteRollback, Phase, Resolution
@@ -302,9 +303,18 @@ def watch_tenants() -> dict[str, list]:
 RECLAIM_CLAIM_SECONDS = 3600  # an attempt in progress hides its row from other tickers this long
 
 
+# The status reads, compiled once (gaiaorch.statements): a poll of /status pays only their statements.
+_OPEN_ROLLBACKS = CompiledRead(
+    lambda: IncompleteRollback.objects.filter(resolution="").select_related("handoff")
+)
+_ACTIVE_HANDOFF_ON = CompiledRead(
+    lambda gpu: Handoff.objects.active().filter(gpu_index=gpu)[:1], gpu=Handoff._meta.get_field("gpu_index")
+)
+
+
 def open_rollbacks() -> list[IncompleteRollback]:
     """Rollbacks that left a source without its GPU memory, not reclaimed nor acknowledged yet."""
-    return list(IncompleteRollback.objects.filter(resolution="").select_related("handoff"))
+    return _OPEN_ROLLBACKS.models()
 
 
 def retry_reclaims() -> list[UUID]:
@@ -425,7 +435,7 @@ def _resolve(row: IncompleteRollback, resolution: str, *, actor: str, reason: st
 
 def active_status(gpu: int = 0) -> dict[str, Any] | None:
     """The running handoff on a GPU in the status shape, or None (for the seed's GET /status)."""
-    handoff = Handoff.objects.active().filter(gpu_index=gpu).first()
+    handoff = next(iter(_ACTIVE_HANDOFF_ON.models(gpu=gpu)), None)
     return status(handoff) if handoff else None
 
 

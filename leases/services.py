@@ -28,6 +28,7 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import transaction
+from django.db.models import FilteredRelation, Q
 from django.utils import timezone
 
 from gaiaorch import attribution, config, statements, telemetry
@@ -576,19 +577,37 @@ def _ended_conflict(lease_id: Any) -> Conflict:
 # ---------------------------------------------------------------- reads: one consistent snapshot
 
 
+_GPU_COLUMNS = [field.attname for field in Gpu._meta.concrete_fields]
+_LEASE_COLUMNS = [field.attname for field in Lease._meta.concrete_fields]
+# Every present GPU joined to its live leases (a GPU without any: one row of nulls for them), by
+# GPU and status, so the queue index answers it, not a scan of the history.
+_SNAPSHOT = CompiledRead(
+    lambda: (
+        Gpu.objects.filter(present=True)
+        .annotate(live=FilteredRelation("leases", condition=Q(leases__status__in=LeaseStatus.live())))
+        .values_list(
+            *[field.name for field in Gpu._meta.concrete_fields],
+            *[f"live__{field.name}" for field in Lease._meta.concrete_fields],
+        )
+        .order_by()
+    )
+)
+
+
 def _snapshot() -> list[GpuState]:
-    """Every present GPU with its live leases, in two statements whatever the number of GPUs,
-    waiters or ended leases. Consistent per GPU: a GPU with live leases comes from the leases' own
-    statement (its counters joined to its holder, from the same moment); the GPU rows read before
-    it are used only for GPUs that had no live lease by then."""
-    gpus = {gpu.index: gpu for gpu in Gpu.objects.filter(present=True)}
+    """Every present GPU with its live leases, in one statement (compiled once) whatever the
+    number of GPUs, waiters or ended leases: each GPU's counters and its leases are read at the
+    same moment (a holder's token is always below its GPU's next one)."""
+    gpus: dict[int, Gpu] = {}
     live: dict[int, list[Lease]] = defaultdict(list)
-    # By GPU and status, so the queue index answers it, not a scan of the history.
-    rows = Lease.objects.live().filter(gpu__in=[gpu.pk for gpu in gpus.values()]).select_related("gpu")
-    for lease in rows.order_by():
-        gpus[lease.gpu.index] = lease.gpu
-        live[lease.gpu.index].append(lease)
-    return [_state_of(gpus[index], live[index]) for index in sorted(gpus)]
+    width = len(_GPU_COLUMNS)
+    for row in _SNAPSHOT.rows():
+        gpu = gpus.get(row[0])
+        if gpu is None:
+            gpu = gpus[row[0]] = Gpu.from_db("default", _GPU_COLUMNS, row[:width])
+        if row[width] is not None:
+            live[gpu.pk].append(Lease.from_db("default", _LEASE_COLUMNS, row[width:]))
+    return [_state_of(gpu, live[gpu.pk]) for gpu in sorted(gpus.values(), key=lambda gpu: gpu.index)]
 
 
 def _in_step(states: list[GpuState], wanted: dict[int, dict[str, Any]], measured: bool) -> bool:

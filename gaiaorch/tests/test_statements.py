@@ -4,12 +4,13 @@ of each run bound in their places, one compilation per database, and the lock ke
 import uuid
 
 import pytest
-from django.db import connection, transaction
+from django.db import DatabaseError, connection, transaction
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from gaiaorch.statements import CompiledRead
+from gaiaorch.statements import CompiledRead, insert, save_fields
 from leases.models import Gpu, Lease, LeaseStatus
+from notifications.models import Event
 
 pytestmark = pytest.mark.django_db
 
@@ -70,6 +71,23 @@ def test_it_builds_model_instances_with_their_fields_converted():
     assert rows[0].requested_at == Lease.objects.get(pk=held.pk).requested_at  # a datetime, not text
 
 
+LIVE_WITH_GPU = CompiledRead(lambda: Lease.objects.live().select_related("gpu").order_by("arrival"))
+
+
+def test_it_attaches_what_select_related_names_without_another_statement():
+    gpus = make_gpus(2)
+    lease(gpus[1], "a", LeaseStatus.ACTIVE, 1)
+    lease(gpus[0], "b", LeaseStatus.WAITING, 2)
+    lease(gpus[0], "c", LeaseStatus.RELEASED, 3)
+    Gpu.objects.filter(pk=gpus[0].pk).update(next_fencing_token=7)
+    with CaptureQueriesContext(connection) as queries:
+        rows = LIVE_WITH_GPU.models()
+        seen = [(row.requester, row.gpu.index, row.gpu.next_fencing_token, row.gpu.uuid) for row in rows]
+    assert seen == [("a", 1, 1, "GPU-1"), ("b", 0, 7, "GPU-0")]
+    assert len(queries) == 1
+    assert rows[0].gpu.updated_at == Gpu.objects.get(index=1).updated_at  # converted too
+
+
 def test_it_answers_a_values_row_or_none():
     gpus = make_gpus(2)
     held = lease(gpus[1], "a", LeaseStatus.ACTIVE, 1)
@@ -107,7 +125,32 @@ def test_it_keeps_the_row_lock_of_a_select_for_update_on_postgresql():
     )
 
 
-def test_it_refuses_to_make_instances_of_a_read_of_some_columns():
-    make_gpus(1)
-    with pytest.raises(TypeError, match="does not read whole Lease rows"):
-        GPU_INDEX_OF.models(lease=uuid.uuid4())
+def test_it_updates_only_the_named_fields_of_one_row():
+    gpus = make_gpus(2)
+    gpus[0].next_arrival, gpus[0].name = 41, "renamed in memory only"
+    save_fields(gpus[0], ["next_arrival"])
+    fresh = Gpu.objects.get(pk=gpus[0].pk)
+    assert (fresh.next_arrival, fresh.name) == (41, "test")
+    assert Gpu.objects.get(pk=gpus[1].pk).next_arrival == 1
+
+
+def test_it_refuses_an_update_that_reaches_no_row():
+    gpu = make_gpus(1)[0]
+    Gpu.objects.filter(pk=gpu.pk).delete()
+    with pytest.raises(DatabaseError, match="was not updated"):
+        save_fields(gpu, ["next_arrival"])
+
+
+def test_it_inserts_rows_and_gives_them_the_keys_the_database_made():
+    gpu = make_gpus(1)[0]
+    now = timezone.now()
+    leases = [Lease(gpu=gpu, requester=name, arrival=n, requested_at=now) for n, name in enumerate("ab")]
+    insert(leases)
+    assert [lease._state.adding for lease in leases] == [False, False]
+    assert sorted(Lease.objects.values_list("requester", flat=True)) == ["a", "b"]
+    events = [Event(type="lease.requested", title=f"e{n}", created_at=now) for n in range(3)]
+    insert(events)
+    assert [event.id for event in events] == list(
+        Event.objects.filter(title__startswith="e").order_by("id").values_list("id", flat=True)
+    )
+    insert([])  # nothing to write: no statement
