@@ -5,7 +5,6 @@ gaiaorch.rights.
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import ipaddress
 import secrets
@@ -18,13 +17,13 @@ from dataclasses import dataclass
 from functools import cached_property
 from importlib import import_module
 from types import SimpleNamespace
-from typing import cast
+from typing import Any, cast
 
 from django.conf import settings
 from django.contrib import auth
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
-from django.db import transaction
+from django.db import models, transaction
 from django.db.models.signals import m2m_changed, post_delete, post_save
 from django.utils import timezone
 from rest_framework.authentication import BaseAuthentication, TokenAuthentication
@@ -147,9 +146,17 @@ def token_for_key(key: str) -> ApiToken | None:
 
 def _copy(token: ApiToken) -> ApiToken:
     """A request may set attributes on its user (DRF, rights): it must not see another's."""
-    mine = copy.copy(token)
-    mine.user = copy.copy(token.user)
+    mine = _shallow_copy(token)
+    mine.user = _shallow_copy(token.user)
     return mine
+
+
+def _shallow_copy(instance: models.Model) -> Any:
+    """copy.copy of a model instance without its pickling round trip: the fields and the cached
+    relations of its own (Model.__getstate__ copies the state they live in)."""
+    clone = models.Model.__new__(type(instance))
+    clone.__dict__.update(instance.__getstate__())
+    return clone
 
 
 def user_for_key(key: str):
