@@ -8,7 +8,14 @@ from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from typing import Any
 
+from django.db import connection
+from django.db.models import QuerySet
+
 from notifications.models import Event
+
+# The event log's order lock (an advisory lock key on PostgreSQL); any constant works, the same for
+# every writer and reader of the log.
+EVENT_ORDER_LOCK = 0x6A1A0E
 
 GLOB_CHARACTERS = frozenset("*?[")
 
@@ -64,13 +71,39 @@ def type_filter(patterns: Iterable[str]) -> Callable[[str], bool]:
     return lambda event_type: any(matches(pattern, event_type) for pattern in patterns)
 
 
+def visible_horizon() -> int | None:
+    """The newest event id such that every event up to it is visible now and none can still
+    appear below it; None where every committed event is such (SQLite: its writers take turns).
+
+    On PostgreSQL an id is taken before its commit, so a later id may be visible while an earlier
+    one is not yet. Every event writer holds the order lock shared until it commits
+    (notifications.services); taking it exclusively waits for the writers in flight, and the
+    newest id read in the next statement, with the lock already given back, is the horizon."""
+    if connection.vendor != "postgresql":
+        return None
+    table = connection.ops.quote_name(Event._meta.db_table)
+    with connection.cursor() as cursor:
+        # why: waits until no event writer is between taking its ids and committing (see above).
+        cursor.execute("SELECT pg_advisory_lock(%s)", [EVENT_ORDER_LOCK])
+        # The statement's snapshot is taken before the unlock in it: nothing in flight is missed.
+        cursor.execute(f"SELECT max(id), pg_advisory_unlock(%s) FROM {table}", [EVENT_ORDER_LOCK])
+        return cursor.fetchone()[0] or 0
+
+
+def visible(events: QuerySet[Event]) -> QuerySet[Event]:
+    """Only the events that can be shown without one below them appearing later (visible_horizon)."""
+    horizon = visible_horizon()
+    return events if horizon is None else events.filter(id__lte=horizon)
+
+
 def latest_event_id() -> int:
-    return Event.objects.order_by("-id").values_list("id", flat=True).first() or 0
+    return visible(Event.objects.order_by("-id")).values_list("id", flat=True).first() or 0
 
 
 def items_after(cursor: int, upto: int | None, limit: int) -> list[FeedItem]:
-    """Events with cursor < id <= upto, oldest first (an indexed range scan on the primary key)."""
-    events = Event.objects.filter(id__gt=cursor)
+    """Events with cursor < id <= upto, oldest first (an indexed range scan on the primary key),
+    none of them above the visible horizon."""
+    events = visible(Event.objects.filter(id__gt=cursor))
     if upto is not None:
         events = events.filter(id__lte=upto)
     return [feed_item(event) for event in events.order_by("id")[:limit]]

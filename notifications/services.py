@@ -20,11 +20,9 @@ from gaiaorch.config import Webhook
 from gaiaorch.redaction import public_origin
 from notifications import dispatch, webhooks
 from notifications.events import ORACLE_FALLBACK, WEBHOOK_GAVE_UP, WEBHOOK_RETRIED
-from notifications.feed import notification, type_filter
+from notifications.feed import EVENT_ORDER_LOCK, notification, type_filter
 from notifications.models import DeliveryStatus, Event, OracleFallbackBurst, Severity, WebhookDelivery
 
-# Any constant works; it only has to be the same for every writer of the event log.
-EVENT_ORDER_LOCK = 0x6A1A0E
 # Events about webhooks are never sent to webhooks: a dead one would otherwise feed itself forever.
 UNDELIVERED_PREFIX = "webhook."
 # A claimed delivery is left alone this long beyond its timeout before it is attempted again.
@@ -33,12 +31,14 @@ CLAIM_MARGIN_SECONDS = 30
 
 def _hold_event_order_lock() -> None:
     # PostgreSQL hands out ids before commit, so a later id could commit first and a reader
-    # tailing "id > last seen" would skip the earlier one. Serialising event writers until
-    # commit makes ids visible in order. SQLite already serialises all writers.
+    # tailing "id > last seen" would skip the earlier one. Every event writer holds this lock
+    # shared, from before its ids are taken until its commit; writers do not wait for each other.
+    # A reader takes it exclusively for one statement to learn the id below which nothing is
+    # still in flight (notifications.feed.visible_horizon). SQLite serialises all writers already.
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
-            # why: event ids must become visible in id order (see above); held until commit.
-            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [EVENT_ORDER_LOCK])
+            # why: a reader must be able to wait for the writers in flight (see above); held until commit.
+            cursor.execute("SELECT pg_advisory_xact_lock_shared(%s)", [EVENT_ORDER_LOCK])
 
 
 def record_event(

@@ -6,7 +6,7 @@ from rest_framework.views import APIView
 from gaiaorch import rights
 from gaiaorch.auth import actor_name
 from gaiaorch.serializers import render
-from notifications import services
+from notifications import feed, services
 from notifications.api.serializers import EventSerializer, OracleFallbackSerializer
 from notifications.models import Event
 
@@ -31,7 +31,7 @@ class EventViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Ge
         params.is_valid(raise_exception=True)
         wanted = dict(params.validated_data)
         after = wanted.pop("after", None)
-        queryset = Event.objects.filter(**wanted)
+        queryset = feed.visible(Event.objects.filter(**wanted))
         if after is not None:
             return queryset.filter(id__gt=after).order_by("id")
         return queryset.order_by("-id")
