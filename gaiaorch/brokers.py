@@ -2,12 +2,11 @@
 
 The ORM broker (the embedded default, and PostgreSQL without Redis) finds tasks by reading its
 table; its pusher sleeps `poll` seconds whenever the table is empty, so a handoff queued just
-after a read waited that long before a worker saw it. Here each pusher binds a Unix datagram
-socket, `<pid>.sock` in the wake directory (`gaiaorch.sqlite3-wake/` beside the SQLite database,
-`<var>/wake/` on PostgreSQL), before its first read; queuing a task sends one byte to every socket
-there once the task's row has committed, and a waiting pusher reads the table at once.
-The poll stays as the fallback for what a wake-up cannot reach (a pusher on another host
-sharing a PostgreSQL broker, a var directory whose path is too long for a socket).
+after a read waited that long before a worker saw it. Here each pusher listens on the `queue`
+wake-up channel (gaiaorch.wakeups) before its first read; queuing a task wakes every pusher of
+this host once the task's row has committed, and a waiting pusher reads the table at once. The
+poll stays as the fallback for what a wake-up cannot reach (a pusher on another host sharing a
+PostgreSQL broker).
 
 A wake-up is never lost: the socket is bound and drained before each read, so one sent during
 a read leaves it readable and the pusher reads again without waiting.
@@ -15,58 +14,24 @@ a read leaves it readable and the pusher reads again without waiting.
 
 from __future__ import annotations
 
-import contextlib
-import logging
 import os
-import select
 import socket
-import time
 from datetime import timedelta
-from pathlib import Path
 
-from django.conf import settings
-from django.db import close_old_connections, connections, transaction
+from django.db import close_old_connections, transaction
 from django.utils import timezone
 from django_q.brokers.orm import ORM
 from django_q.conf import Conf
 from django_q.models import OrmQ
 
+from gaiaorch import wakeups
 from gaiaorch.connections import keep_in_this_thread
 
-logger = logging.getLogger(__name__)
-
-SOCKET_PATH_MAX = 107  # bytes of an AF_UNIX path on Linux, without the final NUL
-WAKE = b"!"
-
-
-def wake_dir() -> Path:
-    """Where the pushers of this queue wait: beside the SQLite database, as its -wal file is (every
-    process sharing the file shares the directory), else in this host's var directory."""
-    database = connections[Conf.ORM]
-    if database.vendor == "sqlite" and not database.is_in_memory_db():  # type: ignore[attr-defined]  # SQLite's
-        name = Path(database.settings_dict["NAME"])
-        return name.with_name(f"{name.name}-wake")
-    return Path(settings.VAR_DIR) / "wake"
+CHANNEL = "queue"
 
 
 def wake_pushers() -> None:
-    """One byte to every pusher waiting on this var directory; never raises."""
-    try:
-        entries = [entry.path for entry in os.scandir(wake_dir()) if entry.name.endswith(".sock")]
-    except FileNotFoundError:
-        return
-    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sender:
-        sender.setblocking(False)
-        for path in entries:
-            try:
-                sender.sendto(WAKE, path)
-            except BlockingIOError:
-                pass  # its buffer already holds wake-ups it has not read: it will read the table
-            except (ConnectionRefusedError, FileNotFoundError):
-                with contextlib.suppress(OSError):
-                    os.unlink(path)  # nobody is bound there any more: its pusher has gone
-            except OSError:
-                logger.debug("could not wake the pusher at %s; it polls", path, exc_info=True)
+    wakeups.wake(CHANNEL)
 
 
 class WakeableORM(ORM):
@@ -92,11 +57,11 @@ class WakeableORM(ORM):
     def dequeue(self):
         listener = self.listener()
         close_old_connections()  # a broken one is replaced; a working one is kept (listener())
-        drain(listener)  # before the read: a wake-up arriving during it is kept for the wait below
+        wakeups.drain(listener)  # before the read: a wake-up arriving during it is kept for the wait
         tasks = self.take_due()
         if tasks:
             return tasks
-        wait(listener, Conf.POLL)
+        wakeups.wait(listener, Conf.POLL)
         return None
 
     def take_due(self) -> list[tuple[int, str]]:
@@ -114,42 +79,6 @@ class WakeableORM(ORM):
     def listener(self) -> socket.socket | None:
         """This process's wake-up socket, bound on first use (a forked pusher binds its own)."""
         if self._listener_pid != os.getpid():
-            self._listener, self._listener_pid = bind_listener(), os.getpid()
+            self._listener, self._listener_pid = wakeups.listen(CHANNEL), os.getpid()
             keep_in_this_thread(checked=True)  # the pusher reads the table at every wake-up
         return self._listener
-
-
-def bind_listener() -> socket.socket | None:
-    """A non-blocking datagram socket at <wake directory>/<pid>.sock, or None (the pusher polls)."""
-    path = wake_dir() / f"{os.getpid()}.sock"
-    if len(os.fsencode(path)) > SOCKET_PATH_MAX:
-        logger.warning("%s is too long for a socket; the worker finds tasks by polling only", path)
-        return None
-    listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    try:
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)  # only this account may wake it
-        with contextlib.suppress(FileNotFoundError):
-            path.unlink()  # left by an earlier process with this pid
-        listener.bind(str(path))
-    except OSError:
-        listener.close()
-        logger.warning("could not bind %s; the worker finds tasks by polling only", path, exc_info=True)
-        return None
-    listener.setblocking(False)
-    return listener
-
-
-def drain(listener: socket.socket | None) -> None:
-    if listener is None:
-        return
-    with contextlib.suppress(BlockingIOError):
-        while listener.recv(64):
-            pass
-
-
-def wait(listener: socket.socket | None, seconds: float) -> None:
-    """Until a wake-up arrives or `seconds` pass."""
-    if listener is None:
-        time.sleep(seconds)
-    else:
-        select.select([listener], [], [], seconds)
