@@ -145,6 +145,7 @@ def task_broker(monkeypatch):
             return get_broker().queue_size()
 
     monkeypatch.setattr(Conf, "ORM", None)
+    monkeypatch.setattr(Conf, "BROKER_CLASS", None)  # the ORM broker's (gaiaorch.brokers)
     broker = Broker()
     broker.point_at(broker.live_url)
     yield broker

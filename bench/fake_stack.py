@@ -12,7 +12,8 @@ INHERITED_URLS = ("DATABASE_URL", "REDIS_URL")  # the caller's services, never t
 
 def use(var_dir: Path, stack: dict[str, Any], **environment: str) -> None:
     """Write `stack` as the configuration and point this process's settings at it; call before
-    Django is set up. `environment` adds GAIAORCH_… variables."""
+    Django is set up. `environment` adds GAIAORCH_… variables,
+    or the benchmark's own DATABASE_URL and REDIS_URL."""
     import yaml
 
     (var_dir / "orchestrator.yaml").write_text(yaml.safe_dump(stack))

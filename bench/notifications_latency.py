@@ -6,6 +6,8 @@ rate. Latency is the time from the event's created_at (set in the worker, just b
 its arrival at each client. Run from the repository root:
 
     .venv/bin/python bench/notifications_latency.py --clients 100 --events 300 --rate 20
+    .venv/bin/python bench/notifications_latency.py --database-url postgres://postgres@127.0.0.1:5432/<db> \
+        --redis-url redis://127.0.0.1:6379/<n>       # PostgreSQL + Redis (channel layer and broker)
 """
 
 from __future__ import annotations
@@ -63,9 +65,9 @@ async def produce(queue_event, events: int, rate: float) -> None:
 
 
 async def run(args) -> dict:
-    stack = Stack(
-        Path(tempfile.mkdtemp(prefix="gaiaorch-bench-")), env={"GAIAORCH_WORKERS": str(args.workers)}
-    )
+    urls = {"DATABASE_URL": args.database_url, "REDIS_URL": args.redis_url}
+    env = {"GAIAORCH_WORKERS": str(args.workers), **{k: v for k, v in urls.items() if v}}
+    stack = Stack(Path(tempfile.mkdtemp(prefix="gaiaorch-bench-")), env=env)
     stack.start("web", "worker")
     try:
         queue_event = enqueuer(stack)
@@ -88,6 +90,8 @@ async def run(args) -> dict:
         return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))] * 1000
 
     return {
+        "database": "postgresql" if args.database_url else "sqlite (embedded default)",
+        "channel_layer": "redis" if args.redis_url else "in-memory",
         "clients": args.clients,
         "events": args.events,
         "rate_per_second": args.rate,
@@ -98,6 +102,7 @@ async def run(args) -> dict:
         "p99_ms": round(percentile(99), 1),
         "max_ms": round(ordered[-1] * 1000, 1),
         "mean_ms": round(statistics.fmean(ordered) * 1000, 1),
+        "load_average_1m": round(os.getloadavg()[0], 2),
     }
 
 
@@ -109,6 +114,8 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=300)
     parser.add_argument("--rate", type=float, default=20.0, help="events per second made by the worker")
     parser.add_argument("--workers", type=int, default=2, help="django-q2 worker processes")
+    parser.add_argument("--database-url", help="a PostgreSQL database of the benchmark's own")
+    parser.add_argument("--redis-url", help="Redis as the channel layer and the broker")
     print(json.dumps(asyncio.run(run(parser.parse_args())), indent=2))
 
 

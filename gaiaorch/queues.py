@@ -16,9 +16,16 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from gaiaorch.connections import keep_in_this_thread
 from gaiaorch.errors import Unavailable
 
 logger = logging.getLogger(__name__)
+
+
+def keep_worker_connections(sender, **kwargs) -> None:
+    """django-q2's post_spawn, in each new worker process: its connections last from task to task,
+    so a handoff's first query does not wait for a new connection (gaiaorch.connections)."""
+    keep_in_this_thread(checked=True)
 
 
 def enqueue(func: str, *args: Any, **options: Any) -> bool:

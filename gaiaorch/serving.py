@@ -32,28 +32,18 @@ from django.core.exceptions import RequestAborted
 from django.core.handlers.asgi import ASGIHandler, get_script_prefix
 from django.core.handlers.base import BaseHandler
 from django.db import connections
-from django.db.backends.signals import connection_created
 from django.urls import Resolver404, get_resolver, set_script_prefix
 
+from gaiaorch import connections as gaiaorch_connections
+
 THREADS = 4  # requests served at once; more only adds write-lock contention on two cores
-_this_thread = threading.local()
 
 
-def _serving_thread() -> None:
-    _this_thread.serving = True
-
-
-POOL = ThreadPoolExecutor(max_workers=THREADS, thread_name_prefix="serving", initializer=_serving_thread)
-
-
-def _keep_between_requests(sender, connection, **kwargs) -> None:
-    """A serving thread answers request after request: the end of one must not close the
-    connection the next uses (Django still closes it when it breaks or its settings change)."""
-    if getattr(_this_thread, "serving", False):
-        connection.close_at = None
-
-
-connection_created.connect(_keep_between_requests, dispatch_uid="gaiaorch.serving.keep_between_requests")
+# A serving thread answers request after request: the end of one must not close the connection
+# the next uses (Django still closes it when it breaks or its settings change).
+POOL = ThreadPoolExecutor(
+    max_workers=THREADS, thread_name_prefix="serving", initializer=gaiaorch_connections.keep_in_this_thread
+)
 
 
 def close_connections() -> None:

@@ -144,7 +144,10 @@ Q_CLUSTER = {
     "retry": TASK_TIMEOUT + 60,
     "max_attempts": 1,
     "catch_up": False,
-    "poll": 0.2,
+    # How often an idle ORM broker reads its table; tasks queued on this host wake it at once
+    # (gaiaorch.brokers), so the poll only reaches a pusher a wake-up cannot: on SQLite every
+    # process shares one host, on PostgreSQL a worker may run on another one.
+    "poll": 0.2 if DATABASE_URL else 1.0,
     "ack_failures": True,
     "save_limit": 1000,
     "label": "Worker tasks",
@@ -156,6 +159,7 @@ if REDIS_URL:
     Q_CLUSTER["redis"] = redis_with_timeouts(REDIS_URL)
 else:
     Q_CLUSTER["orm"] = "default"
+    Q_CLUSTER["broker_class"] = "gaiaorch.brokers.WakeableORM"
 
 # The ticker enqueues a tiny task this often; the worker stamps it, so the stamp's age proves that
 # the worker consumes tasks. Readiness fails once the stamp is older than the maximum age.

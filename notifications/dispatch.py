@@ -1,7 +1,8 @@
 """What happens to an event after its transaction commits: wake the event relays
-(notifications.hub) of every web process through the channel layer, in-process with the in-memory
-layer, across processes with Redis. The relays also poll the log, so a lost wake-up only costs one
-poll interval. It may never fail or undo the committed change. (Webhook deliveries need no wake-up:
+(notifications.hub) of every web process of this host through their wake-up sockets
+(gaiaorch.wakeups), and of every web process through the channel layer, in-process with the
+in-memory layer, across hosts with Redis. The relays also poll the log, so a lost wake-up only
+costs one poll interval. It may never fail or undo the committed change. (Webhook deliveries need no wake-up:
 the ticker's delivery pump, notifications.delivery, takes due outbox rows itself.)
 """
 
@@ -14,13 +15,17 @@ import os
 from asgiref.sync import SyncToAsync, async_to_sync
 from channels.layers import get_channel_layer
 
+from gaiaorch import wakeups
+
 logger = logging.getLogger(__name__)
 
 EVENTS_GROUP = "events"
+WAKE_CHANNEL = "events"
 _announcements: set[asyncio.Task] = set()  # strong references until each send finishes
 
 
 def event_committed(event_id: int) -> None:
+    wakeups.wake(WAKE_CHANNEL, str(event_id).encode())  # a worker's event reaches the web at once
     announce(event_id)
 
 

@@ -1,9 +1,10 @@
 """The per-process event relay: tails the event log and fans new events out to local subscribers.
 
 Every web process runs one hub per event loop, started by its first WebSocket subscriber and
-stopped after its last. It reads `Event.id > last_id` (a primary-key range scan) whenever the
-channel layer says "events.available" and at least every `relay_poll_ms`, so events written by
-another process (the worker, the ticker, a management command) arrive even without Redis.
+stopped after its last. It reads `Event.id > last_id` (a primary-key range scan) whenever a
+writer of this host wakes it through its wake-up socket (gaiaorch.wakeups), whenever the channel
+layer says "events.available", and at least every `relay_poll_ms`, so events written by another
+process (the worker, the ticker, a management command) arrive at once even without Redis.
 Ids become visible in id order (see record_event), so tailing by id never skips an event.
 
 New rows are kept in a short ring; subscribers pull from it by their own cursor, and one that has
@@ -16,6 +17,7 @@ import asyncio
 import contextlib
 import logging
 import math
+import socket
 import time
 import weakref
 from collections import deque
@@ -24,9 +26,9 @@ from concurrent.futures import ThreadPoolExecutor
 from channels.layers import get_channel_layer
 from django.db import connection
 
-from gaiaorch import config
+from gaiaorch import config, wakeups
 from notifications import feed
-from notifications.dispatch import EVENTS_GROUP
+from notifications.dispatch import EVENTS_GROUP, WAKE_CHANNEL
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +48,7 @@ class Hub:
         self._lock = asyncio.Lock()  # why: join and leave interleave across awaits (start vs stop)
         self._tasks: list[asyncio.Task] = []
         self._executor: ThreadPoolExecutor | None = None
+        self._listener: socket.socket | None = None
         self._poll_seconds = 0.05
 
     async def join(self, subscriber: object) -> None:
@@ -86,9 +89,21 @@ class Hub:
             self._executor.shutdown(wait=False)
             raise
         self.ring.clear()
+        self._listener = wakeups.listen(WAKE_CHANNEL)
+        if self._listener is not None:
+            asyncio.get_running_loop().add_reader(self._listener.fileno(), self._woken)
         self._tasks = [asyncio.create_task(self._tail()), asyncio.create_task(self._listen())]
 
+    def _woken(self) -> None:
+        """A writer of this host committed events: the newest id it names, if any is new."""
+        ids = [int(message) for message in wakeups.drain(self._listener) if message.isdigit()]
+        self.wake(max(ids) if ids else None)
+
     async def _stop(self) -> None:
+        if self._listener is not None:
+            asyncio.get_running_loop().remove_reader(self._listener.fileno())
+            wakeups.close(self._listener)
+            self._listener = None
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

@@ -19,7 +19,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 EVENTS = 120
 WEBHOOK_TIMEOUT_SECONDS = 2
 ATTEMPT_MARGIN_SECONDS = 1
-PICKUP_PROMISE_SECONDS = 3  # the ORM broker polls every 0.2 s; a worker is free
+PICKUP_PROMISE_SECONDS = 3  # the ORM broker is woken as the task is queued (else its poll); a worker is free
 HEARTBEAT_MAX_AGE_SECONDS = 4
 
 

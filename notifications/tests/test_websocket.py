@@ -199,6 +199,21 @@ async def test_it_announces_an_event_committed_inside_an_event_loop(connect):
     assert not dispatch._announcements
 
 
+async def test_it_is_woken_by_a_writer_of_this_host_long_before_its_next_poll(
+    connect, notifications_config, settings
+):
+    settings.CHANNEL_LAYERS = {}  # no channel layer: only the relay's wake-up socket can reach it
+    notifications_config(relay_poll_ms=10_000)
+    socket, _, _ = await connect()
+    await asyncio.sleep(0.2)  # the relay's first read is done: it waits for a wake-up or its poll
+    event = await database_sync_to_async(Event.objects.create)(
+        type="worker.ping", title="written elsewhere", actor="worker", created_at="2026-01-01T00:00:00Z"
+    )
+    assert await socket.receive_nothing(timeout=0.3)  # no wake-up yet, and the next poll is 10 s away
+    await asyncio.to_thread(dispatch.event_committed, event.id)  # what a worker does after commit
+    assert (await socket.receive_json_from(timeout=2))["id"] == event.id
+
+
 @pytest.mark.slow
 @pytest.mark.redis
 async def test_it_is_woken_through_redis_long_before_its_next_poll(connect, notifications_config, settings):
