@@ -45,6 +45,7 @@ class DeferredAnswer(HttpResponse):
             self["Content-Length"] = str(len(self.content))
 
     async def abandon(self) -> None:
+        await asyncio.sleep(0)  # its first step first: cancelled before it, it could undo nothing
         if not self.answering.cancelling():  # a hang-up during complete() has cancelled it already
             self.answering.cancel()
         with suppress(asyncio.CancelledError):
@@ -53,16 +54,20 @@ class DeferredAnswer(HttpResponse):
 
 @sync_and_async_middleware
 def DeferredAnswerMiddleware(get_response):
-    """The outermost middleware: completes a `DeferredAnswer` once its wait ends; a hang-up
-    (the request's task cancelled) abandons it, even before the view's answer came back here."""
+    """The outermost middleware: completes a `DeferredAnswer` once its wait ends. A hang-up (the
+    request's task cancelled) abandons it, even before the view's answer came back here, and so
+    does an answer that replaced it on its way out (an error in a response step)."""
 
     if iscoroutinefunction(get_response):
 
         async def async_middleware(request):
             try:
                 response = await get_response(request)
-                if isinstance(response, DeferredAnswer):
-                    await response.complete()
+                deferred = getattr(request, "_deferred_answer", None)
+                if deferred is response:
+                    await deferred.complete()
+                elif deferred is not None:
+                    await deferred.abandon()
                 return response
             except asyncio.CancelledError:
                 deferred = getattr(request, "_deferred_answer", None)

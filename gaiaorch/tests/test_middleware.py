@@ -66,3 +66,22 @@ async def test_it_abandons_a_deferred_answer_whose_caller_hangs_up_before_it_com
     with pytest.raises(asyncio.CancelledError):
         await serving
     assert abandoned.is_set()
+
+
+async def test_it_abandons_a_deferred_answer_that_another_answer_replaced_on_its_way_out():
+    abandoned = asyncio.Event()
+
+    async def answering():
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            abandoned.set()
+            raise
+        return JsonResponse({})
+
+    async def view_and_failing_middleware(request):
+        DeferredAnswer(request, answering())
+        return JsonResponse({"error": "server_error"}, status=500)  # a response step that failed
+
+    response = await DeferredAnswerMiddleware(view_and_failing_middleware)(RequestFactory().post("/"))
+    assert response.status_code == 500 and abandoned.is_set()
