@@ -8,7 +8,10 @@ waiting or active.
 
     .venv/bin/python bench/leases_http.py [--seconds 5] [--clients 1 16] [--postgres URL]
 
-Prints a Markdown table (ops/s = cycles per second; p50/p99 of a whole cycle in ms). A third
+Prints a Markdown table (ops/s = cycles per second; p50/p99 of a whole cycle in ms). The
+one-GPU rows of gaiaorch with several clients run bench/handover_probe.py (gaiaorch with two
+probes) and time each handover from the previous holder's release commit: to the server starting
+to send the next grant, and to that grant's answer reaching its client (see `handovers`). A third
 reference row times two GET /health requests of gaiaorch per cycle: the framework's own cost
 (Django + DRF under daphne) without any lease work. The last rows time one GET /gpu/status per
 cycle, 1 client, on a box of 16 GPUs each with a holder and 2 waiters (`--status-gpus`); with
@@ -28,6 +31,7 @@ import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
+from math import nan
 from pathlib import Path
 
 import httpx
@@ -41,8 +45,14 @@ class Outcome:
     latencies: list[float] = field(default_factory=list)
     tokens: list[int] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
-    # fencing token -> perf_counter when its grant answer arrived, its release was sent, answered
-    moments: dict[int, tuple[float, float, float]] = field(default_factory=dict)
+    # fencing token -> (CLOCK_MONOTONIC when its grant answer arrived, its release was sent,
+    # its release was answered; its lease id)
+    moments: dict[int, tuple[float, float, float, str]] = field(default_factory=dict)
+
+
+def now() -> float:
+    """The clock of the handover moments: the server's probes read the same one."""
+    return time.clock_gettime(time.CLOCK_MONOTONIC)
 
 
 def free_port() -> int:
@@ -79,6 +89,7 @@ def helper(env: dict[str, str], *args: str) -> dict:
 
 
 def start_daphne(app: str, env: dict[str, str]) -> tuple[subprocess.Popen, str]:
+    """daphne serving `app` on a free port, once it answers /health."""
     port = free_port()
     server = subprocess.Popen(
         [str(ROOT / ".venv" / "bin" / "daphne"), "-b", "127.0.0.1", "-p", str(port), "-v", "0", app],
@@ -107,16 +118,16 @@ def cycle(client: httpx.Client, name: str, outcome: Outcome, gpu: int = 0) -> No
     if response.status_code != 200:
         outcome.errors.append(f"acquire/wait {response.status_code}: {body}")
         return
-    granted = releasing = time.perf_counter()
+    granted = releasing = now()
     released = client.post("/gpu/release", json={"lease_id": body["lease_id"]})
     if released.status_code != 200:
         outcome.errors.append(f"release {released.status_code}: {released.text[:200]}")
         return
-    ended = time.perf_counter()
-    outcome.latencies.append(ended - started)
+    answered = now()
+    outcome.latencies.append(time.perf_counter() - started)
     token = body["fencing_token"]
     outcome.tokens.append(token + gpu * 10**12)  # fencing tokens are per GPU
-    outcome.moments[token + gpu * 10**12] = (granted, releasing, ended)
+    outcome.moments[token + gpu * 10**12] = (granted, releasing, answered, body["lease_id"])
 
 
 def spread_cycle(client: httpx.Client, name: str, outcome: Outcome) -> None:
@@ -130,12 +141,39 @@ def handovers(outcome: Outcome) -> tuple[list[float], list[float]]:
     its request was sent and before its answer is, so (grant - release sent) bounds the time from
     that commit to the grant from above, and (grant - release answered) from below."""
     upper, lower = [], []
-    for token, (granted, _, _) in outcome.moments.items():
+    for token, (granted, _, _, _) in outcome.moments.items():
         previous = outcome.moments.get(token - 1)
         if previous is not None:
             upper.append(granted - previous[1])
             lower.append(granted - previous[2])
     return upper, lower
+
+
+def handovers_from_commit(outcome: Outcome, probed: Path) -> dict[str, list[float]]:
+    """The same handovers timed from the release's commit, as the server's probes saw it
+    (bench/handover_probe.py): the commit is the one whose wake-up names both the released lease
+    and the next grant's (the decision that ended one and granted the other). Seconds from it to
+    the server starting to send the grant's answer ("sent"), to that answer reaching its client
+    ("received"), and between those two: what the benchmark itself adds on this machine (the
+    kernel's loopback, the client thread getting a core and parsing the answer)."""
+    records = [json.loads(line) for line in probed.read_text().splitlines()]
+    commits: dict[tuple[str, str], float] = {}
+    for record in records:
+        if record[0] == "commit":
+            for one in record[2]:
+                for other in record[2]:
+                    commits.setdefault((one, other), record[1])
+    sent = {record[3]: record[1] for record in records if record[0] == "answer" and record[2] == 200}
+    times: dict[str, list[float]] = {"sent": [], "received": [], "sent_to_received": []}
+    for token, (granted, _, _, lease_id) in outcome.moments.items():
+        previous = outcome.moments.get(token - 1)
+        committed = commits.get((previous[3], lease_id)) if previous else None
+        if committed is None or lease_id not in sent:
+            continue  # the first grant of the window, or one its acquire answered (no wait)
+        times["sent"].append(sent[lease_id] - committed)
+        times["received"].append(granted - committed)
+        times["sent_to_received"].append(granted - sent[lease_id])
+    return times
 
 
 def health_cycle(client: httpx.Client, name: str, outcome: Outcome) -> None:
@@ -210,9 +248,13 @@ def percentile(values: list[float], fraction: float) -> float:
 
 
 def measure(label: str, app: str, env: dict[str, str], tokens: dict[str, str], clients: int, seconds: float):
+    one = next((kind for word, kind in CYCLES.items() if word in label), cycle)
+    queued = clients > 1 and one is cycle and app == "console.asgi:application"
+    probed = Path(env["GAIAORCH_VAR_DIR"]) / "handover-probe.jsonl"
+    if queued:  # the one-GPU queue: the same application with the handover probes
+        app, env = "bench.handover_probe:application", {**env, "HANDOVER_PROBE_OUT": str(probed)}
     server, base = start_daphne(app, env)
     try:
-        one = next((kind for word, kind in CYCLES.items() if word in label), cycle)
         outcome, elapsed = drive(base, tokens, clients, seconds, one)
     finally:
         server.terminate()
@@ -230,10 +272,14 @@ def measure(label: str, app: str, env: dict[str, str], tokens: dict[str, str], c
         "duplicate_tokens": lost,
     }
     upper, lower = handovers(outcome)
-    if clients > 1 and one is cycle and upper and app != "bench.floor_app:application":
+    if queued and upper:
         row["handover_p50_ms"] = 1000 * statistics.median(upper)
         row["handover_p99_ms"] = 1000 * percentile(upper, 0.99)
         row["handover_lower_p50_ms"] = 1000 * statistics.median(lower)
+        for name, values in handovers_from_commit(outcome, probed).items():
+            row[f"handover_commit_{name}_p50_ms"] = 1000 * statistics.median(values) if values else nan
+            row[f"handover_commit_{name}_p99_ms"] = 1000 * percentile(values, 0.99)
+        row["handovers_timed"] = len(upper)
     if app != "bench.floor_app:application" and one in (cycle, spread_cycle):
         left = helper(env, "leftovers")
         row["left_live"] = left["live"]
@@ -329,15 +375,23 @@ def main() -> None:
                         print(json.dumps(rows[-1]), file=sys.stderr)
     print(
         "| server | clients | cycles | ops/s | p50 ms | p99 ms | errors | duplicate tokens | left live "
-        "| handover p50/p99 ms (from release sent; from release answered) |"
+        "| handover p50/p99 ms (from release sent; from release answered) "
+        "| handover from the release's commit p50/p99 ms: grant sent; received (sent → received) |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for row in rows:
         cells = [row["server"], row["clients"], row["cycles"], f"{row['ops_s']:.0f}", f"{row['p50_ms']:.2f}"]
         cells += [f"{row['p99_ms']:.2f}", row["errors"], row["duplicate_tokens"], row.get("left_live", "—")]
         handover = row.get("handover_p50_ms")
         cells.append(
             f"{handover:.2f} / {row['handover_p99_ms']:.2f} ({row['handover_lower_p50_ms']:.2f})"
+            if handover is not None
+            else "—"
+        )
+        cells.append(
+            f"{row['handover_commit_sent_p50_ms']:.2f} / {row['handover_commit_sent_p99_ms']:.2f}; "
+            f"{row['handover_commit_received_p50_ms']:.2f} / {row['handover_commit_received_p99_ms']:.2f} "
+            f"({row['handover_commit_sent_to_received_p50_ms']:.2f})"
             if handover is not None
             else "—"
         )

@@ -1,19 +1,83 @@
-"""Middleware that stays async under ASGI: static files, bad requests refused up front, and the
-audit scope of each request."""
+"""Middleware that stays async under ASGI: answers decided after a wait, static files, bad
+requests refused up front, and the audit scope of each request."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+from collections.abc import Coroutine
+from contextlib import suppress
 from typing import Any
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_async
 from django.core.exceptions import RequestDataTooBig
-from django.http import JsonResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.utils.decorators import sync_and_async_middleware
 from whitenoise.middleware import WhiteNoiseMiddleware
 
 from gaiaorch.auth import audit_scope
 from gaiaorch.errors import DomainError, InvalidRequest, NotFound, body_too_large
+
+
+class DeferredAnswer(HttpResponse):
+    """The answer of an async view that must wait first (a long-poll), returned before the wait.
+
+    Under ASGI each synchronous response step of the middleware (most of Django's own) is a
+    thread hop; run after the wait, those hops lie between the event that ends it and the answer.
+    Returned at once, this response takes those steps while the wait goes on, and
+    `DeferredAnswerMiddleware`, the outermost, gives it the status and content of the answer
+    `answering` ends with. A caller that hangs up at any point cancels `answering` (which undoes
+    what it must, as it would in the view).
+    """
+
+    def __init__(self, request: HttpRequest, answering: Coroutine[Any, Any, HttpResponse]):
+        super().__init__(status=202, content_type="application/json")
+        self.answering = asyncio.ensure_future(answering)  # the wait starts now
+        # for the middleware, should the caller hang up before this response reaches it
+        request._deferred_answer = self  # type: ignore[attr-defined]  # a request of this view only
+
+    async def complete(self) -> None:
+        answer = await self.answering
+        self.status_code = answer.status_code
+        self["Content-Type"] = answer["Content-Type"]
+        self.content = answer.content
+        if self.has_header("Content-Length"):  # CommonMiddleware measured the placeholder
+            self["Content-Length"] = str(len(self.content))
+
+    async def abandon(self) -> None:
+        await asyncio.sleep(0)  # its first step first: cancelled before it, it could undo nothing
+        if not self.answering.cancelling():  # a hang-up during complete() has cancelled it already
+            self.answering.cancel()
+        with suppress(asyncio.CancelledError):
+            await self.answering
+
+
+@sync_and_async_middleware
+def DeferredAnswerMiddleware(get_response):
+    """The outermost middleware: completes a `DeferredAnswer` once its wait ends. A hang-up (the
+    request's task cancelled) abandons it, even before the view's answer came back here, and so
+    does an answer that replaced it on its way out (an error in a response step)."""
+
+    if iscoroutinefunction(get_response):
+
+        async def async_middleware(request):
+            try:
+                response = await get_response(request)
+                deferred = getattr(request, "_deferred_answer", None)
+                if deferred is response:
+                    await deferred.complete()
+                elif deferred is not None:
+                    await deferred.abandon()
+                return response
+            except asyncio.CancelledError:
+                deferred = getattr(request, "_deferred_answer", None)
+                if deferred is not None:
+                    await deferred.abandon()
+                raise
+
+        return async_middleware
+
+    return get_response  # a synchronous view answers at once
 
 
 class StaticFilesMiddleware(WhiteNoiseMiddleware):

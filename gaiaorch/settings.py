@@ -70,6 +70,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "gaiaorch.middleware.DeferredAnswerMiddleware",  # outermost: completes an answer after its wait
     "django.middleware.security.SecurityMiddleware",
     "gaiaorch.middleware.StaticFilesMiddleware",
     "gaiaorch.middleware.RequestRefusalMiddleware",

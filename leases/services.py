@@ -264,6 +264,7 @@ class GpuState:
     events: list[dict[str, Any]] = field(default_factory=list)
     changed: set[str] = field(default_factory=set)  # lease ids whose waits to wake once committed
     attending: set[str] = field(default_factory=set)  # leases whose owner takes part in this decision
+    handed: dict[str, Lease] = field(default_factory=dict)  # grants for waits open in this process
     seat_resident: bool = False  # give a GPU left free and unwanted to its resident
     resident_left: bool = False  # the resident's standing lease ended in this decision
 
@@ -325,7 +326,8 @@ def _write(state: GpuState) -> None:
     record_events(state.events)
     if state.changed:
         changed = sorted(state.changed)
-        transaction.on_commit(lambda: WAITS.notify(*changed))
+        handed = {key: _result(lease, state) for key, lease in state.handed.items() if lease is state.holder}
+        transaction.on_commit(lambda: WAITS.notify(*changed, handed=handed))
 
 
 def _save(lease: Lease, fields: list[str]) -> None:
@@ -427,7 +429,10 @@ def _grant(state: GpuState, lease: Lease, actor: str, **data: Any) -> None:
     lease.expires_at = _expiry(lease, now)
     lease.claim_by = None
     lease.waiting_for = ""
-    if str(lease.id) not in state.attending and not lease.standing:
+    if WAITS.is_open(str(lease.id)):
+        # Its owner is here: its wait is open in this process, and is handed the grant once committed.
+        state.handed[str(lease.id)] = lease
+    elif str(lease.id) not in state.attending and not lease.standing:
         # Nobody may be there to take it (a client gone without a word): its requester claims it
         # (its wait returns it, it acquires or heartbeats) by this time, or it is passed on.
         lease.claim_by = now + timedelta(seconds=lease.ttl_seconds or state.rules.claim_window_seconds)
@@ -1105,7 +1110,9 @@ async def wait(lease_id: Any, *, timeout_seconds: float) -> AcquireResult:
             woken = remaining > 0 and await waiter.wait(remaining)
             if not woken:
                 return await sync_to_async(attend)(lease_id, adopt=False)
-            result = await sync_to_async(claim)(lease_id)
+            # A grant a decision of this process made while this wait was open comes with the
+            # wake-up, claimed; any other change is read (and a grant claimed) here.
+            result = waiter.take() or await sync_to_async(claim)(lease_id)
     return result
 
 

@@ -3,7 +3,9 @@ database connection while they wait.
 
 - `Waits.listen(key)` registers a wait; it registers before reading its lease, so a change
   committed in between still wakes it.
-- `Waits.notify(*keys)` wakes the waits of leases whose change this process committed (any thread).
+- `Waits.notify(*keys, handed=...)` wakes the waits of leases whose change this process committed
+  (any thread); `handed` gives some of them their outcome, so that they answer without reading it.
+- `Waits.is_open(key)`: whether a wait on that lease is open in this process now.
 - One poller per event loop, while any wait is open there, asks every POLL_SECONDS which of all
   those leases changed in another process: one call of `poll(keys)` (one query, given by the lease
   service, which also stamps the open waits' signs of life), then wakes those.
@@ -19,10 +21,11 @@ import asyncio
 import contextvars
 import logging
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
+from typing import Any
 
 from asgiref.sync import sync_to_async
 from django.db import connections
@@ -57,6 +60,7 @@ class Waiter:
     key: str
     loop: asyncio.AbstractEventLoop
     event: asyncio.Event = field(default_factory=asyncio.Event)
+    handed: Any = None  # the outcome a notification brought, if it brought one
 
     async def wait(self, seconds: float) -> bool:
         """Until notified (True) or `seconds` pass (False); a notification is used up."""
@@ -65,6 +69,16 @@ class Waiter:
         woken = self.event.is_set()
         self.event.clear()
         return woken
+
+    def take(self) -> Any:
+        """The outcome the last notification handed over (None if it handed none); used up."""
+        handed, self.handed = self.handed, None
+        return handed
+
+    def _woken(self, handed: Any) -> None:  # on the waiter's loop
+        if handed is not None:
+            self.handed = handed
+        self.event.set()
 
 
 class Waits:
@@ -78,16 +92,21 @@ class Waits:
         with self._lock:
             return sum(len(waiters) for waiters in self._waiters.values())
 
-    def notify(self, *keys: str) -> None:
-        """A commit of this process changed these leases."""
-        self._wake(keys)
-
-    def _wake(self, keys: Iterable[str]) -> None:
+    def is_open(self, key: str) -> bool:
         with self._lock:
-            waiters = [waiter for key in keys for waiter in self._waiters.get(key, ())]
-        for waiter in waiters:
+            return key in self._waiters
+
+    def notify(self, *keys: str, handed: Mapping[str, Any] | None = None) -> None:
+        """A commit of this process changed these leases; `handed`: the outcome of some of them,
+        for their waits to answer with."""
+        self._wake(keys, handed or {})
+
+    def _wake(self, keys: Iterable[str], handed: Mapping[str, Any]) -> None:
+        with self._lock:
+            waiters = [(waiter, handed.get(key)) for key in keys for waiter in self._waiters.get(key, ())]
+        for waiter, outcome in waiters:
             if not waiter.loop.is_closed():
-                waiter.loop.call_soon_threadsafe(waiter.event.set)
+                waiter.loop.call_soon_threadsafe(waiter._woken, outcome)
 
     @contextmanager
     def listen(self, key: str) -> Iterator[Waiter]:
@@ -129,4 +148,4 @@ class Waits:
                 logger.warning("could not poll %d open lease waits", len(keys), exc_info=True)
                 await sync_to_async(connections.close_all, thread_sensitive=False, executor=THREAD)()
                 continue
-            self._wake(changed)
+            self._wake(changed, {})

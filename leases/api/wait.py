@@ -20,7 +20,7 @@ from typing import Any
 from asgiref.sync import ThreadSensitiveContext, sync_to_async
 from django.core.exceptions import RequestDataTooBig
 from django.db import DatabaseError
-from django.http import HttpRequest, JsonResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.urls import reverse
 from django.views.decorators.csrf import csrf_exempt
 from drf_spectacular.utils import OpenApiResponse, PolymorphicProxySerializer, extend_schema
@@ -29,7 +29,7 @@ from rest_framework.views import APIView
 from gaiaorch import rights
 from gaiaorch.auth import HashedTokenAuthentication, actor_name
 from gaiaorch.errors import DomainError, InvalidRequest, body_too_large
-from gaiaorch.middleware import parse_json
+from gaiaorch.middleware import DeferredAnswer, parse_json
 from gaiaorch.serializers import ErrorSerializer
 from gaiaorch_client import contract
 from leases import services, wakeups
@@ -102,7 +102,7 @@ def _answer(result: services.AcquireResult, timed_out_after: float) -> JsonRespo
 
 
 @csrf_exempt  # token authentication only, never cookies: there is no session to forge
-async def wait(request: HttpRequest) -> JsonResponse:
+async def wait(request: HttpRequest) -> HttpResponse:
     if request.method != "POST":
         return _error("method_not_allowed", f'Method "{request.method}" not allowed.', 405)
     try:
@@ -113,17 +113,31 @@ async def wait(request: HttpRequest) -> JsonResponse:
             return response
         params = _params(_body(request))
         entry = await _entered(user, params)
+    except (DomainError, DatabaseError) as exc:
+        return _refusal(exc)
+    if entry.lease.status != LeaseStatus.WAITING:
+        return _answer(entry, params["timeout_seconds"])
+    # Answered once the wait ends; the middleware's response steps run meanwhile.
+    return DeferredAnswer(request, _waited(entry, params, actor_name(user)))
+
+
+async def _waited(entry: services.AcquireResult, params: dict[str, Any], actor: str) -> JsonResponse:
+    try:
         result = await services.wait_out(
             entry,
             timeout_seconds=params["timeout_seconds"],
             keep_queued=params.get("keep_queued", False),
-            actor=actor_name(user),
+            actor=actor,
         )
-        return _answer(result, params["timeout_seconds"])
-    except DomainError as exc:
+    except (DomainError, DatabaseError) as exc:
+        return _refusal(exc)
+    return _answer(result, params["timeout_seconds"])
+
+
+def _refusal(exc: DomainError | DatabaseError) -> JsonResponse:
+    if isinstance(exc, DomainError):
         return JsonResponse(exc.body(), status=exc.status_code)
-    except DatabaseError as exc:
-        return _error("database_unavailable", f"The database refused the request: {exc}", 503)
+    return _error("database_unavailable", f"The database refused the request: {exc}", 503)
 
 
 wait.allowed_methods = ["POST"]  # type: ignore[attr-defined]  # read by the endpoint index (GET /)

@@ -148,8 +148,10 @@ async def test_it_withdraws_its_own_entry_when_the_caller_hangs_up():
 async def test_it_sees_a_grant_committed_by_another_process_at_its_next_poll(monkeypatch):
     holder = await hold("gaia-core")
     entry = await sync_to_async(services.acquire)(requester="gaia-study", reason="x", actor="gaia-study")
-    # Another process's commit: no in-process wake-up, only the shared poller can see it.
-    monkeypatch.setattr(services.WAITS, "notify", lambda *keys: None)
+    # Another process's decision: it sees no wait open, so its grant is to be claimed, and it
+    # wakes none here; only the shared poller can see it.
+    monkeypatch.setattr(services.WAITS, "is_open", lambda key: False)
+    monkeypatch.setattr(services.WAITS, "notify", lambda *keys, handed=None: None)
     waiting = asyncio.create_task(services.wait(entry.lease.id, timeout_seconds=20))
     await asyncio.sleep(0.2)
     await sync_to_async(services.release)(holder.id, actor="gaia-core")
@@ -157,3 +159,39 @@ async def test_it_sees_a_grant_committed_by_another_process_at_its_next_poll(mon
     result = await waiting
     assert result.granted and result.lease.claim_by is None
     assert asyncio.get_running_loop().time() - started < wakeups.POLL_SECONDS + 1
+
+
+async def test_it_hands_a_grant_to_the_wait_open_here_claimed_in_the_decision_itself(monkeypatch):
+    holder = await hold("gaia-core")
+    entry = await sync_to_async(services.acquire)(requester="gaia-study", reason="x", actor="gaia-study")
+    reads = []
+    real_claim = services.claim
+    monkeypatch.setattr(services, "claim", lambda lease_id: reads.append(lease_id) or real_claim(lease_id))
+    waiting = asyncio.create_task(services.wait(entry.lease.id, timeout_seconds=20))
+    await asyncio.sleep(0.2)
+    assert len(reads) == 1  # the wait's first look, before it waits
+    await sync_to_async(services.release)(holder.id, actor="gaia-core")
+    result = await waiting
+    assert result.granted and result.lease.fencing_token == 2
+    assert len(reads) == 1  # answered with what the decision handed over: no read, no claim of its own
+    granted = await Lease.objects.aget(pk=entry.lease.pk)
+    assert granted.status == LeaseStatus.ACTIVE and granted.claim_by is None
+
+
+async def test_it_leaves_a_grant_to_be_claimed_when_no_wait_is_open_here():
+    holder = await hold("gaia-core")
+    entry = await sync_to_async(services.acquire)(requester="gaia-study", reason="x", actor="gaia-study")
+    await sync_to_async(services.release)(holder.id, actor="gaia-core")
+    granted = await Lease.objects.aget(pk=entry.lease.pk)
+    assert granted.status == LeaseStatus.ACTIVE and granted.claim_by is not None
+
+
+async def test_it_gives_the_outcome_a_notification_hands_to_the_waits_of_that_lease_only():
+    waits = wakeups.Waits(poll=lambda keys: [])
+    with waits.listen("a") as first, waits.listen("b") as second:
+        assert waits.is_open("a") and not waits.is_open("c")
+        waits.notify("a", "b", handed={"a": "granted"})
+        assert await first.wait(1) and await second.wait(1)
+        assert first.take() == "granted" and first.take() is None
+        assert second.take() is None
+    assert not waits.is_open("a")

@@ -268,3 +268,22 @@ async def wait_for_entry(requester: str) -> Lease:
             return entry
         await asyncio.sleep(0.02)
     raise AssertionError(f"{requester} never queued")
+
+
+@transactional
+async def test_it_answers_a_grant_that_came_during_the_wait_through_every_middleware():
+    """The answer took the middleware's response steps when the wait began (DeferredAnswer)."""
+    holder = await hold("gaia-core")
+    request = Http(
+        await token_of("gaia-study"), {"requester": "gaia-study", "reason": "x", "timeout_seconds": 30}
+    )
+    await request.send()
+    await wait_for_entry("gaia-study")
+    await sync_to_async(services.release)(holder.id, actor="gaia-core")
+    start = await request.app.receive_output(10)
+    content = await request.app.receive_output(10)
+    headers = {name.decode().lower(): value.decode() for name, value in start["headers"]}
+    assert start["status"] == 200 and json.loads(content["body"])["fencing_token"] == 2
+    assert headers["x-frame-options"] == "DENY" and headers["x-content-type-options"] == "nosniff"
+    assert headers["content-type"] == "application/json"
+    assert headers["content-length"] == str(len(content["body"]))  # measured again after the wait
