@@ -52,6 +52,13 @@ class DeferredAnswer(HttpResponse):
             await self.answering
 
 
+def may_defer(request: HttpRequest) -> bool:
+    """Whether a DeferredAnswer of this request will be completed: only under an async handler
+    chain (ASGI), where DeferredAnswerMiddleware runs as a coroutine; a synchronous one (WSGI, the
+    test client) must be given the final answer."""
+    return getattr(request, "_answers_deferred", False)
+
+
 @sync_and_async_middleware
 def DeferredAnswerMiddleware(get_response):
     """The outermost middleware: completes a `DeferredAnswer` once its wait ends. A hang-up (the
@@ -61,6 +68,7 @@ def DeferredAnswerMiddleware(get_response):
     if iscoroutinefunction(get_response):
 
         async def async_middleware(request):
+            request._answers_deferred = True  # see may_defer
             try:
                 response = await get_response(request)
                 deferred = getattr(request, "_deferred_answer", None)

@@ -29,7 +29,7 @@ from rest_framework.views import APIView
 from gaiaorch import rights
 from gaiaorch.auth import HashedTokenAuthentication, actor_name
 from gaiaorch.errors import DomainError, InvalidRequest, body_too_large
-from gaiaorch.middleware import DeferredAnswer, parse_json
+from gaiaorch.middleware import DeferredAnswer, may_defer, parse_json
 from gaiaorch.serializers import ErrorSerializer
 from gaiaorch_client import contract
 from leases import services, wakeups
@@ -117,8 +117,11 @@ async def wait(request: HttpRequest) -> HttpResponse:
         return _refusal(exc)
     if entry.lease.status != LeaseStatus.WAITING:
         return _answer(entry, params["timeout_seconds"])
+    waited = _waited(entry, params, actor_name(user))
+    if not may_defer(request):
+        return await waited
     # Answered once the wait ends; the middleware's response steps run meanwhile.
-    return DeferredAnswer(request, _waited(entry, params, actor_name(user)))
+    return DeferredAnswer(request, waited)
 
 
 async def _waited(entry: services.AcquireResult, params: dict[str, Any], actor: str) -> JsonResponse:
