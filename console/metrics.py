@@ -27,13 +27,12 @@ from django.db.models import (
     BooleanField,
     Count,
     DurationField,
-    Exists,
     ExpressionWrapper,
     F,
     FloatField,
     Func,
     Max,
-    OuterRef,
+    Min,
     Q,
     QuerySet,
     Sum,
@@ -59,13 +58,14 @@ class Elapsed(Func):
     output_field = DurationField()
 
     def as_sqlite(self, compiler, connection, **extra_context):
-        # Django stores a datetime there as UTC text, 'YYYY-MM-DD HH:MM:SS[.ffffff]': whole
-        # seconds from strftime, the fraction's digits (padded to six) read as an integer.
+        # Django stores a datetime there as UTC text, 'YYYY-MM-DD HH:MM:SS[.ffffff]': the whole
+        # seconds from its first 19 characters (strftime of the whole text rounds to
+        # milliseconds: .9996 would be the next second), the fraction's digits padded to six.
         parts, params = [], []
         for expression in self.get_source_expressions():
             sql, sql_params = compiler.compile(expression)
             parts.append(
-                f"(CAST(strftime('%%s', {sql}) AS INTEGER) * 1000000"
+                f"(CAST(strftime('%%s', substr({sql}, 1, 19)) AS INTEGER) * 1000000"
                 f" + CAST(substr({sql} || '000000', 21, 6) AS INTEGER))"
             )
             params += [*sql_params, *sql_params]
@@ -138,7 +138,6 @@ class Fold:
 
     def __init__(self, version: int, figures: dict[str, Any]) -> None:
         self.version = version
-        self.figures = figures
         events = figures.get("events", {})
         self.events_seen: int = events.get("seen", 0)
         self.events: dict[str, int] = dict(events.get("count", {}))
@@ -182,8 +181,8 @@ def read_fold() -> Fold:
 
 
 def store_fold(fold: Fold) -> bool:
-    """Write what this scrape folded, unless another scrape folded first (then it is theirs to
-    fold again next time: the rows above the stored fold are still counted at each scrape)."""
+    """Write what this scrape folded, unless another scrape stored a fold since this one read it
+    (then what this one found stays above the stored fold, counted and folded by a later scrape)."""
     from console.models import MetricsFold
 
     if not fold.grew:
@@ -209,27 +208,31 @@ def _add(into: dict[str, Any], row: dict[str, Any]) -> None:
 
 
 def lease_rows(fold: Fold) -> tuple[list[tuple[int, int]], list[dict[str, Any]]]:
-    """The GPUs (id, index) and, grouped by GPU, state and whether each lease can be folded,
-    every lease above its GPU's fold with its queue-wait histogram: two statements for any
-    number of GPUs. A lease can be folded when it has ended and no live lease of its GPU arrived
-    before it (then it is below the GPU's oldest live arrival, and final)."""
+    """The GPUs (id, index) and, grouped by GPU, state and whether each can be folded, every lease
+    above its GPU's fold with its queue-wait histogram: three statements for any number of GPUs.
+
+    A lease can be folded when it arrived before its GPU's oldest live lease, or before the GPU's
+    next arrival when none is live. Arrivals are handed out in order under the GPU's row lock in
+    the transaction that writes the lease, so every lease below the next arrival read first exists,
+    and of those, one below the oldest live arrival read after it has ended: it is final."""
     from leases.models import Gpu, Lease, LeaseStatus
 
-    gpus = list(Gpu.objects.order_by("index").values_list("id", "index"))
+    gpus = list(Gpu.objects.order_by("index").values_list("id", "index", "next_arrival"))
     if not gpus:
-        return gpus, []
-    above = Q()
-    for gpu_id, _ in gpus:  # one condition per GPU on the (gpu, arrival) index, in one statement
+        return [], []
+    ids = [gpu_id for gpu_id, _, _ in gpus]
+    live = Lease.objects.filter(gpu_id__in=ids, status__in=LeaseStatus.live()).values("gpu_id")
+    oldest = dict(live.annotate(oldest=Min("arrival")).order_by().values_list("gpu_id", "oldest"))
+    above, final = Q(), Q()
+    for gpu_id, _, next_arrival in gpus:  # one condition per GPU, on the (gpu, arrival) index
         above |= Q(gpu_id=gpu_id, arrival__gte=fold.below.get(str(gpu_id), 0))
-    earlier_live = Lease.objects.filter(
-        gpu=OuterRef("gpu"), status__in=LeaseStatus.live(), arrival__lt=OuterRef("arrival")
-    )
-    foldable = ExpressionWrapper(
-        Q(status__in=LeaseStatus.terminal()) & ~Exists(earlier_live), output_field=BooleanField()
-    )
+        final |= Q(gpu_id=gpu_id, arrival__lt=min(next_arrival, oldest.get(gpu_id, next_arrival)))
     rows = (
         Lease.objects.filter(above)
-        .annotate(foldable=foldable, observed=duration("requested_at", "granted_at"))
+        .annotate(
+            foldable=ExpressionWrapper(final, output_field=BooleanField()),
+            observed=duration("requested_at", "granted_at"),
+        )
         .values("gpu_id", "status", "foldable")
         .annotate(
             count=Count("pk"),
@@ -238,10 +241,12 @@ def lease_rows(fold: Fold) -> tuple[list[tuple[int, int]], list[dict[str, Any]]]
         )
         .order_by()
     )
-    return gpus, list(rows)
+    return [(gpu_id, index) for gpu_id, index, _ in gpus], list(rows)
 
 
 def lease_metrics(fold: Fold) -> Iterator[Metric]:
+    from leases.models import LeaseStatus
+
     gpus, rows = lease_rows(fold)
     counts = {gpu: dict(by_status) for gpu, by_status in fold.leases.items()}
     wait = dict(fold.wait)
@@ -250,7 +255,7 @@ def lease_metrics(fold: Fold) -> Iterator[Metric]:
         gpu, status = str(row["gpu_id"]), row["status"]
         by_status = counts.setdefault(gpu, {})
         by_status[status] = by_status.get(status, 0) + row["count"]
-        if status == "waiting":
+        if status == LeaseStatus.WAITING:
             waiting[gpu] = waiting.get(gpu, 0) + row["count"]
         _add(wait, row)
         if row["foldable"]:
@@ -404,11 +409,14 @@ def event_metrics(fold: Fold) -> Iterator[Metric]:
     """Events by type: the folded counts plus the events above the last id seen, all folded."""
     from notifications.models import Event
 
-    above = Event.objects.filter(id__gt=fold.events_seen).values("type")
     counts = fold.events
-    for row in above.annotate(count=Count("pk"), last=Max("id")).order_by():
-        counts[row["type"]] = counts.get(row["type"], 0) + row["count"]
-        fold.events_seen = max(fold.events_seen, row["last"])
+    top = Event.objects.aggregate(top=Max("id"))["top"] or 0
+    if top > fold.events_seen:
+        # Both bounds: SQLite then reads the id range rather than every entry of the type index.
+        above = Event.objects.filter(id__gt=fold.events_seen, id__lte=top).values("type")
+        for row in above.annotate(count=Count("pk")).order_by():
+            counts[row["type"]] = counts.get(row["type"], 0) + row["count"]
+        fold.events_seen = top
         fold.grew = True
     events = CounterMetricFamily(
         "gaiaorch_events", "Events recorded, by type (the log is append-only).", labels=["type"]

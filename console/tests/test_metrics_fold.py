@@ -78,8 +78,9 @@ def _assert_exact() -> str:
 
 
 def _waited(lease: Lease, seconds: float, *, whole: bool = False) -> None:
-    """Give a lease a chosen queue wait (on a whole second, SQLite stores no fraction at all)."""
-    granted = datetime(2026, 1, 1, 12, 0, 0, 0 if whole else 250_001, tzinfo=UTC)
+    """Give a lease a chosen queue wait, granted on a whole second (SQLite then stores no fraction
+    at all) or just before one (a fraction that rounds up to the next second in milliseconds)."""
+    granted = datetime(2026, 1, 1, 12, 0, 0, 0 if whole else 999_999, tzinfo=UTC)
     requested = granted - timedelta(seconds=seconds)
     Lease.objects.filter(pk=lease.pk).update(granted_at=granted, requested_at=requested)
 
@@ -96,7 +97,7 @@ def _fold() -> MetricsFold:
 
 def test_it_folds_the_ended_history_and_stays_exact_as_events_and_leases_arrive(two_gpus, db):
     for number, waited in enumerate([0.1, 0.100001, 0.5, 42.25, 3600.000001, 7200]):
-        lease = _served("gaia-study", number % 2, waited, whole=number == 5)
+        lease = _served("gaia-study", number % 2, waited, whole=number in (1, 5))
         leases.release(lease.id, actor="gaia-study")
     first = _assert_exact()
     fold = _fold()
@@ -126,12 +127,17 @@ def test_it_starts_each_scrape_from_the_stored_fold_and_rebuilds_a_lost_one(two_
         lease = _served("gaia-study", number % 2, number * 0.3)
         leases.release(lease.id, actor="gaia-study")
     _assert_exact()
+    assert _fold().version == 1
+    _assert_exact()
+    assert _fold().version == 1  # nothing new: nothing written
     seen = _fold().figures["events"]["seen"]
+    leases.acquire(requester="gaia-prime", reason="serving", gpu=0, actor="gaia-prime")
     # Nothing of the fold lives in the process: the next scrape reads the row and counts above it.
     with CaptureQueriesContext(connection) as queries:
         _assert_exact()
     assert any(f'"id" > {seen}' in query["sql"] for query in queries.captured_queries)
-    assert _fold().version == 1  # nothing new: nothing written
+    assert _fold().version == 2
+    seen = _fold().figures["events"]["seen"]
 
     MetricsFold.objects.all().delete()  # a restored or flushed database
     _assert_exact()
@@ -190,4 +196,20 @@ def test_it_adds_nothing_twice_when_two_processes_scrape_at_once_on_postgresql(t
     assert sorted(stored) == [False, True]
     monkeypatch.setattr(metrics, "store_fold", store)
     assert _fold().version == 1
+    _assert_exact()
+
+
+def test_it_scrapes_in_the_same_statements_for_any_number_of_gpus(two_gpus, db):
+    for gpu in range(2):
+        leases.acquire(requester="gaia-study", reason="work", gpu=gpu, actor="gaia-study")
+    metrics.exposition()  # folds what there is: the scrapes below write nothing
+
+    def statements() -> int:
+        with CaptureQueriesContext(connection) as queries:
+            metrics.exposition()
+        return len(queries.captured_queries)
+
+    before = statements()
+    Gpu.objects.bulk_create(Gpu(index=index) for index in range(2, 16))
+    assert statements() == before
     _assert_exact()
