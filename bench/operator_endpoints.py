@@ -138,7 +138,11 @@ def serving(command: list[str], env: dict[str, str], client: httpx.Client, base:
         yield
     finally:
         server.terminate()
-        server.wait(timeout=10)
+        try:
+            server.wait(timeout=10)
+        except subprocess.TimeoutExpired:  # busy in a request that outlived the client's timeout
+            server.kill()
+            server.wait()
 
 
 def first_scrape(client: httpx.Client, base: str) -> float:
