@@ -49,6 +49,8 @@ def queue(waiters: int) -> dict[str, int]:
 def history(leases: int, events: int) -> dict[str, int]:
     """A busy box's past, written by the database itself (generate_series / a recursive CTE)."""
     from django.db import connection, transaction
+    from django.db.models import F
+    from django.db.models.functions import Greatest
 
     from leases.models import Gpu, Lease
     from notifications.models import Event
@@ -79,6 +81,12 @@ def history(leases: int, events: int) -> dict[str, int]:
             f" SELECT 'lease.released', 'info', 'history', '', {data}, 'bench-history', 'lease', '', '',"
             f" {now} FROM ({numbers}) AS s",
             [events],
+        )
+        # As the services keep them: a GPU's counters stay above every arrival and token given.
+        after = offset + leases + 1
+        Gpu.objects.filter(pk=gpu).update(
+            next_arrival=Greatest(F("next_arrival"), after),
+            next_fencing_token=Greatest(F("next_fencing_token"), after),
         )
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:

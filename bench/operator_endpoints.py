@@ -3,7 +3,9 @@
 The database is filled as a busy box would leave it: LEASES ended leases (each with its
 requested/granted/released events), HANDOFFS completed handoffs with five phase records each.
 /metrics aggregates over all of these rows at every scrape, so its cost grows with history;
-/status and /ready do not.
+/status and /ready do not. The first /metrics of a fresh server is timed on its own, once after
+the history is written and once more after a restart of the server on the same database; the
+floor (bench/floor_app.py under the same daphne) is timed in the same run.
 
     .venv/bin/python bench/operator_endpoints.py [--requests 300] [--leases 10000] [--handoffs 500]
         [--history LEASES EVENTS]   # and a busy box's past written in SQL (bench/leases_setup.py)
@@ -20,6 +22,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 
@@ -119,6 +123,36 @@ def fill(env: dict[str, str], leases: int, handoffs: int, history: tuple[int, in
     services.stamp_worker_heartbeat()
 
 
+@contextmanager
+def serving(command: list[str], env: dict[str, str], client: httpx.Client, base: str) -> Iterator[None]:
+    """A daphne server of the project, up (it answers /health) until the block ends."""
+    server = subprocess.Popen([sys.executable, *command], env=env, cwd=ROOT)
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                client.get(f"{base}/health")
+                break
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        yield
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=10)
+        except subprocess.TimeoutExpired:  # busy in a request that outlived the client's timeout
+            server.kill()
+            server.wait()
+
+
+def first_scrape(client: httpx.Client, base: str) -> float:
+    """The first GET /metrics a fresh server answers, in ms (nothing of it is warm yet)."""
+    began = time.perf_counter()
+    response = client.get(base + "/metrics")
+    assert response.status_code == 200, response.text
+    return (time.perf_counter() - began) * 1000
+
+
 def measure(client: httpx.Client, url: str, requests: int) -> list[float]:
     for _ in range(10):  # warm-up
         client.get(url)
@@ -159,32 +193,32 @@ def main() -> None:
         }
         fill(env, args.leases, args.handoffs, args.history)
         command = ["-m", "daphne", "-v", "0", "-b", "127.0.0.1", "-p", str(port), "console.asgi:application"]
-        server = subprocess.Popen([sys.executable, *command], env=env, cwd=ROOT)
-        try:
-            base = f"http://127.0.0.1:{port}"
-            with httpx.Client(timeout=30) as client:
-                deadline = time.monotonic() + 30
-                while time.monotonic() < deadline:
-                    try:
-                        client.get(f"{base}/health")
-                        break
-                    except httpx.HTTPError:
-                        time.sleep(0.2)
+        base = f"http://127.0.0.1:{port}"
+        with httpx.Client(timeout=60) as client:
+            with serving(command, env, client, base):
+                first = {"after start": first_scrape(client, base)}
                 results = {path: measure(client, base + path, args.requests) for path in PATHS}
-        finally:
-            server.terminate()
-            server.wait(timeout=10)
+            with serving(command, env, client, base):  # the same database, a fresh process
+                first["after a restart"] = first_scrape(client, base)
+            with serving([*command[:-1], "bench.floor_app:application"], env, client, base):
+                floor = measure(client, base + "/metrics", args.requests)  # any path: the same JSON
     extra = f" + {args.history[0]} ended leases and {args.history[1]} events in SQL" if args.history else ""
     print(
         f"{args.leases} ended leases, {3 * args.leases} events, {args.handoffs} handoffs x 5 phases{extra}; "
         f"{args.requests} sequential requests each"
     )
+    floor_p50 = statistics.median(floor)
+    print(f"floor (bare ASGI) GET  p50 {floor_p50:7.2f} ms")
     for path, timings in results.items():
         quantile = statistics.quantiles(timings, n=100)
         print(
-            f"GET {path:<8} mean {statistics.mean(timings):7.2f} ms  p50 {quantile[49]:7.2f} ms  "
+            f"GET {path:<8} ({quantile[49] / floor_p50:5.1f}x floor) "
+            f"mean {statistics.mean(timings):7.2f} ms  "
+            f"p50 {quantile[49]:7.2f} ms  "
             f"p95 {quantile[94]:7.2f} ms  max {timings[-1]:7.2f} ms"
         )
+    for when, ms in first.items():
+        print(f"GET /metrics, first scrape {when}: {ms:7.2f} ms ({ms / floor_p50:5.1f}x floor)")
 
 
 if __name__ == "__main__":

@@ -6,6 +6,14 @@ Histograms are built from stored rows: queue wait from leases (requested_at → 
 durations from handoff phase records (started_at → finished_at), VRAM reclaim time from the
 cleanup phase's `reclaim` figures (the answer of the release step after which the release was
 verified → the settled verification). GPU memory figures are NVML's (or the fake file's) now.
+
+The figures over the long history are not recounted at every scrape: what can no longer change is
+folded once into one row (`console.models.MetricsFold`) that every process reads, and a scrape
+counts only the rows above it. Events are append-only and their ids become visible in id order
+(notifications.services), so the count per type up to a seen id plus the events above it is
+exact. A lease that has ended is final, and each GPU's arrivals are handed out in order under its
+row lock, so every lease below a GPU's oldest live one is folded; the rest of that GPU's leases
+(the live ones and those after the oldest live one) are counted at each scrape.
 """
 
 from __future__ import annotations
@@ -14,7 +22,21 @@ from collections.abc import Iterator, Sequence
 from datetime import timedelta
 from typing import Any
 
-from django.db.models import Count, DurationField, ExpressionWrapper, F, FloatField, Q, QuerySet, Sum
+from django.db import transaction
+from django.db.models import (
+    BooleanField,
+    Count,
+    DurationField,
+    ExpressionWrapper,
+    F,
+    FloatField,
+    Func,
+    Max,
+    Min,
+    Q,
+    QuerySet,
+    Sum,
+)
 from django.db.models.fields.json import KT
 from django.db.models.functions import Cast
 from prometheus_client import generate_latest
@@ -27,8 +49,31 @@ PHASE_BUCKETS = (0.1, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600)
 RECLAIM_BUCKETS = (0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 30, 60, 120)
 
 
-def duration(start: str, end: str) -> ExpressionWrapper:
-    return ExpressionWrapper(F(end) - F(start), output_field=DurationField())
+class Elapsed(Func):
+    """`end - start` of two datetime columns, as a duration. On SQLite SQLite computes it itself,
+    in microseconds (Django's own subtraction there calls a Python function for every row)."""
+
+    arg_joiner = " - "
+    template = "(%(expressions)s)"
+    output_field = DurationField()
+
+    def as_sqlite(self, compiler, connection, **extra_context):
+        # Django stores a datetime there as UTC text, 'YYYY-MM-DD HH:MM:SS[.ffffff]': the whole
+        # seconds from its first 19 characters (strftime of the whole text rounds to
+        # milliseconds: .9996 would be the next second), the fraction's digits padded to six.
+        parts, params = [], []
+        for expression in self.get_source_expressions():
+            sql, sql_params = compiler.compile(expression)
+            parts.append(
+                f"(CAST(strftime('%%s', substr({sql}, 1, 19)) AS INTEGER) * 1000000"
+                f" + CAST(substr({sql} || '000000', 21, 6) AS INTEGER))"
+            )
+            params += [*sql_params, *sql_params]
+        return f"({parts[0]} - {parts[1]})", params
+
+
+def duration(start: str, end: str) -> Elapsed:
+    return Elapsed(F(end), F(start))
 
 
 def _seconds(value: Any) -> float:
@@ -38,11 +83,12 @@ def _seconds(value: Any) -> float:
 
 
 def _bucket_aggregates(bounds: Sequence[float], as_bound) -> dict[str, Any]:
-    """One aggregate per bucket (`value <= bound`), plus count and sum: a histogram in one query."""
+    """One aggregate per bucket (`value <= bound`), plus count and sum of the rows that have a
+    value: a histogram in one query."""
     buckets = {
         f"le_{i}": Count("pk", filter=Q(observed__lte=as_bound(bound))) for i, bound in enumerate(bounds)
     }
-    return {**buckets, "observations": Count("pk"), "total": Sum("observed")}
+    return {**buckets, "observations": Count("observed"), "total": Sum("observed")}
 
 
 def _histogram_rows(
@@ -87,28 +133,151 @@ def gauge_by(
 # --- the figures ---------------------------------------------------------------------------------
 
 
-def lease_metrics() -> Iterator[Metric]:
+class Fold:
+    """The folded figures as read from their row, and what this scrape adds to them."""
+
+    def __init__(self, version: int, figures: dict[str, Any]) -> None:
+        self.version = version
+        events = figures.get("events", {})
+        self.events_seen: int = events.get("seen", 0)
+        self.events: dict[str, int] = dict(events.get("count", {}))
+        leases = figures.get("leases", {})
+        self.below: dict[str, int] = dict(leases.get("below", {}))
+        self.leases: dict[str, dict[str, int]] = {
+            gpu: dict(counts) for gpu, counts in leases.get("count", {}).items()
+        }
+        wait = leases.get("wait", {})
+        buckets = wait.get("buckets", [0] * len(QUEUE_WAIT_BUCKETS))
+        self.wait = {
+            **{f"le_{i}": count for i, count in enumerate(buckets)},
+            "observations": wait.get("observations", 0),
+            "total": timedelta(microseconds=wait.get("total_us", 0)),
+        }
+        self.grew = False
+
+    def as_figures(self) -> dict[str, Any]:
+        buckets = [self.wait[f"le_{i}"] for i in range(len(QUEUE_WAIT_BUCKETS))]
+        total_us = self.wait["total"] // timedelta(microseconds=1)
+        return {
+            "events": {"seen": self.events_seen, "count": self.events},
+            "leases": {
+                "below": self.below,
+                "count": self.leases,
+                "wait": {"buckets": buckets, "observations": self.wait["observations"], "total_us": total_us},
+            },
+        }
+
+
+def read_fold() -> Fold:
+    from console.models import MetricsFold
+
+    row = MetricsFold.objects.filter(pk=1).values_list("version", "figures").first()
+    if row is None:
+        # No lock: the row is only ever created empty at version 0, so whichever scrape's insert
+        # wins, this one read the same state; the one that loses inserts nothing.
+        MetricsFold.objects.bulk_create([MetricsFold(pk=1)], ignore_conflicts=True)
+        return Fold(0, {})
+    return Fold(*row)
+
+
+def store_fold(fold: Fold) -> bool:
+    """Write what this scrape folded, unless another scrape stored a fold since this one read it
+    (then what this one found stays above the stored fold, counted and folded by a later scrape)."""
+    from console.models import MetricsFold
+
+    if not fold.grew:
+        return False
+    # Written by the scrape itself, in a transaction of its own: the figures stay exact however
+    # seldom it runs and need no other process. why conditional: two scrapes may fold at once;
+    # only the one that read the current version writes, so nothing is ever added twice.
+    with transaction.atomic():
+        return bool(
+            MetricsFold.objects.filter(pk=1, version=fold.version).update(
+                version=fold.version + 1, figures=fold.as_figures()
+            )
+        )
+
+
+def _add(into: dict[str, Any], row: dict[str, Any]) -> None:
+    """Add a histogram row (bucket counts, observations, total) to another."""
+    for key in into:
+        if key == "total":
+            into[key] += row[key] or timedelta(0)
+        else:
+            into[key] += row[key]
+
+
+def lease_rows(fold: Fold) -> tuple[list[tuple[int, int]], list[dict[str, Any]]]:
+    """The GPUs (id, index) and, grouped by GPU, state and whether each can be folded, every lease
+    above its GPU's fold with its queue-wait histogram: three statements for any number of GPUs.
+
+    A lease can be folded when it arrived before its GPU's oldest live lease, or before the GPU's
+    next arrival when none is live. Arrivals are handed out in order under the GPU's row lock in
+    the transaction that writes the lease, so every lease below the next arrival read first exists,
+    and of those, one below the oldest live arrival read after it has ended: it is final."""
     from leases.models import Gpu, Lease, LeaseStatus
 
-    yield gauge_by(
-        "gaiaorch_leases",
-        "Leases by GPU and state.",
-        Lease.objects.annotate(gpu_index=F("gpu__index")),
-        ["gpu_index", "status"],
+    gpus = list(Gpu.objects.order_by("index").values_list("id", "index", "next_arrival"))
+    if not gpus:
+        return [], []
+    ids = [gpu_id for gpu_id, _, _ in gpus]
+    live = Lease.objects.filter(gpu_id__in=ids, status__in=LeaseStatus.live()).values("gpu_id")
+    oldest = dict(live.annotate(oldest=Min("arrival")).order_by().values_list("gpu_id", "oldest"))
+    above, final = Q(), Q()
+    for gpu_id, _, next_arrival in gpus:  # one condition per GPU, on the (gpu, arrival) index
+        above |= Q(gpu_id=gpu_id, arrival__gte=fold.below.get(str(gpu_id), 0))
+        final |= Q(gpu_id=gpu_id, arrival__lt=min(next_arrival, oldest.get(gpu_id, next_arrival)))
+    rows = (
+        Lease.objects.filter(above)
+        .annotate(
+            foldable=ExpressionWrapper(final, output_field=BooleanField()),
+            observed=duration("requested_at", "granted_at"),
+        )
+        .values("gpu_id", "status", "foldable")
+        .annotate(
+            count=Count("pk"),
+            last=Max("arrival"),
+            **_bucket_aggregates(QUEUE_WAIT_BUCKETS, lambda bound: timedelta(seconds=bound)),
+        )
+        .order_by()
     )
+    return [(gpu_id, index) for gpu_id, index, _ in gpus], list(rows)
+
+
+def lease_metrics(fold: Fold) -> Iterator[Metric]:
+    from leases.models import LeaseStatus
+
+    gpus, rows = lease_rows(fold)
+    counts = {gpu: dict(by_status) for gpu, by_status in fold.leases.items()}
+    wait = dict(fold.wait)
+    waiting: dict[str, int] = {}
+    for row in rows:
+        gpu, status = str(row["gpu_id"]), row["status"]
+        by_status = counts.setdefault(gpu, {})
+        by_status[status] = by_status.get(status, 0) + row["count"]
+        if status == LeaseStatus.WAITING:
+            waiting[gpu] = waiting.get(gpu, 0) + row["count"]
+        _add(wait, row)
+        if row["foldable"]:
+            folded = fold.leases.setdefault(gpu, {})
+            folded[status] = folded.get(status, 0) + row["count"]
+            _add(fold.wait, row)
+            fold.below[gpu] = max(fold.below.get(gpu, 0), row["last"] + 1)
+            fold.grew = True
+    leases = GaugeMetricFamily("gaiaorch_leases", "Leases by GPU and state.", labels=["gpu_index", "status"])
     queue = GaugeMetricFamily(
         "gaiaorch_lease_queue_length", "Leases waiting for each GPU.", labels=["gpu_index"]
     )
-    waiting = Count("leases", filter=Q(leases__status=LeaseStatus.WAITING))
-    for gpu in Gpu.objects.annotate(waiting=waiting).order_by("index"):
-        queue.add_metric([str(gpu.index)], gpu.waiting)
+    for gpu_id, index in gpus:
+        for status, count in sorted(counts.get(str(gpu_id), {}).items()):
+            leases.add_metric([str(index), status], count)
+        queue.add_metric([str(index)], waiting.get(str(gpu_id), 0))
+    yield leases
     yield queue
-    granted = Lease.objects.filter(granted_at__isnull=False)
-    rows = _histogram_rows(granted, duration("requested_at", "granted_at"), QUEUE_WAIT_BUCKETS)
     yield histogram(
         "gaiaorch_lease_queue_wait_seconds",
         "Time from request to grant of every granted lease.",
-        rows,
+        [wait],
         QUEUE_WAIT_BUCKETS,
     )
 
@@ -236,16 +405,30 @@ def container_metrics() -> Iterator[Metric]:
     )
 
 
-def notification_metrics() -> Iterator[Metric]:
-    from notifications.models import DeliveryStatus, Event, WebhookDelivery
+def event_metrics(fold: Fold) -> Iterator[Metric]:
+    """Events by type: the folded counts plus the events above the last id seen, all folded."""
+    from notifications.models import Event
 
-    yield gauge_by(
-        "gaiaorch_events",
-        "Events recorded, by type (the log is append-only).",
-        Event.objects.all(),
-        ["type"],
-        family=CounterMetricFamily,
+    counts = fold.events
+    top = Event.objects.aggregate(top=Max("id"))["top"] or 0
+    if top > fold.events_seen:
+        # Both bounds: SQLite then reads the id range rather than every entry of the type index.
+        above = Event.objects.filter(id__gt=fold.events_seen, id__lte=top).values("type")
+        for row in above.annotate(count=Count("pk")).order_by():
+            counts[row["type"]] = counts.get(row["type"], 0) + row["count"]
+        fold.events_seen = top
+        fold.grew = True
+    events = CounterMetricFamily(
+        "gaiaorch_events", "Events recorded, by type (the log is append-only).", labels=["type"]
     )
+    for type_, count in sorted(counts.items()):
+        events.add_metric([type_], count)
+    yield events
+
+
+def notification_metrics() -> Iterator[Metric]:
+    from notifications.models import DeliveryStatus, WebhookDelivery
+
     yield gauge_by(
         "gaiaorch_webhook_deliveries",
         "Webhook deliveries by status.",
@@ -274,15 +457,14 @@ def worker_metrics() -> Iterator[Metric]:
 
 class DatabaseCollector(Collector):
     def collect(self) -> Iterator[Metric]:
-        for figures in (
-            lease_metrics,
-            handoff_metrics,
-            gpu_metrics,
-            container_metrics,
-            notification_metrics,
-            worker_metrics,
-        ):
+        fold = read_fold()
+        yield from lease_metrics(fold)
+        for figures in (handoff_metrics, gpu_metrics, container_metrics):
             yield from figures()
+        yield from event_metrics(fold)
+        yield from notification_metrics()
+        yield from worker_metrics()
+        store_fold(fold)
 
 
 def exposition() -> bytes:

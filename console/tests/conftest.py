@@ -31,6 +31,17 @@ def fake_gpu(settings, tmp_path):
 
 
 @pytest.fixture
+def two_gpus(settings, tmp_path):
+    """Two idle 24 GiB GPUs behind the `fake` telemetry backend."""
+    settings.GPU_BACKEND = "fake"
+    settings.GPU_COUNT = 2
+    settings.FAKE_GPU_FILE = str(tmp_path / "gpus.json")
+    gpus = [{"index": index, "total_mib": 24576, "used_mib": 512} for index in range(2)]
+    telemetry.write_fake(tmp_path / "gpus.json", gpus)
+    return tmp_path / "gpus.json"
+
+
+@pytest.fixture
 def no_docker_calls(monkeypatch):
     """Any attempt to reach the Docker Engine fails the test."""
 
