@@ -245,8 +245,8 @@ async def test_it_lets_a_later_acquire_keep_an_entry_a_hung_up_wait_made():
     assert await status_of(entry.id) == LeaseStatus.WAITING
 
 
-@transactional
-async def test_it_claims_the_grant_it_returns():
+async def granted_during_a_wait() -> Http:
+    """gaia-study's wait, open when gaia-core releases GPU 0 to it."""
     holder = await hold("gaia-core")
     request = Http(
         await token_of("gaia-study"), {"requester": "gaia-study", "reason": "x", "timeout_seconds": 30}
@@ -254,6 +254,12 @@ async def test_it_claims_the_grant_it_returns():
     await request.send()
     await wait_for_entry("gaia-study")
     await sync_to_async(services.release)(holder.id, actor="gaia-core")
+    return request
+
+
+@transactional
+async def test_it_claims_the_grant_it_returns():
+    request = await granted_during_a_wait()
     status, body = await request.answer()
     assert status == 200
     granted = await Lease.objects.aget(pk=body["lease_id"])
@@ -273,13 +279,7 @@ async def wait_for_entry(requester: str) -> Lease:
 @transactional
 async def test_it_answers_a_grant_that_came_during_the_wait_through_every_middleware():
     """The answer took the middleware's response steps when the wait began (DeferredAnswer)."""
-    holder = await hold("gaia-core")
-    request = Http(
-        await token_of("gaia-study"), {"requester": "gaia-study", "reason": "x", "timeout_seconds": 30}
-    )
-    await request.send()
-    await wait_for_entry("gaia-study")
-    await sync_to_async(services.release)(holder.id, actor="gaia-core")
+    request = await granted_during_a_wait()
     start = await request.app.receive_output(10)
     content = await request.app.receive_output(10)
     headers = {name.decode().lower(): value.decode() for name, value in start["headers"]}
