@@ -1,5 +1,5 @@
-"""Reads compiled once: the SQL of a queryset that the ORM builds and compiles on its first run,
-each later run binding only its own values.
+"""Statements of the hot path built once: reads whose SQL the ORM compiles on their first run,
+each later run binding only its own values, and a row's update and rows' insert by key.
 
 The ORM compiles a statement anew on every run, and on a small CPU compiling a simple select
 costs several times executing it; the reads every lease decision makes are these. The SQL is

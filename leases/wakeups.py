@@ -29,25 +29,15 @@ from typing import Any
 
 from asgiref.sync import sync_to_async
 from django.db import connections
-from django.db.backends.signals import connection_created
+
+from gaiaorch.connections import keep_in_this_thread
 
 logger = logging.getLogger(__name__)
 
 POLL_SECONDS = 0.5  # a grant committed by another process reaches its wait this late at most
-_this_thread = threading.local()
-THREAD = ThreadPoolExecutor(
-    max_workers=1, thread_name_prefix="lease-waits", initializer=lambda: setattr(_this_thread, "waits", True)
-)
-
-
-def _keep_between_requests(sender, connection, **kwargs) -> None:
-    """The waits' thread serves many requests one after another: the end of one must not close the
-    connection the others use (it is still closed if it breaks, and when the last wait ends)."""
-    if getattr(_this_thread, "waits", False):
-        connection.close_at = None
-
-
-connection_created.connect(_keep_between_requests, dispatch_uid="leases.wakeups.keep_between_requests")
+# The waits' thread serves many requests one after another: the end of one must not close the
+# connection the others use (it is still closed if it breaks, and when the last wait ends).
+THREAD = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lease-waits", initializer=keep_in_this_thread)
 
 
 def close_connection() -> None:

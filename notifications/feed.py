@@ -97,7 +97,11 @@ def visible(events: QuerySet[Event]) -> QuerySet[Event]:
 
 
 def latest_event_id() -> int:
-    return visible(Event.objects.order_by("-id")).values_list("id", flat=True).first() or 0
+    """The newest event id a tailing reader may start after (the horizon itself on PostgreSQL)."""
+    horizon = visible_horizon()
+    if horizon is not None:
+        return horizon
+    return Event.objects.order_by("-id").values_list("id", flat=True).first() or 0
 
 
 def items_after(cursor: int, upto: int | None, limit: int) -> list[FeedItem]:
