@@ -34,6 +34,7 @@ from django.utils import timezone
 from gaiaorch import attribution, config, statements, telemetry
 from gaiaorch.errors import Conflict, InvalidRequest, NotFound, Unavailable
 from gaiaorch.statements import CompiledRead
+from gaiaorch.unchanged import WhileUnchanged
 from gaiaorch_client.contract import ANY_GPU
 from leases import events, wakeups
 from leases.models import Gpu, Lease, LeaseStatus
@@ -631,12 +632,21 @@ def _settled(sampled: telemetry.Telemetry) -> list[GpuState]:
     if not _in_step(states, wanted, measured):
         sync_gpus(sampled)
         states = _snapshot()
-    now = timezone.now()
-    overdue = [state.gpu.index for state in states if state.overdue(now)]
+    overdue = _overdue(states)
     for index in overdue:
         with _deciding(index, REAPER):
             pass
     return _snapshot() if overdue else states
+
+
+def _overdue(states: list[GpuState]) -> list[int]:
+    now = timezone.now()
+    return [state.gpu.index for state in states if state.overdue(now)]
+
+
+def _still_settled(states: list[GpuState], sampled: telemetry.Telemetry) -> bool:
+    """Whether a snapshot read earlier needs neither a GPU sync nor an expiry now."""
+    return _in_step(states, *_wanted_gpus(sampled)) and not _overdue(states)
 
 
 def settle(gpu: int) -> GpuState:
@@ -1251,12 +1261,18 @@ def _queue(state: GpuState) -> list[dict[str, Any]]:
     return entries
 
 
-def _one_gpu_status(
-    state: GpuState, sampled: telemetry.Telemetry, owners: attribution.Attribution
-) -> dict[str, Any]:
+@dataclass(frozen=True)
+class _GpuView:
+    """What a status entry says of one GPU and its leases (everything but the measured memory)."""
+
+    state: GpuState
+    leases: dict[str, Any]  # the entry's fields from `gpu` to `on_loan`
+    queue: list[dict[str, Any]]
+
+
+def _gpu_view(state: GpuState) -> _GpuView:
     gpu, holder = state.gpu, state.holder
-    attributed = owners.gpu(gpu.index)
-    return {
+    leases = {
         "gpu": gpu.index,
         "uuid": gpu.uuid,
         "name": gpu.name,
@@ -1272,11 +1288,37 @@ def _one_gpu_status(
         "resident": state.resident,
         "standing": bool(holder and holder.standing),
         "on_loan": gpu.on_loan,
+    }
+    return _GpuView(state, leases, _queue(state))
+
+
+# A status read is frequent and the leases change far less often: their part of the answer is
+# kept while nothing at all is committed to the database (gaiaorch.unchanged).
+_STATUS_VIEWS: WhileUnchanged[list[_GpuView]] = WhileUnchanged()
+
+
+def _status_views(sampled: telemetry.Telemetry) -> list[_GpuView]:
+    """Every GPU's view from a settled snapshot, kept while the database and the configuration are
+    unchanged, no lease has fallen due since and the GPU rows still match telemetry."""
+    return _STATUS_VIEWS.read(
+        lambda: [_gpu_view(state) for state in _settled(sampled)],
+        key=config.current(),
+        still_good=lambda views: _still_settled([view.state for view in views], sampled),
+    )
+
+
+def _one_gpu_status(
+    view: _GpuView, sampled: telemetry.Telemetry, owners: attribution.Attribution
+) -> dict[str, Any]:
+    gpu = view.state.gpu
+    attributed = owners.gpu(gpu.index)
+    return {
+        **view.leases,
         "memory": _memory(gpu, sampled.gpu(gpu.index), attributed),
         "tenants": _tenants(attributed),
         "telemetry_available": sampled.available,
         "telemetry_reason": sampled.reason,
-        "queue": _queue(state),
+        "queue": view.queue,
     }
 
 
@@ -1295,13 +1337,13 @@ def gpu_status(gpu: int | None = None) -> dict[str, Any]:
     """
     sampled = telemetry.sample()
     owners = attribution.current(sampled)
-    states = _settled(sampled)
+    views = _status_views(sampled)
     if gpu is not None:
-        state = next((state for state in states if state.gpu.index == gpu), None)
-        if state is None:
+        view = next((view for view in views if view.state.gpu.index == gpu), None)
+        if view is None:
             raise NotFound(f"GPU {gpu} does not exist.", gpu=gpu)
-        return _one_gpu_status(state, sampled, owners)
-    entries = [_one_gpu_status(state, sampled, owners) for state in states]
+        return _one_gpu_status(view, sampled, owners)
+    entries = [_one_gpu_status(view, sampled, owners) for view in views]
     first = entries[0] if entries else {}
     seed_fields = ("owner", "lease_id", "reason", "acquired_at", "expires_at", "fencing_token", "memory")
     return {

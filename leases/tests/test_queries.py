@@ -4,10 +4,13 @@ number of queries; an acquire and a release carry what they read instead of read
 from __future__ import annotations
 
 import threading
+from datetime import timedelta
+from unittest import mock
 
 import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
 
 from conftest import client_for_token
 from leases import services
@@ -113,3 +116,42 @@ def test_it_reads_a_consistent_snapshot_while_grants_commit():
         for thread in cycling:
             thread.join()
     assert torn == []
+
+
+@pytest.mark.django_db(transaction=True)
+def test_it_reads_an_unchanged_status_again_in_one_statement(gpus):
+    gpus(16)
+    queue_on_every_gpu(16)
+    services.gpu_status()
+    with CaptureQueriesContext(connection) as captured:
+        again = services.gpu_status()
+    assert len(captured.captured_queries) == 1, [query["sql"] for query in captured.captured_queries]
+    assert again["gpus"][3]["owner"] == "gaia-core"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_it_reads_a_status_changed_by_another_connection_at_once(gpus):
+    gpus(2)
+    services.gpu_status()
+
+    def acquire_elsewhere() -> None:
+        try:
+            services.acquire(requester="gaia-study", reason="x", gpu=1, actor="gaia-study")
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=acquire_elsewhere)
+    thread.start()
+    thread.join()
+    assert services.gpu_status(1)["owner"] == "gaia-study"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_it_expires_a_lease_fallen_due_since_an_unchanged_read(gpus):
+    gpus(1)
+    services.acquire(requester="gaia-core", reason="x", gpu=0, ttl_seconds=60, actor="gaia-core")
+    services.acquire(requester="gaia-study", reason="x", gpu=0, ttl_seconds=3600, actor="gaia-study")
+    assert services.gpu_status(0)["owner"] == "gaia-core"
+    later = timezone.now() + timedelta(seconds=61)
+    with mock.patch("django.utils.timezone.now", return_value=later):
+        assert services.gpu_status(0)["owner"] == "gaia-study"
