@@ -6,6 +6,7 @@ parses the whole document once; docs/CONFIGURATION.md lists every key and enviro
 
 import os
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from django.core.management.utils import get_random_secret_key
@@ -113,15 +114,26 @@ DATABASES = {
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = model.redis.url
-if REDIS_URL:
-    CHANNEL_LAYERS = {
+# A WebSocket's consumer waits for its next message in a blocking pop of up to the layer's
+# brpop_timeout (5 s); its socket must wait longer than that, or an idle connection's read times
+# out while the pop still waits (redis-py's default socket timeout is 5 s too) and the consumer dies.
+CHANNEL_LAYER_SOCKET_TIMEOUT = 15
+
+
+def channel_layers(redis_url: str) -> dict[str, Any]:
+    """The Channels layer: on Redis when it is configured, else in this process's memory."""
+    if not redis_url:
+        return {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+    host = {"address": redis_url, "socket_connect_timeout": 2, "socket_timeout": CHANNEL_LAYER_SOCKET_TIMEOUT}
+    return {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [REDIS_URL], "capacity": 1500, "expiry": 30},
+            "CONFIG": {"hosts": [host], "capacity": 1500, "expiry": 30},
         }
     }
-else:
-    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+
+
+CHANNEL_LAYERS = channel_layers(REDIS_URL)
 
 # The worker runs only long work that moves GPUs (handoffs, container operations) and the tiny
 # heartbeat; webhook deliveries run in the ticker.

@@ -8,6 +8,8 @@ import uuid
 from django.test import RequestFactory
 from django.views.debug import technical_500_response
 
+from gaiaorch.settings import channel_layers
+
 # Random, so the page's source excerpts of this very file cannot contain them.
 SECRETS = {name: uuid.uuid4().hex for name in ("database", "redis", "webhook", "url", "header")}
 DATABASE_URL = f"postgres://gaia:{SECRETS['database']}@db.internal:5432/gaiaorch"
@@ -25,7 +27,7 @@ def test_it_hides_credentials_inside_urls_on_the_debug_page(settings):
     settings.DEBUG = True
     settings.DATABASE_URL = DATABASE_URL
     settings.REDIS_URL = REDIS_URL
-    settings.CHANNEL_LAYERS = {"default": {"BACKEND": "x", "CONFIG": {"hosts": [REDIS_URL]}}}
+    settings.CHANNEL_LAYERS = channel_layers(REDIS_URL)
     settings.Q_CLUSTER = {**settings.Q_CLUSTER, "redis": REDIS_URL}
     webhook = f"https://hooks.slack.com/services/T0/B0/{SECRETS['webhook']}"
     settings.GAIAORCH = {"notifications": {"webhooks": [{"name": "ops", "url": webhook}]}}

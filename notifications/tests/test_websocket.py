@@ -2,11 +2,13 @@ import asyncio
 
 import pytest
 from channels.db import database_sync_to_async
+from channels_redis.core import RedisChannelLayer
 from django.contrib.sessions.models import Session
 from django.db import DatabaseError
 from django.test import Client
 
 from gaiaorch.auth import ensure_service_account
+from gaiaorch.settings import channel_layers
 from notifications import consumers, dispatch
 from notifications.models import Event
 from notifications.tests.conftest import emit, fresh_redis, receive_all
@@ -217,12 +219,7 @@ async def test_it_is_woken_by_a_writer_of_this_host_long_before_its_next_poll(
 @pytest.mark.slow
 @pytest.mark.redis
 async def test_it_is_woken_through_redis_long_before_its_next_poll(connect, notifications_config, settings):
-    settings.CHANNEL_LAYERS = {
-        "default": {
-            "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [fresh_redis()]},
-        }
-    }
+    settings.CHANNEL_LAYERS = channel_layers(fresh_redis())
     notifications_config(relay_poll_ms=10_000)
     socket, _, _ = await connect()
     event = await database_sync_to_async(Event.objects.create)(
@@ -301,3 +298,23 @@ async def test_it_refuses_the_handshake_cleanly_while_the_database_is_down(
     assert connected
     assert (await socket.receive_json_from(timeout=2))["error"] == "database_unavailable"
     assert (await socket.receive_output(timeout=2))["code"] == consumers.CLOSE_SERVER_ERROR
+
+
+@pytest.mark.slow
+@pytest.mark.redis
+async def test_it_keeps_an_idle_redis_consumer_waiting_past_its_blocking_pop():
+    """A consumer with nothing to receive waits in blocking pops of the layer's brpop_timeout one
+    after another; its socket must outwait each, or the idle WebSocket dies of a read timeout."""
+    config = channel_layers(fresh_redis())["default"]["CONFIG"]
+    layer = RedisChannelLayer(**config)
+    assert config["hosts"][0]["socket_timeout"] > layer.brpop_timeout
+    channel = await layer.new_channel()
+    receiving = asyncio.create_task(layer.receive(channel))
+    try:
+        await asyncio.sleep(layer.brpop_timeout + 1)  # the first pop has ended empty; the next waits
+        assert not receiving.done(), receiving
+        await layer.send(channel, {"type": "event.new", "id": 1})
+        assert (await asyncio.wait_for(receiving, timeout=5))["id"] == 1
+    finally:
+        receiving.cancel()
+        await layer.flush()
