@@ -120,7 +120,7 @@ REDIS_URL = model.redis.url
 CHANNEL_LAYER_SOCKET_TIMEOUT = 15
 
 
-def channel_layers(redis_url: str) -> dict[str, Any]:
+def channel_layers(redis_url: str | None) -> dict[str, Any]:
     """The Channels layer: on Redis when it is configured, else in this process's memory."""
     if not redis_url:
         return {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}

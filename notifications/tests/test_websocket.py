@@ -2,7 +2,7 @@ import asyncio
 
 import pytest
 from channels.db import database_sync_to_async
-from channels_redis.core import RedisChannelLayer
+from channels_redis.core import RedisChannelLayer  # type: ignore[import-untyped]  # ships no type information
 from django.contrib.sessions.models import Session
 from django.db import DatabaseError
 from django.test import Client
