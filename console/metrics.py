@@ -13,12 +13,16 @@ counts only the rows above it. Events are append-only and their ids become visib
 (notifications.services), so the count per type up to a seen id plus the events above it is
 exact. A lease that has ended is final, and each GPU's arrivals are handed out in order under its
 row lock, so every lease below a GPU's oldest live one is folded; the rest of that GPU's leases
-(the live ones and those after the oldest live one) are counted at each scrape.
+(the live ones and those after the oldest live one) are counted at each scrape. A finished phase
+record is final too, and the records of every handoff appear in id order (phase_limit), so the
+records below the oldest one still running, or of a handoff still active, are folded (the phase
+durations, the reclaim times, the refused releases). Sums are kept in whole microseconds, so the
+folded figures plus the counted ones are exactly a recount of every row.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -38,7 +42,7 @@ from django.db.models import (
     Sum,
 )
 from django.db.models.fields.json import KT
-from django.db.models.functions import Cast
+from django.db.models.functions import Cast, Round
 from prometheus_client import generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -76,48 +80,57 @@ def duration(start: str, end: str) -> Elapsed:
     return Elapsed(F(end), F(start))
 
 
-def _seconds(value: Any) -> float:
-    if value is None:
-        return 0.0
-    return value.total_seconds() if isinstance(value, timedelta) else float(value)
+# A histogram's figures as they are kept and added up: the count of each bucket, the observations
+# and their total in whole microseconds (so that sums are exact, in whatever order they are added).
+Tally = dict[str, Any]
 
 
-def _bucket_aggregates(bounds: Sequence[float], as_bound) -> dict[str, Any]:
-    """One aggregate per bucket (`value <= bound`), plus count and sum of the rows that have a
-    value: a histogram in one query."""
+def _bucket_aggregates(bounds: Sequence[float], as_bound, total: Any = None) -> dict[str, Any]:
+    """One aggregate per bucket (`observed <= bound`), plus count and sum of the rows that have a
+    value: a histogram in one query (`total`: another sum, where the observed value is no duration)."""
     buckets = {
         f"le_{i}": Count("pk", filter=Q(observed__lte=as_bound(bound))) for i, bound in enumerate(bounds)
     }
-    return {**buckets, "observations": Count("observed"), "total": Sum("observed")}
+    return {**buckets, "observations": Count("observed"), "total": total or Sum("observed")}
 
 
-def _histogram_rows(
-    queryset: QuerySet,
-    value: Any,
-    bounds: Sequence[float],
-    group_by: Sequence[str] = (),
-    seconds_are_durations=True,
-) -> list[dict[str, Any]]:
-    as_bound = (lambda bound: timedelta(seconds=bound)) if seconds_are_durations else float
-    observed = queryset.annotate(observed=value).filter(observed__isnull=False)
-    aggregates = _bucket_aggregates(bounds, as_bound)
-    if group_by:
-        return list(observed.values(*group_by).annotate(**aggregates).order_by(*group_by))
-    return [observed.aggregate(**aggregates)]
+def _tally(row: dict[str, Any], bounds: Sequence[float]) -> Tally:
+    """A row of _bucket_aggregates as a Tally: its total a duration, or microseconds summed."""
+    total = row["total"]
+    total_us = total // timedelta(microseconds=1) if isinstance(total, timedelta) else round(total or 0)
+    buckets = [row[f"le_{i}"] for i in range(len(bounds))]
+    return {"buckets": buckets, "observations": row["observations"], "total_us": total_us}
+
+
+def _empty(bounds: Sequence[float]) -> Tally:
+    return {"buckets": [0] * len(bounds), "observations": 0, "total_us": 0}
+
+
+def _copy(tally: Tally) -> Tally:
+    return {**tally, "buckets": list(tally["buckets"])}
+
+
+def _add(into: Tally, tally: Tally) -> None:
+    into["buckets"] = [mine + theirs for mine, theirs in zip(into["buckets"], tally["buckets"], strict=True)]
+    into["observations"] += tally["observations"]
+    into["total_us"] += tally["total_us"]
 
 
 def histogram(
     name: str,
     documentation: str,
-    rows: list[dict[str, Any]],
+    rows: Iterable[tuple[Sequence[str], Tally]],
     bounds: Sequence[float],
     labels: Sequence[str] = (),
 ) -> HistogramMetricFamily:
+    """A histogram family of (label values, Tally) rows."""
     family = HistogramMetricFamily(name, documentation, labels=list(labels))
-    for row in rows:
-        buckets = [(floatToGoString(bound), row[f"le_{i}"]) for i, bound in enumerate(bounds)]
-        buckets.append(("+Inf", row["observations"]))
-        family.add_metric([str(row[label]) for label in labels], buckets, _seconds(row["total"]))
+    for values, tally in rows:
+        buckets = [
+            (floatToGoString(bound), count) for bound, count in zip(bounds, tally["buckets"], strict=True)
+        ]
+        buckets.append(("+Inf", tally["observations"]))
+        family.add_metric(list(values), buckets, tally["total_us"] / 1_000_000)
     return family
 
 
@@ -146,26 +159,40 @@ class Fold:
         self.leases: dict[str, dict[str, int]] = {
             gpu: dict(counts) for gpu, counts in leases.get("count", {}).items()
         }
-        wait = leases.get("wait", {})
-        buckets = wait.get("buckets", [0] * len(QUEUE_WAIT_BUCKETS))
-        self.wait = {
-            **{f"le_{i}": count for i, count in enumerate(buckets)},
-            "observations": wait.get("observations", 0),
-            "total": timedelta(microseconds=wait.get("total_us", 0)),
-        }
+        self.wait: Tally = _copy(leases.get("wait") or _empty(QUEUE_WAIT_BUCKETS))
+        phases = figures.get("phases", {})
+        self.phases_below: int = phases.get("below", 0)
+        self.durations = _by_labels(phases.get("durations", []))
+        self.reclaims = _by_labels(phases.get("reclaims", []))
+        self.refused: dict[str, int] = dict(phases.get("refused", {}))
         self.grew = False
 
     def as_figures(self) -> dict[str, Any]:
-        buckets = [self.wait[f"le_{i}"] for i in range(len(QUEUE_WAIT_BUCKETS))]
-        total_us = self.wait["total"] // timedelta(microseconds=1)
         return {
             "events": {"seen": self.events_seen, "count": self.events},
-            "leases": {
-                "below": self.below,
-                "count": self.leases,
-                "wait": {"buckets": buckets, "observations": self.wait["observations"], "total_us": total_us},
+            "leases": {"below": self.below, "count": self.leases, "wait": self.wait},
+            "phases": {
+                "below": self.phases_below,
+                "durations": _labelled(self.durations),
+                "reclaims": _labelled(self.reclaims),
+                "refused": self.refused,
             },
         }
+
+
+def _by_labels(rows: list[dict[str, Any]]) -> dict[tuple[str, ...], Tally]:
+    return {
+        tuple(row["labels"]): {
+            "buckets": list(row["buckets"]),
+            "observations": row["observations"],
+            "total_us": row["total_us"],
+        }
+        for row in rows
+    }
+
+
+def _labelled(tallies: dict[tuple[str, ...], Tally]) -> list[dict[str, Any]]:
+    return [{**tally, "labels": list(labels)} for labels, tally in sorted(tallies.items())]
 
 
 def read_fold() -> Fold:
@@ -198,15 +225,6 @@ def store_fold(fold: Fold) -> bool:
         )
 
 
-def _add(into: dict[str, Any], row: dict[str, Any]) -> None:
-    """Add a histogram row (bucket counts, observations, total) to another."""
-    for key in into:
-        if key == "total":
-            into[key] += row[key] or timedelta(0)
-        else:
-            into[key] += row[key]
-
-
 def lease_rows(fold: Fold) -> tuple[list[tuple[int, int]], list[dict[str, Any]]]:
     """The GPUs (id, index) and, grouped by GPU, state and whether each can be folded, every lease
     above its GPU's fold with its queue-wait histogram: three statements for any number of GPUs.
@@ -225,7 +243,10 @@ def lease_rows(fold: Fold) -> tuple[list[tuple[int, int]], list[dict[str, Any]]]
     oldest = dict(live.annotate(oldest=Min("arrival")).order_by().values_list("gpu_id", "oldest"))
     above, final = Q(), Q()
     for gpu_id, _, next_arrival in gpus:  # one condition per GPU, on the (gpu, arrival) index
-        above |= Q(gpu_id=gpu_id, arrival__gte=fold.below.get(str(gpu_id), 0))
+        # Below the next arrival too: every lease there is (the GPU was read first), and SQLite
+        # then reads that range of the index, not every lease of the GPU through the queue index.
+        since = fold.below.get(str(gpu_id), 0)
+        above |= Q(gpu_id=gpu_id, arrival__gte=since, arrival__lt=next_arrival)
         final |= Q(gpu_id=gpu_id, arrival__lt=min(next_arrival, oldest.get(gpu_id, next_arrival)))
     rows = (
         Lease.objects.filter(above)
@@ -249,7 +270,7 @@ def lease_metrics(fold: Fold) -> Iterator[Metric]:
 
     gpus, rows = lease_rows(fold)
     counts = {gpu: dict(by_status) for gpu, by_status in fold.leases.items()}
-    wait = dict(fold.wait)
+    wait = _copy(fold.wait)
     waiting: dict[str, int] = {}
     for row in rows:
         gpu, status = str(row["gpu_id"]), row["status"]
@@ -257,11 +278,12 @@ def lease_metrics(fold: Fold) -> Iterator[Metric]:
         by_status[status] = by_status.get(status, 0) + row["count"]
         if status == LeaseStatus.WAITING:
             waiting[gpu] = waiting.get(gpu, 0) + row["count"]
-        _add(wait, row)
+        tally = _tally(row, QUEUE_WAIT_BUCKETS)
+        _add(wait, tally)
         if row["foldable"]:
             folded = fold.leases.setdefault(gpu, {})
             folded[status] = folded.get(status, 0) + row["count"]
-            _add(fold.wait, row)
+            _add(fold.wait, tally)
             fold.below[gpu] = max(fold.below.get(gpu, 0), row["last"] + 1)
             fold.grew = True
     leases = GaugeMetricFamily("gaiaorch_leases", "Leases by GPU and state.", labels=["gpu_index", "status"])
@@ -277,44 +299,94 @@ def lease_metrics(fold: Fold) -> Iterator[Metric]:
     yield histogram(
         "gaiaorch_lease_queue_wait_seconds",
         "Time from request to grant of every granted lease.",
-        [wait],
+        [((), wait)],
         QUEUE_WAIT_BUCKETS,
     )
 
 
-def handoff_metrics() -> Iterator[Metric]:
+def phase_limit(fold: Fold, newest: int | None) -> int:
+    """The phase record id below which every record is finished and none can still appear.
+
+    A handoff's records are written one transaction after another: each of its worker's first
+    updates the handoff's row, and a new handoff's first record is written under the event log's
+    order lock (handoffs.services.start), so a record still in flight has an id above every visible
+    record of its handoff, if that handoff is visible (and active), or above `newest`, the newest
+    id read once no event writer was in flight (notifications.feed.visible_horizons). On SQLite,
+    whose writers take turns, `newest` is None: the newest visible record is such."""
+    from handoffs.models import ACTIVE, HandoffPhase
+
+    found = HandoffPhase.objects.filter(id__gte=fold.phases_below).aggregate(
+        running=Min("id", filter=Q(finished_at__isnull=True)),
+        active=Min("id", filter=Q(handoff__phase__in=ACTIVE)),
+        newest=Max("id"),
+    )
+    top = found["newest"] if newest is None else newest
+    limits = (found["running"], found["active"], None if top is None else top + 1)
+    return min((limit for limit in limits if limit is not None), default=fold.phases_below)
+
+
+def _merged(
+    fold: Fold, folded: dict[tuple[str, ...], Tally], rows: QuerySet, labels: Sequence[str], bounds
+) -> list[tuple[tuple[str, ...], Tally]]:
+    """The folded histogram rows plus the rows above the fold, by their labels as shown; those
+    that can be folded now are added to the fold too."""
+    shown = {values: _copy(tally) for values, tally in folded.items()}
+    for row in rows:
+        values = tuple(str(row[label]) for label in labels)
+        tally = _tally(row, bounds)
+        _add(shown.setdefault(values, _empty(bounds)), tally)
+        if row["foldable"]:
+            _add(folded.setdefault(values, _empty(bounds)), tally)
+            fold.grew = True
+    return sorted(shown.items())
+
+
+def handoff_metrics(fold: Fold, newest_phase: int | None) -> Iterator[Metric]:
+    """Handoffs by phase, and the figures of their phase records: those below the fold's id read
+    from the fold, the others counted (three statements bounded by that id), and those that have
+    become final since (phase_limit) folded."""
     from gaiaorch.jobs import StepOutcome
     from handoffs.models import Handoff, HandoffPhase, Phase
 
     yield gauge_by(
         "gaiaorch_handoffs", "Handoffs by type and phase.", Handoff.objects.all(), ["type", "phase"]
     )
-    finished = HandoffPhase.objects.filter(finished_at__isnull=False)
-    rows = _histogram_rows(
-        finished, duration("started_at", "finished_at"), PHASE_BUCKETS, group_by=["name", "outcome"]
+    limit = phase_limit(fold, newest_phase)
+    above = HandoffPhase.objects.filter(id__gte=fold.phases_below).annotate(
+        foldable=ExpressionWrapper(Q(id__lt=limit), output_field=BooleanField())
     )
+    finished = above.filter(finished_at__isnull=False).annotate(
+        observed=duration("started_at", "finished_at")
+    )
+    labels = ["name", "outcome"]
+    aggregates = _bucket_aggregates(PHASE_BUCKETS, lambda bound: timedelta(seconds=bound))
+    rows = finished.values(*labels, "foldable").annotate(**aggregates).order_by()
     yield histogram(
         "gaiaorch_handoff_phase_duration_seconds",
         "Duration of every finished handoff phase, by phase and outcome.",
-        rows,
+        _merged(fold, fold.durations, rows, labels, PHASE_BUCKETS),
         PHASE_BUCKETS,
-        labels=["name", "outcome"],
+        labels=labels,
     )
-    cleanups = HandoffPhase.objects.filter(name=Phase.WAITING_CUDA_CLEANUP)
+    cleanups = above.filter(name=Phase.WAITING_CUDA_CLEANUP)
     verified = cleanups.filter(outcome=StepOutcome.SUCCEEDED).annotate(
         service=KT("figures__reclaim__service"),
         step=KT("figures__reclaim__step"),
         action=KT("figures__reclaim__action"),
         rule=KT("figures__rule"),
+        observed=Cast(KT("figures__reclaim__seconds"), FloatField()),
     )
-    seconds = Cast(KT("figures__reclaim__seconds"), FloatField())
     labels = ["service", "step", "action", "rule"]
-    rows = _histogram_rows(verified, seconds, RECLAIM_BUCKETS, group_by=labels, seconds_are_durations=False)
+    microseconds = Sum(Round(F("observed") * 1_000_000.0))
+    aggregates = _bucket_aggregates(RECLAIM_BUCKETS, float, total=microseconds)
+    rows = (
+        verified.filter(observed__isnull=False).values(*labels, "foldable").annotate(**aggregates).order_by()
+    )
     yield histogram(
         "gaiaorch_vram_reclaim_seconds",
         "From the answer of the release step after which a release was verified to its settled "
         "verification, by service, ladder step, its action and the rule that passed.",
-        rows,
+        _merged(fold, fold.reclaims, rows, labels, RECLAIM_BUCKETS),
         RECLAIM_BUCKETS,
         labels=labels,
     )
@@ -325,11 +397,24 @@ def handoff_metrics() -> Iterator[Metric]:
         labels=["reason"],
     )
     failed = cleanups.filter(outcome=StepOutcome.FAILED).annotate(reason=KT("figures__refusal"))
+    counts = dict(fold.refused)
     for row in (
-        failed.filter(reason__isnull=False).values("reason").annotate(count=Count("pk")).order_by("reason")
+        failed.filter(reason__isnull=False)
+        .values("reason", "foldable")
+        .annotate(count=Count("pk"))
+        .order_by()
     ):
-        refused.add_metric([row["reason"]], row["count"])
+        reason = str(row["reason"])
+        counts[reason] = counts.get(reason, 0) + row["count"]
+        if row["foldable"]:
+            fold.refused[reason] = fold.refused.get(reason, 0) + row["count"]
+            fold.grew = True
+    for reason, count in sorted(counts.items()):
+        refused.add_metric([reason], count)
     yield refused
+    if limit > fold.phases_below:
+        fold.phases_below = limit
+        fold.grew = True
 
 
 def gpu_metrics() -> Iterator[Metric]:
@@ -405,12 +490,12 @@ def container_metrics() -> Iterator[Metric]:
     )
 
 
-def event_metrics(fold: Fold) -> Iterator[Metric]:
-    """Events by type: the folded counts plus the events above the last id seen, all folded."""
+def event_metrics(fold: Fold, top: int) -> Iterator[Metric]:
+    """Events by type: the folded counts plus the events above the last id seen up to `top`, the
+    newest below which none can still appear (newest_ids), all folded."""
     from notifications.models import Event
 
     counts = fold.events
-    top = Event.objects.aggregate(top=Max("id"))["top"] or 0
     if top > fold.events_seen:
         # Both bounds: SQLite then reads the id range rather than every entry of the type index.
         above = Event.objects.filter(id__gt=fold.events_seen, id__lte=top).values("type")
@@ -455,13 +540,31 @@ def worker_metrics() -> Iterator[Metric]:
     )
 
 
+def newest_ids() -> tuple[int, int | None]:
+    """The newest event id and phase record id below which none can still appear: on PostgreSQL
+    both read at once when no event writer is in flight (notifications.feed.visible_horizons); on
+    SQLite, whose writers take turns, the newest event, and None for the phase records (phase_limit
+    reads the newest one with the others)."""
+    from handoffs.models import HandoffPhase
+    from notifications.feed import visible_horizons
+    from notifications.models import Event
+
+    horizons = visible_horizons(HandoffPhase)
+    if horizons is None:
+        return Event.objects.aggregate(top=Max("id"))["top"] or 0, None
+    events, phases = horizons
+    return events, phases
+
+
 class DatabaseCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         fold = read_fold()
+        events, phases = newest_ids()
         yield from lease_metrics(fold)
-        for figures in (handoff_metrics, gpu_metrics, container_metrics):
+        yield from handoff_metrics(fold, phases)
+        for figures in (gpu_metrics, container_metrics):
             yield from figures()
-        yield from event_metrics(fold)
+        yield from event_metrics(fold, events)
         yield from notification_metrics()
         yield from worker_metrics()
         store_fold(fold)

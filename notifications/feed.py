@@ -9,7 +9,7 @@ from fnmatch import fnmatchcase
 from typing import Any
 
 from django.db import connection
-from django.db.models import QuerySet
+from django.db.models import Model, QuerySet
 
 from notifications.models import Event
 
@@ -79,15 +79,28 @@ def visible_horizon() -> int | None:
     one is not yet. Every event writer holds the order lock shared until it commits
     (notifications.services); taking it exclusively waits for the writers in flight, and the
     newest id read in the next statement, with the lock already given back, is the horizon."""
+    horizons = visible_horizons()
+    return None if horizons is None else horizons[0]
+
+
+def visible_horizons(*others: type[Model]) -> tuple[int, ...] | None:
+    """visible_horizon, then the newest id of each of `others` (0 for none), read in the same
+    statement. A row of theirs whose transaction holds the order lock from before the row's id is
+    taken (it writes an event first) cannot appear below that id later; rows written otherwise
+    need a rule of their own. None on SQLite."""
     if connection.vendor != "postgresql":
         return None
-    table = connection.ops.quote_name(Event._meta.db_table)
+    quote = connection.ops.quote_name
+    tables: tuple[type[Model], ...] = (Event, *others)
+    newest = ", ".join(
+        f"(SELECT max({quote(model._meta.pk.column)}) FROM {quote(model._meta.db_table)})" for model in tables
+    )
     with connection.cursor() as cursor:
         # why: waits until no event writer is between taking its ids and committing (see above).
         cursor.execute("SELECT pg_advisory_lock(%s)", [EVENT_ORDER_LOCK])
         # The statement's snapshot is taken before the unlock in it: nothing in flight is missed.
-        cursor.execute(f"SELECT max(id), pg_advisory_unlock(%s) FROM {table}", [EVENT_ORDER_LOCK])
-        return cursor.fetchone()[0] or 0
+        cursor.execute(f"SELECT {newest}, pg_advisory_unlock(%s)", [EVENT_ORDER_LOCK])
+        return tuple(value or 0 for value in cursor.fetchone()[:-1])
 
 
 def visible(events: QuerySet[Event]) -> QuerySet[Event]:
