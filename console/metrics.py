@@ -48,9 +48,16 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
+from gaiaorch.jobs import StepOutcome
+from gaiaorch.statements import CompiledRead
+from handoffs.models import ACTIVE, HandoffPhase, Phase
+from notifications.feed import visible_horizons
+
 QUEUE_WAIT_BUCKETS = (0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 3600)
 PHASE_BUCKETS = (0.1, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600)
 RECLAIM_BUCKETS = (0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 30, 60, 120)
+PHASE_LABELS = ["name", "outcome"]
+RECLAIM_LABELS = ["service", "step", "action", "rule"]
 
 
 class Elapsed(Func):
@@ -304,29 +311,26 @@ def lease_metrics(fold: Fold) -> Iterator[Metric]:
     )
 
 
-def phase_limit(fold: Fold, newest: int | None) -> int:
-    """The phase record id below which every record is finished and none can still appear.
+def phase_limit(fold: Fold, newest: int) -> int:
+    """The phase record id below which every record is finished and none can still appear: the
+    oldest record above the fold still running or of a handoff still active, else one above
+    `newest`, the newest id read once no event writer was in flight (visible_horizons).
 
     A handoff's records are written one transaction after another: each of its worker's first
     updates the handoff's row, and a new handoff's first record is written under the event log's
-    order lock (handoffs.services.start), so a record still in flight has an id above every visible
-    record of its handoff, if that handoff is visible (and active), or above `newest`, the newest
-    id read once no event writer was in flight (notifications.feed.visible_horizons). On SQLite,
-    whose writers take turns, `newest` is None: the newest visible record is such."""
-    from handoffs.models import ACTIVE, HandoffPhase
-
-    found = HandoffPhase.objects.filter(id__gte=fold.phases_below).aggregate(
-        running=Min("id", filter=Q(finished_at__isnull=True)),
-        active=Min("id", filter=Q(handoff__phase__in=ACTIVE)),
-        newest=Max("id"),
-    )
-    top = found["newest"] if newest is None else newest
-    limits = (found["running"], found["active"], None if top is None else top + 1)
-    return min((limit for limit in limits if limit is not None), default=fold.phases_below)
+    order lock (handoffs.services.start). So a record still in flight has an id above every visible
+    record of its handoff if that handoff is visible (and active), or else above `newest`. On
+    SQLite, whose writers take turns, every record up to the newest visible one is visible."""
+    first = _FIRST_UNSETTLED.first_row(below=fold.phases_below, newest=newest)
+    return newest + 1 if first is None else first[0]
 
 
 def _merged(
-    fold: Fold, folded: dict[tuple[str, ...], Tally], rows: QuerySet, labels: Sequence[str], bounds
+    fold: Fold,
+    folded: dict[tuple[str, ...], Tally],
+    rows: list[dict[str, Any]],
+    labels: Sequence[str],
+    bounds: Sequence[float],
 ) -> list[tuple[tuple[str, ...], Tally]]:
     """The folded histogram rows plus the rows above the fold, by their labels as shown; those
     that can be folded now are added to the fold too."""
@@ -341,54 +345,86 @@ def _merged(
     return sorted(shown.items())
 
 
-def handoff_metrics(fold: Fold, newest_phase: int | None) -> Iterator[Metric]:
-    """Handoffs by phase, and the figures of their phase records: those below the fold's id read
-    from the fold, the others counted (three statements bounded by that id), and those that have
-    become final since (phase_limit) folded."""
-    from gaiaorch.jobs import StepOutcome
-    from handoffs.models import Handoff, HandoffPhase, Phase
+def _phases_above(below: int, limit: int) -> QuerySet[HandoffPhase]:
+    """The phase records from `below` on, each marked `foldable` when it lies below `limit`."""
+    foldable = ExpressionWrapper(Q(id__lt=limit), output_field=BooleanField())
+    return HandoffPhase.objects.filter(id__gte=below).annotate(foldable=foldable)
 
-    yield gauge_by(
-        "gaiaorch_handoffs", "Handoffs by type and phase.", Handoff.objects.all(), ["type", "phase"]
-    )
-    limit = phase_limit(fold, newest_phase)
-    above = HandoffPhase.objects.filter(id__gte=fold.phases_below).annotate(
-        foldable=ExpressionWrapper(Q(id__lt=limit), output_field=BooleanField())
-    )
-    finished = above.filter(finished_at__isnull=False).annotate(
-        observed=duration("started_at", "finished_at")
-    )
-    labels = ["name", "outcome"]
+
+def _durations(below: int, limit: int) -> QuerySet:
+    finished = _phases_above(below, limit).filter(finished_at__isnull=False)
+    observed = finished.annotate(observed=duration("started_at", "finished_at"))
     aggregates = _bucket_aggregates(PHASE_BUCKETS, lambda bound: timedelta(seconds=bound))
-    rows = finished.values(*labels, "foldable").annotate(**aggregates).order_by()
-    yield histogram(
-        "gaiaorch_handoff_phase_duration_seconds",
-        "Duration of every finished handoff phase, by phase and outcome.",
-        _merged(fold, fold.durations, rows, labels, PHASE_BUCKETS),
-        PHASE_BUCKETS,
-        labels=labels,
+    return observed.values(*PHASE_LABELS, "foldable").annotate(**aggregates).order_by()
+
+
+def _reclaims(below: int, limit: int) -> QuerySet:
+    verified = _phases_above(below, limit).filter(
+        name=Phase.WAITING_CUDA_CLEANUP, outcome=StepOutcome.SUCCEEDED
     )
-    cleanups = above.filter(name=Phase.WAITING_CUDA_CLEANUP)
-    verified = cleanups.filter(outcome=StepOutcome.SUCCEEDED).annotate(
+    observed = verified.annotate(
         service=KT("figures__reclaim__service"),
         step=KT("figures__reclaim__step"),
         action=KT("figures__reclaim__action"),
         rule=KT("figures__rule"),
         observed=Cast(KT("figures__reclaim__seconds"), FloatField()),
-    )
-    labels = ["service", "step", "action", "rule"]
+    ).filter(observed__isnull=False)
     microseconds = Sum(Round(F("observed") * 1_000_000.0))
     aggregates = _bucket_aggregates(RECLAIM_BUCKETS, float, total=microseconds)
-    rows = (
-        verified.filter(observed__isnull=False).values(*labels, "foldable").annotate(**aggregates).order_by()
+    return observed.values(*RECLAIM_LABELS, "foldable").annotate(**aggregates).order_by()
+
+
+def _refused(below: int, limit: int) -> QuerySet:
+    failed = _phases_above(below, limit).filter(name=Phase.WAITING_CUDA_CLEANUP, outcome=StepOutcome.FAILED)
+    reasons = failed.annotate(reason=KT("figures__refusal")).filter(reason__isnull=False)
+    return reasons.values("reason", "foldable").annotate(count=Count("pk")).order_by()
+
+
+# The phase figures' statements, built once (gaiaorch.statements): a scrape pays only their execution.
+_PHASE_ID = HandoffPhase._meta.get_field("id")
+_FIRST_UNSETTLED = CompiledRead(
+    lambda below, newest: (
+        HandoffPhase.objects.filter(id__gte=below, id__lte=newest)
+        .filter(Q(finished_at__isnull=True) | Q(handoff__phase__in=ACTIVE))
+        .order_by("id")
+        .values_list("id")[:1]
+    ),
+    below=_PHASE_ID,
+    newest=_PHASE_ID,
+)
+_DURATIONS = CompiledRead(_durations, below=_PHASE_ID, limit=_PHASE_ID)
+_RECLAIMS = CompiledRead(_reclaims, below=_PHASE_ID, limit=_PHASE_ID)
+_REFUSED = CompiledRead(_refused, below=_PHASE_ID, limit=_PHASE_ID)
+
+
+def handoff_metrics(fold: Fold, newest_phase: int) -> Iterator[Metric]:
+    """Handoffs by phase, and the figures of their phase records: those below the fold's id read
+    from the fold, the others counted (bounded by that id), and those that have become final since
+    (phase_limit) folded."""
+    from handoffs.models import Handoff
+
+    yield gauge_by(
+        "gaiaorch_handoffs", "Handoffs by type and phase.", Handoff.objects.all(), ["type", "phase"]
+    )
+    below, limit = fold.phases_below, phase_limit(fold, newest_phase)
+    yield histogram(
+        "gaiaorch_handoff_phase_duration_seconds",
+        "Duration of every finished handoff phase, by phase and outcome.",
+        _merged(
+            fold, fold.durations, _DURATIONS.dicts(below=below, limit=limit), PHASE_LABELS, PHASE_BUCKETS
+        ),
+        PHASE_BUCKETS,
+        labels=PHASE_LABELS,
     )
     yield histogram(
         "gaiaorch_vram_reclaim_seconds",
         "From the answer of the release step after which a release was verified to its settled "
         "verification, by service, ladder step, its action and the rule that passed.",
-        _merged(fold, fold.reclaims, rows, labels, RECLAIM_BUCKETS),
+        _merged(
+            fold, fold.reclaims, _RECLAIMS.dicts(below=below, limit=limit), RECLAIM_LABELS, RECLAIM_BUCKETS
+        ),
         RECLAIM_BUCKETS,
-        labels=labels,
+        labels=RECLAIM_LABELS,
     )
     refused = CounterMetricFamily(
         "gaiaorch_handoff_refused_releases",
@@ -396,14 +432,8 @@ def handoff_metrics(fold: Fold, newest_phase: int | None) -> Iterator[Metric]:
         "not_enough_free, not_settled, unverifiable, telemetry_unavailable).",
         labels=["reason"],
     )
-    failed = cleanups.filter(outcome=StepOutcome.FAILED).annotate(reason=KT("figures__refusal"))
     counts = dict(fold.refused)
-    for row in (
-        failed.filter(reason__isnull=False)
-        .values("reason", "foldable")
-        .annotate(count=Count("pk"))
-        .order_by()
-    ):
+    for row in _REFUSED.dicts(below=below, limit=limit):
         reason = str(row["reason"])
         counts[reason] = counts.get(reason, 0) + row["count"]
         if row["foldable"]:
@@ -412,7 +442,7 @@ def handoff_metrics(fold: Fold, newest_phase: int | None) -> Iterator[Metric]:
     for reason, count in sorted(counts.items()):
         refused.add_metric([reason], count)
     yield refused
-    if limit > fold.phases_below:
+    if limit > below:
         fold.phases_below = limit
         fold.grew = True
 
@@ -492,7 +522,7 @@ def container_metrics() -> Iterator[Metric]:
 
 def event_metrics(fold: Fold, top: int) -> Iterator[Metric]:
     """Events by type: the folded counts plus the events above the last id seen up to `top`, the
-    newest below which none can still appear (newest_ids), all folded."""
+    newest below which none can still appear (visible_horizons), all folded."""
     from notifications.models import Event
 
     counts = fold.events
@@ -540,26 +570,11 @@ def worker_metrics() -> Iterator[Metric]:
     )
 
 
-def newest_ids() -> tuple[int, int | None]:
-    """The newest event id and phase record id below which none can still appear: on PostgreSQL
-    both read at once when no event writer is in flight (notifications.feed.visible_horizons); on
-    SQLite, whose writers take turns, the newest event, and None for the phase records (phase_limit
-    reads the newest one with the others)."""
-    from handoffs.models import HandoffPhase
-    from notifications.feed import visible_horizons
-    from notifications.models import Event
-
-    horizons = visible_horizons(HandoffPhase)
-    if horizons is None:
-        return Event.objects.aggregate(top=Max("id"))["top"] or 0, None
-    events, phases = horizons
-    return events, phases
-
-
 class DatabaseCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         fold = read_fold()
-        events, phases = newest_ids()
+        # The newest ids below which none can still appear (the phase records: phase_limit).
+        events, phases = visible_horizons(HandoffPhase)
         yield from lease_metrics(fold)
         yield from handoff_metrics(fold, phases)
         for figures in (gpu_metrics, container_metrics):

@@ -79,23 +79,27 @@ def visible_horizon() -> int | None:
     one is not yet. Every event writer holds the order lock shared until it commits
     (notifications.services); taking it exclusively waits for the writers in flight, and the
     newest id read in the next statement, with the lock already given back, is the horizon."""
-    horizons = visible_horizons()
-    return None if horizons is None else horizons[0]
-
-
-def visible_horizons(*others: type[Model]) -> tuple[int, ...] | None:
-    """visible_horizon, then the newest id of each of `others` (0 for none), read in the same
-    statement. A row of theirs whose transaction holds the order lock from before the row's id is
-    taken (it writes an event first) cannot appear below that id later; rows written otherwise
-    need a rule of their own. None on SQLite."""
     if connection.vendor != "postgresql":
         return None
+    return visible_horizons()[0]
+
+
+def visible_horizons(*others: type[Model]) -> tuple[int, ...]:
+    """The newest event id as visible_horizon reads it, then the newest id of each of `others`, read
+    in the same statement (0 for none); on SQLite, whose writers take turns, without the lock.
+
+    A row of `others` whose transaction holds the order lock from before the row's id is taken (it
+    writes an event first) cannot appear below its newest id later; rows written otherwise need a
+    rule of their own."""
     quote = connection.ops.quote_name
     tables: tuple[type[Model], ...] = (Event, *others)
     newest = ", ".join(
         f"(SELECT max({quote(model._meta.pk.column)}) FROM {quote(model._meta.db_table)})" for model in tables
     )
     with connection.cursor() as cursor:
+        if connection.vendor != "postgresql":
+            cursor.execute(f"SELECT {newest}")
+            return tuple(value or 0 for value in cursor.fetchone())
         # why: waits until no event writer is between taking its ids and committing (see above).
         cursor.execute("SELECT pg_advisory_lock(%s)", [EVENT_ORDER_LOCK])
         # The statement's snapshot is taken before the unlock in it: nothing in flight is missed.
