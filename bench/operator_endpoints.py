@@ -1,9 +1,10 @@
 """Latency of GET /status, /ready and /metrics through a real daphne server, with a history.
 
 The database is filled as a busy box would leave it: LEASES ended leases (each with its
-requested/granted/released events), HANDOFFS completed handoffs with five phase records each.
-/metrics aggregates over all of these rows at every scrape, so its cost grows with history;
-/status and /ready do not. The first /metrics of a fresh server is timed on its own, once after
+requested/granted/released events), HANDOFFS completed handoffs with five phase records each
+(the cleanup's with the figures of a verified release, so the reclaim histogram has rows).
+/metrics folds these rows once (console.metrics) and then counts only what is newer; /status
+and /ready do not read them. The first /metrics of a fresh server is timed on its own, once after
 the history is written and once more after a restart of the server on the same database; the
 floor (bench/floor_app.py under the same daphne) is timed in the same run.
 
@@ -103,7 +104,7 @@ def fill(env: dict[str, str], leases: int, handoffs: int, history: tuple[int, in
                 started_at=started + timedelta(seconds=index * 4),
                 finished_at=started + timedelta(seconds=index * 4 + 3),
                 outcome="succeeded",
-                figures={"seconds": 2.5} if name == Phase.WAITING_CUDA_CLEANUP else {},
+                figures=cleanup_figures(number) if name == Phase.WAITING_CUDA_CLEANUP else {},
             )
             for index, name in enumerate(
                 [
@@ -121,6 +122,12 @@ def fill(env: dict[str, str], leases: int, handoffs: int, history: tuple[int, in
         write_history(*history)
     docker_reachable(reachable=True)
     services.stamp_worker_heartbeat()
+
+
+def cleanup_figures(number: int) -> dict:
+    """What a verified release records (handoffs.cleanup), so the reclaim histogram has rows."""
+    reclaim = {"service": "gaia-prime", "step": 1 + number % 2, "action": "vllm", "seconds": 0.5 + number % 7}
+    return {"seconds": 2.5, "rule": "released", "reclaim": reclaim}
 
 
 @contextmanager

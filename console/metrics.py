@@ -13,12 +13,16 @@ counts only the rows above it. Events are append-only and their ids become visib
 (notifications.services), so the count per type up to a seen id plus the events above it is
 exact. A lease that has ended is final, and each GPU's arrivals are handed out in order under its
 row lock, so every lease below a GPU's oldest live one is folded; the rest of that GPU's leases
-(the live ones and those after the oldest live one) are counted at each scrape.
+(the live ones and those after the oldest live one) are counted at each scrape. A finished phase
+record is final too, and the records of every handoff appear in id order (phase_limit), so the
+records below the oldest one still running, or of a handoff still active, are folded (the phase
+durations, the reclaim times, the refused releases). Sums are kept in whole microseconds, so the
+folded figures plus the counted ones are exactly a recount of every row.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -38,15 +42,22 @@ from django.db.models import (
     Sum,
 )
 from django.db.models.fields.json import KT
-from django.db.models.functions import Cast
+from django.db.models.functions import Cast, Round
 from prometheus_client import generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
+from gaiaorch.jobs import StepOutcome
+from gaiaorch.statements import CompiledRead
+from handoffs.models import ACTIVE, HandoffPhase, Phase
+from notifications.feed import visible_horizons
+
 QUEUE_WAIT_BUCKETS = (0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 3600)
 PHASE_BUCKETS = (0.1, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600)
 RECLAIM_BUCKETS = (0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 30, 60, 120)
+PHASE_LABELS = ["name", "outcome"]
+RECLAIM_LABELS = ["service", "step", "action", "rule"]
 
 
 class Elapsed(Func):
@@ -76,48 +87,57 @@ def duration(start: str, end: str) -> Elapsed:
     return Elapsed(F(end), F(start))
 
 
-def _seconds(value: Any) -> float:
-    if value is None:
-        return 0.0
-    return value.total_seconds() if isinstance(value, timedelta) else float(value)
+# A histogram's figures as they are kept and added up: the count of each bucket, the observations
+# and their total in whole microseconds (so that sums are exact, in whatever order they are added).
+Tally = dict[str, Any]
 
 
-def _bucket_aggregates(bounds: Sequence[float], as_bound) -> dict[str, Any]:
-    """One aggregate per bucket (`value <= bound`), plus count and sum of the rows that have a
-    value: a histogram in one query."""
+def _bucket_aggregates(bounds: Sequence[float], as_bound, total: Any = None) -> dict[str, Any]:
+    """One aggregate per bucket (`observed <= bound`), plus count and sum of the rows that have a
+    value: a histogram in one query (`total`: another sum, where the observed value is no duration)."""
     buckets = {
         f"le_{i}": Count("pk", filter=Q(observed__lte=as_bound(bound))) for i, bound in enumerate(bounds)
     }
-    return {**buckets, "observations": Count("observed"), "total": Sum("observed")}
+    return {**buckets, "observations": Count("observed"), "total": total or Sum("observed")}
 
 
-def _histogram_rows(
-    queryset: QuerySet,
-    value: Any,
-    bounds: Sequence[float],
-    group_by: Sequence[str] = (),
-    seconds_are_durations=True,
-) -> list[dict[str, Any]]:
-    as_bound = (lambda bound: timedelta(seconds=bound)) if seconds_are_durations else float
-    observed = queryset.annotate(observed=value).filter(observed__isnull=False)
-    aggregates = _bucket_aggregates(bounds, as_bound)
-    if group_by:
-        return list(observed.values(*group_by).annotate(**aggregates).order_by(*group_by))
-    return [observed.aggregate(**aggregates)]
+def _tally(row: dict[str, Any], bounds: Sequence[float]) -> Tally:
+    """A row of _bucket_aggregates as a Tally: its total a duration, or microseconds summed."""
+    total = row["total"]
+    total_us = total // timedelta(microseconds=1) if isinstance(total, timedelta) else round(total or 0)
+    buckets = [row[f"le_{i}"] for i in range(len(bounds))]
+    return {"buckets": buckets, "observations": row["observations"], "total_us": total_us}
+
+
+def _empty(bounds: Sequence[float]) -> Tally:
+    return {"buckets": [0] * len(bounds), "observations": 0, "total_us": 0}
+
+
+def _copy(tally: Tally) -> Tally:
+    return {**tally, "buckets": list(tally["buckets"])}
+
+
+def _add(into: Tally, tally: Tally) -> None:
+    into["buckets"] = [mine + theirs for mine, theirs in zip(into["buckets"], tally["buckets"], strict=True)]
+    into["observations"] += tally["observations"]
+    into["total_us"] += tally["total_us"]
 
 
 def histogram(
     name: str,
     documentation: str,
-    rows: list[dict[str, Any]],
+    rows: Iterable[tuple[Sequence[str], Tally]],
     bounds: Sequence[float],
     labels: Sequence[str] = (),
 ) -> HistogramMetricFamily:
+    """A histogram family of (label values, Tally) rows."""
     family = HistogramMetricFamily(name, documentation, labels=list(labels))
-    for row in rows:
-        buckets = [(floatToGoString(bound), row[f"le_{i}"]) for i, bound in enumerate(bounds)]
-        buckets.append(("+Inf", row["observations"]))
-        family.add_metric([str(row[label]) for label in labels], buckets, _seconds(row["total"]))
+    for values, tally in rows:
+        buckets = [
+            (floatToGoString(bound), count) for bound, count in zip(bounds, tally["buckets"], strict=True)
+        ]
+        buckets.append(("+Inf", tally["observations"]))
+        family.add_metric(list(values), buckets, tally["total_us"] / 1_000_000)
     return family
 
 
@@ -146,26 +166,40 @@ class Fold:
         self.leases: dict[str, dict[str, int]] = {
             gpu: dict(counts) for gpu, counts in leases.get("count", {}).items()
         }
-        wait = leases.get("wait", {})
-        buckets = wait.get("buckets", [0] * len(QUEUE_WAIT_BUCKETS))
-        self.wait = {
-            **{f"le_{i}": count for i, count in enumerate(buckets)},
-            "observations": wait.get("observations", 0),
-            "total": timedelta(microseconds=wait.get("total_us", 0)),
-        }
+        self.wait: Tally = _copy(leases.get("wait") or _empty(QUEUE_WAIT_BUCKETS))
+        phases = figures.get("phases", {})
+        self.phases_below: int = phases.get("below", 0)
+        self.durations = _by_labels(phases.get("durations", []))
+        self.reclaims = _by_labels(phases.get("reclaims", []))
+        self.refused: dict[str, int] = dict(phases.get("refused", {}))
         self.grew = False
 
     def as_figures(self) -> dict[str, Any]:
-        buckets = [self.wait[f"le_{i}"] for i in range(len(QUEUE_WAIT_BUCKETS))]
-        total_us = self.wait["total"] // timedelta(microseconds=1)
         return {
             "events": {"seen": self.events_seen, "count": self.events},
-            "leases": {
-                "below": self.below,
-                "count": self.leases,
-                "wait": {"buckets": buckets, "observations": self.wait["observations"], "total_us": total_us},
+            "leases": {"below": self.below, "count": self.leases, "wait": self.wait},
+            "phases": {
+                "below": self.phases_below,
+                "durations": _labelled(self.durations),
+                "reclaims": _labelled(self.reclaims),
+                "refused": self.refused,
             },
         }
+
+
+def _by_labels(rows: list[dict[str, Any]]) -> dict[tuple[str, ...], Tally]:
+    return {
+        tuple(row["labels"]): {
+            "buckets": list(row["buckets"]),
+            "observations": row["observations"],
+            "total_us": row["total_us"],
+        }
+        for row in rows
+    }
+
+
+def _labelled(tallies: dict[tuple[str, ...], Tally]) -> list[dict[str, Any]]:
+    return [{**tally, "labels": list(labels)} for labels, tally in sorted(tallies.items())]
 
 
 def read_fold() -> Fold:
@@ -198,15 +232,6 @@ def store_fold(fold: Fold) -> bool:
         )
 
 
-def _add(into: dict[str, Any], row: dict[str, Any]) -> None:
-    """Add a histogram row (bucket counts, observations, total) to another."""
-    for key in into:
-        if key == "total":
-            into[key] += row[key] or timedelta(0)
-        else:
-            into[key] += row[key]
-
-
 def lease_rows(fold: Fold) -> tuple[list[tuple[int, int]], list[dict[str, Any]]]:
     """The GPUs (id, index) and, grouped by GPU, state and whether each can be folded, every lease
     above its GPU's fold with its queue-wait histogram: three statements for any number of GPUs.
@@ -225,7 +250,10 @@ def lease_rows(fold: Fold) -> tuple[list[tuple[int, int]], list[dict[str, Any]]]
     oldest = dict(live.annotate(oldest=Min("arrival")).order_by().values_list("gpu_id", "oldest"))
     above, final = Q(), Q()
     for gpu_id, _, next_arrival in gpus:  # one condition per GPU, on the (gpu, arrival) index
-        above |= Q(gpu_id=gpu_id, arrival__gte=fold.below.get(str(gpu_id), 0))
+        # Below the next arrival too: every lease there is (the GPU was read first), and SQLite
+        # then reads that range of the index, not every lease of the GPU through the queue index.
+        since = fold.below.get(str(gpu_id), 0)
+        above |= Q(gpu_id=gpu_id, arrival__gte=since, arrival__lt=next_arrival)
         final |= Q(gpu_id=gpu_id, arrival__lt=min(next_arrival, oldest.get(gpu_id, next_arrival)))
     rows = (
         Lease.objects.filter(above)
@@ -249,7 +277,7 @@ def lease_metrics(fold: Fold) -> Iterator[Metric]:
 
     gpus, rows = lease_rows(fold)
     counts = {gpu: dict(by_status) for gpu, by_status in fold.leases.items()}
-    wait = dict(fold.wait)
+    wait = _copy(fold.wait)
     waiting: dict[str, int] = {}
     for row in rows:
         gpu, status = str(row["gpu_id"]), row["status"]
@@ -257,11 +285,12 @@ def lease_metrics(fold: Fold) -> Iterator[Metric]:
         by_status[status] = by_status.get(status, 0) + row["count"]
         if status == LeaseStatus.WAITING:
             waiting[gpu] = waiting.get(gpu, 0) + row["count"]
-        _add(wait, row)
+        tally = _tally(row, QUEUE_WAIT_BUCKETS)
+        _add(wait, tally)
         if row["foldable"]:
             folded = fold.leases.setdefault(gpu, {})
             folded[status] = folded.get(status, 0) + row["count"]
-            _add(fold.wait, row)
+            _add(fold.wait, tally)
             fold.below[gpu] = max(fold.below.get(gpu, 0), row["last"] + 1)
             fold.grew = True
     leases = GaugeMetricFamily("gaiaorch_leases", "Leases by GPU and state.", labels=["gpu_index", "status"])
@@ -277,46 +306,125 @@ def lease_metrics(fold: Fold) -> Iterator[Metric]:
     yield histogram(
         "gaiaorch_lease_queue_wait_seconds",
         "Time from request to grant of every granted lease.",
-        [wait],
+        [((), wait)],
         QUEUE_WAIT_BUCKETS,
     )
 
 
-def handoff_metrics() -> Iterator[Metric]:
-    from gaiaorch.jobs import StepOutcome
-    from handoffs.models import Handoff, HandoffPhase, Phase
+def phase_limit(fold: Fold, newest: int) -> int:
+    """The phase record id below which every record is finished and none can still appear: the
+    oldest record above the fold still running or of a handoff still active, else one above
+    `newest`, the newest id read once no event writer was in flight (visible_horizons).
 
-    yield gauge_by(
-        "gaiaorch_handoffs", "Handoffs by type and phase.", Handoff.objects.all(), ["type", "phase"]
+    A handoff's records are written one transaction after another: each of its worker's first
+    updates the handoff's row, and a new handoff's first record is written under the event log's
+    order lock (handoffs.services.start). So a record still in flight has an id above every visible
+    record of its handoff if that handoff is visible (and active), or else above `newest`. On
+    SQLite, whose writers take turns, every record up to the newest visible one is visible."""
+    first = _FIRST_UNSETTLED.first_row(below=fold.phases_below, newest=newest)
+    return newest + 1 if first is None else first[0]
+
+
+def _merged(
+    fold: Fold,
+    folded: dict[tuple[str, ...], Tally],
+    rows: list[dict[str, Any]],
+    labels: Sequence[str],
+    bounds: Sequence[float],
+) -> list[tuple[tuple[str, ...], Tally]]:
+    """The folded histogram rows plus the rows above the fold, by their labels as shown; those
+    that can be folded now are added to the fold too."""
+    shown = {values: _copy(tally) for values, tally in folded.items()}
+    for row in rows:
+        values = tuple(str(row[label]) for label in labels)
+        tally = _tally(row, bounds)
+        _add(shown.setdefault(values, _empty(bounds)), tally)
+        if row["foldable"]:
+            _add(folded.setdefault(values, _empty(bounds)), tally)
+            fold.grew = True
+    return sorted(shown.items())
+
+
+def _phases_above(below: int, limit: int) -> QuerySet[HandoffPhase]:
+    """The phase records from `below` on, each marked `foldable` when it lies below `limit`."""
+    foldable = ExpressionWrapper(Q(id__lt=limit), output_field=BooleanField())
+    return HandoffPhase.objects.filter(id__gte=below).annotate(foldable=foldable)
+
+
+def _durations(below: int, limit: int) -> QuerySet:
+    finished = _phases_above(below, limit).filter(finished_at__isnull=False)
+    observed = finished.annotate(observed=duration("started_at", "finished_at"))
+    aggregates = _bucket_aggregates(PHASE_BUCKETS, lambda bound: timedelta(seconds=bound))
+    return observed.values(*PHASE_LABELS, "foldable").annotate(**aggregates).order_by()
+
+
+def _reclaims(below: int, limit: int) -> QuerySet:
+    verified = _phases_above(below, limit).filter(
+        name=Phase.WAITING_CUDA_CLEANUP, outcome=StepOutcome.SUCCEEDED
     )
-    finished = HandoffPhase.objects.filter(finished_at__isnull=False)
-    rows = _histogram_rows(
-        finished, duration("started_at", "finished_at"), PHASE_BUCKETS, group_by=["name", "outcome"]
-    )
-    yield histogram(
-        "gaiaorch_handoff_phase_duration_seconds",
-        "Duration of every finished handoff phase, by phase and outcome.",
-        rows,
-        PHASE_BUCKETS,
-        labels=["name", "outcome"],
-    )
-    cleanups = HandoffPhase.objects.filter(name=Phase.WAITING_CUDA_CLEANUP)
-    verified = cleanups.filter(outcome=StepOutcome.SUCCEEDED).annotate(
+    observed = verified.annotate(
         service=KT("figures__reclaim__service"),
         step=KT("figures__reclaim__step"),
         action=KT("figures__reclaim__action"),
         rule=KT("figures__rule"),
+        observed=Cast(KT("figures__reclaim__seconds"), FloatField()),
+    ).filter(observed__isnull=False)
+    microseconds = Sum(Round(F("observed") * 1_000_000.0))
+    aggregates = _bucket_aggregates(RECLAIM_BUCKETS, float, total=microseconds)
+    return observed.values(*RECLAIM_LABELS, "foldable").annotate(**aggregates).order_by()
+
+
+def _refused(below: int, limit: int) -> QuerySet:
+    failed = _phases_above(below, limit).filter(name=Phase.WAITING_CUDA_CLEANUP, outcome=StepOutcome.FAILED)
+    reasons = failed.annotate(reason=KT("figures__refusal")).filter(reason__isnull=False)
+    return reasons.values("reason", "foldable").annotate(count=Count("pk")).order_by()
+
+
+# The phase figures' statements, built once (gaiaorch.statements): a scrape pays only their execution.
+_PHASE_ID = HandoffPhase._meta.get_field("id")
+_FIRST_UNSETTLED = CompiledRead(
+    lambda below, newest: (
+        HandoffPhase.objects.filter(id__gte=below, id__lte=newest)
+        .filter(Q(finished_at__isnull=True) | Q(handoff__phase__in=ACTIVE))
+        .order_by("id")
+        .values_list("id")[:1]
+    ),
+    below=_PHASE_ID,
+    newest=_PHASE_ID,
+)
+_DURATIONS = CompiledRead(_durations, below=_PHASE_ID, limit=_PHASE_ID)
+_RECLAIMS = CompiledRead(_reclaims, below=_PHASE_ID, limit=_PHASE_ID)
+_REFUSED = CompiledRead(_refused, below=_PHASE_ID, limit=_PHASE_ID)
+
+
+def handoff_metrics(fold: Fold, newest_phase: int) -> Iterator[Metric]:
+    """Handoffs by phase, and the figures of their phase records: those below the fold's id read
+    from the fold, the others counted (bounded by that id), and those that have become final since
+    (phase_limit) folded."""
+    from handoffs.models import Handoff
+
+    yield gauge_by(
+        "gaiaorch_handoffs", "Handoffs by type and phase.", Handoff.objects.all(), ["type", "phase"]
     )
-    seconds = Cast(KT("figures__reclaim__seconds"), FloatField())
-    labels = ["service", "step", "action", "rule"]
-    rows = _histogram_rows(verified, seconds, RECLAIM_BUCKETS, group_by=labels, seconds_are_durations=False)
+    below, limit = fold.phases_below, phase_limit(fold, newest_phase)
+    yield histogram(
+        "gaiaorch_handoff_phase_duration_seconds",
+        "Duration of every finished handoff phase, by phase and outcome.",
+        _merged(
+            fold, fold.durations, _DURATIONS.dicts(below=below, limit=limit), PHASE_LABELS, PHASE_BUCKETS
+        ),
+        PHASE_BUCKETS,
+        labels=PHASE_LABELS,
+    )
     yield histogram(
         "gaiaorch_vram_reclaim_seconds",
         "From the answer of the release step after which a release was verified to its settled "
         "verification, by service, ladder step, its action and the rule that passed.",
-        rows,
+        _merged(
+            fold, fold.reclaims, _RECLAIMS.dicts(below=below, limit=limit), RECLAIM_LABELS, RECLAIM_BUCKETS
+        ),
         RECLAIM_BUCKETS,
-        labels=labels,
+        labels=RECLAIM_LABELS,
     )
     refused = CounterMetricFamily(
         "gaiaorch_handoff_refused_releases",
@@ -324,12 +432,19 @@ def handoff_metrics() -> Iterator[Metric]:
         "not_enough_free, not_settled, unverifiable, telemetry_unavailable).",
         labels=["reason"],
     )
-    failed = cleanups.filter(outcome=StepOutcome.FAILED).annotate(reason=KT("figures__refusal"))
-    for row in (
-        failed.filter(reason__isnull=False).values("reason").annotate(count=Count("pk")).order_by("reason")
-    ):
-        refused.add_metric([row["reason"]], row["count"])
+    counts = dict(fold.refused)
+    for row in _REFUSED.dicts(below=below, limit=limit):
+        reason = str(row["reason"])
+        counts[reason] = counts.get(reason, 0) + row["count"]
+        if row["foldable"]:
+            fold.refused[reason] = fold.refused.get(reason, 0) + row["count"]
+            fold.grew = True
+    for reason, count in sorted(counts.items()):
+        refused.add_metric([reason], count)
     yield refused
+    if limit > below:
+        fold.phases_below = limit
+        fold.grew = True
 
 
 def gpu_metrics() -> Iterator[Metric]:
@@ -405,12 +520,12 @@ def container_metrics() -> Iterator[Metric]:
     )
 
 
-def event_metrics(fold: Fold) -> Iterator[Metric]:
-    """Events by type: the folded counts plus the events above the last id seen, all folded."""
+def event_metrics(fold: Fold, top: int) -> Iterator[Metric]:
+    """Events by type: the folded counts plus the events above the last id seen up to `top`, the
+    newest below which none can still appear (visible_horizons), all folded."""
     from notifications.models import Event
 
     counts = fold.events
-    top = Event.objects.aggregate(top=Max("id"))["top"] or 0
     if top > fold.events_seen:
         # Both bounds: SQLite then reads the id range rather than every entry of the type index.
         above = Event.objects.filter(id__gt=fold.events_seen, id__lte=top).values("type")
@@ -458,10 +573,13 @@ def worker_metrics() -> Iterator[Metric]:
 class DatabaseCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         fold = read_fold()
+        # The newest ids below which none can still appear (the phase records: phase_limit).
+        events, phases = visible_horizons(HandoffPhase)
         yield from lease_metrics(fold)
-        for figures in (handoff_metrics, gpu_metrics, container_metrics):
+        yield from handoff_metrics(fold, phases)
+        for figures in (gpu_metrics, container_metrics):
             yield from figures()
-        yield from event_metrics(fold)
+        yield from event_metrics(fold, events)
         yield from notification_metrics()
         yield from worker_metrics()
         store_fold(fold)

@@ -37,6 +37,7 @@ class _Compiled:
     converters: list[tuple[int, tuple[list[Callable[..., Any]], Any]]]  # the ORM's, per column
     fields: slice  # the columns of the queryset's own model
     names: list[str]  # their attribute names, in that order
+    aliases: list[str]  # every column's name (a values queryset's field and annotation names)
     related: list[RelatedPopulator]  # what select_related attaches, as the ORM's iterator does
 
 
@@ -65,6 +66,11 @@ class CompiledRead:
     def rows(self, using: str = "default", **values: Any) -> list[list[Any]]:
         """Every row, as a list of the selected columns (a values_list queryset's), converted."""
         return self._run(using, values)[1]
+
+    def dicts(self, using: str = "default", **values: Any) -> list[dict[str, Any]]:
+        """Every row, as a mapping of a values queryset's names to their converted values."""
+        compiled, rows = self._run(using, values)
+        return [dict(zip(compiled.aliases, row, strict=True)) for row in rows]
 
     def first_row(self, using: str = "default", **values: Any) -> tuple | None:
         """The first row, as a tuple of the selected columns (a values_list queryset's)."""
@@ -115,6 +121,7 @@ class CompiledRead:
             converters=list(converters.items()),
             fields=slice(start, end),
             names=[expression.target.attname for expression, _, _ in select[start:end]],
+            aliases=[alias or expression.target.attname for expression, _, alias in select],
             related=get_related_populators(klass_info, select, using) if klass_info else [],
         )
 

@@ -138,6 +138,17 @@ def _start(
                 )
         except IntegrityError:
             raise _conflict_with_active(gpu) from None
+        # The event before the phase record: the event log's order lock, held from the event to the
+        # commit, then covers the record's id too, so a reader that waits for that lock never sees a
+        # later record while this first one of a new handoff is still in flight (console.metrics).
+        record_event(
+            events.HANDOFF_STARTED,
+            f"Handoff {type} started: {kind.source} → {kind.destination}",
+            note,
+            actor=actor,
+            data=handoff.event_data(),
+            subject=("handoff", handoff.id),
+        )
         now = timezone.now()
         HandoffPhase.objects.create(
             handoff=handoff,
@@ -147,14 +158,6 @@ def _start(
             outcome=jobs.StepOutcome.SUCCEEDED,
             detail=f"{kind.source} holds GPU {gpu} under lease {holding.lease_id}",
             figures={"source_lease_id": str(holding.lease_id), "fencing_token": holding.fencing_token},
-        )
-        record_event(
-            events.HANDOFF_STARTED,
-            f"Handoff {type} started: {kind.source} → {kind.destination}",
-            note,
-            actor=actor,
-            data=handoff.event_data(),
-            subject=("handoff", handoff.id),
         )
         transaction.on_commit(lambda: enqueue(handoff.id))
     return handoff

@@ -9,7 +9,7 @@ from fnmatch import fnmatchcase
 from typing import Any
 
 from django.db import connection
-from django.db.models import QuerySet
+from django.db.models import Model, QuerySet
 
 from notifications.models import Event
 
@@ -81,13 +81,30 @@ def visible_horizon() -> int | None:
     newest id read in the next statement, with the lock already given back, is the horizon."""
     if connection.vendor != "postgresql":
         return None
-    table = connection.ops.quote_name(Event._meta.db_table)
+    return visible_horizons()[0]
+
+
+def visible_horizons(*others: type[Model]) -> tuple[int, ...]:
+    """The newest event id as visible_horizon reads it, then the newest id of each of `others`, read
+    in the same statement (0 for none); on SQLite, whose writers take turns, without the lock.
+
+    A row of `others` whose transaction holds the order lock from before the row's id is taken (it
+    writes an event first) cannot appear below its newest id later; rows written otherwise need a
+    rule of their own."""
+    quote = connection.ops.quote_name
+    tables: tuple[type[Model], ...] = (Event, *others)
+    newest = ", ".join(
+        f"(SELECT max({quote(model._meta.pk.column)}) FROM {quote(model._meta.db_table)})" for model in tables
+    )
     with connection.cursor() as cursor:
+        if connection.vendor != "postgresql":
+            cursor.execute(f"SELECT {newest}")
+            return tuple(value or 0 for value in cursor.fetchone())
         # why: waits until no event writer is between taking its ids and committing (see above).
         cursor.execute("SELECT pg_advisory_lock(%s)", [EVENT_ORDER_LOCK])
         # The statement's snapshot is taken before the unlock in it: nothing in flight is missed.
-        cursor.execute(f"SELECT max(id), pg_advisory_unlock(%s) FROM {table}", [EVENT_ORDER_LOCK])
-        return cursor.fetchone()[0] or 0
+        cursor.execute(f"SELECT {newest}, pg_advisory_unlock(%s)", [EVENT_ORDER_LOCK])
+        return tuple(value or 0 for value in cursor.fetchone()[:-1])
 
 
 def visible(events: QuerySet[Event]) -> QuerySet[Event]:

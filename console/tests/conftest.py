@@ -9,12 +9,13 @@ from containers import services as containers
 from containers.services import docker_reachable
 from gaiaorch import services, telemetry
 from gaiaorch.auth import issue_token
-from handoffs.tests.conftest import (  # noqa: F401 (crash suite, callers, GPU figures)
+from handoffs.tests.conftest import (  # noqa: F401 (crash suite, callers, GPU figures, metrics)
     configure,
     gaia,
     gpu,
     hold_gpu,
     resident,
+    run_handoff,
     worker,
 )
 from leases import services as leases

@@ -5,6 +5,7 @@ import uuid
 
 import pytest
 from django.db import DatabaseError, connection, transaction
+from django.db.models import BooleanField, Count, ExpressionWrapper, Max, Q
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
@@ -20,6 +21,16 @@ BY_INDEX = CompiledRead(
 )
 LIVE_ON = CompiledRead(
     lambda gpu: Lease.objects.live().filter(gpu=gpu).order_by("arrival"), gpu=Lease._meta.get_field("gpu")
+)
+BY_STATUS = CompiledRead(
+    lambda gpu: (
+        Lease.objects.filter(gpu=gpu)
+        .annotate(late=ExpressionWrapper(Q(arrival__gte=2), output_field=BooleanField()))
+        .values("status", "late")
+        .annotate(count=Count("pk"), last=Max("arrival"))
+        .order_by("status", "-late")
+    ),
+    gpu=Lease._meta.get_field("gpu"),
 )
 GPU_INDEX_OF = CompiledRead(
     lambda lease: Lease.objects.filter(pk=lease).values_list("gpu__index", "requester")[:1],
@@ -94,6 +105,22 @@ def test_it_answers_a_values_row_or_none():
     assert GPU_INDEX_OF.first_row(lease=held.id) == (1, "a")
     assert GPU_INDEX_OF.first_row(lease=str(held.id)) == (1, "a")
     assert GPU_INDEX_OF.first_row(lease=uuid.uuid4()) is None
+
+
+def test_it_answers_grouped_rows_as_mappings_of_their_names():
+    gpus = make_gpus(2)
+    for arrival, status in enumerate([LeaseStatus.ACTIVE, LeaseStatus.WAITING, LeaseStatus.WAITING]):
+        lease(gpus[0], f"r{arrival}", status, arrival)
+    lease(gpus[1], "r9", LeaseStatus.WAITING, 1)
+    rows = BY_STATUS.dicts(gpu=gpus[0].pk)
+    assert rows == [
+        {"status": LeaseStatus.ACTIVE, "late": False, "count": 1, "last": 0},
+        {"status": LeaseStatus.WAITING, "late": True, "count": 1, "last": 2},
+        {"status": LeaseStatus.WAITING, "late": False, "count": 1, "last": 1},
+    ]
+    assert BY_STATUS.dicts(gpu=gpus[1].pk) == [
+        {"status": LeaseStatus.WAITING, "late": False, "count": 1, "last": 1}
+    ]
 
 
 def test_it_compiles_once_and_then_runs_only_the_statement():
